@@ -1,0 +1,106 @@
+"""TiCo: Transformation Invariance and Covariance Contrast.
+
+Zhu, Moraes, Karakulak, Sobol, Canziani, LeCun, "TiCo: Transformation Invariance and
+Covariance Contrast for Self-Supervised Visual Representation Learning", 2022,
+arXiv:2206.10698. Follows the paper's Algorithm 1.
+
+With z_a, z_b L2-normalised rows of the two views (N x D) and C a running D x D estimate of
+the embeddings' second-moment matrix carried between steps (C_0 = 0):
+
+    C_t = beta * C_{t-1} + (1 - beta) * Z_a^T Z_a / N
+    L   = -1/N sum_n z_a[n] . z_b[n]  +  rho * 1/N sum_n z_a[n]^T C_t z_a[n]
+
+with beta = 0.9, rho = 20. The first term pulls the two views together (transformation
+invariance); the second pushes each embedding away from the directions that recent batches
+already occupy (covariance contrast), like a momentum-averaged memory bank of unlimited size.
+
+We follow the paper: gradients flow through the current batch's term Z_a^T Z_a / N inside
+C_t (only C_{t-1} is a constant), and C_t is detached before it is handed to the next step.
+lightly's current ``TiCoLoss`` detaches the batch term as well and writes the invariance as
+1 - mean(z_a . z_b). The constant 1 only shifts the reported value; the detach changes the
+gradient: the current batch contributes (1 - beta) rho / N^2 * ||Z_a Z_a^T||_F^2 to the loss,
+and with Z_a^T Z_a treated as a constant only half of that term's gradient survives. The
+paper's algorithm differentiates through it, so we do too.
+
+Distributed: the C update and both terms use the batch gathered (with gradients) from all
+ranks, N = global batch; every rank computes the same loss and the same C_t.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssl_bench.distributed import gather_with_grad, resolve_gather
+from ssl_bench.embeddings import check_embedding_pair
+from ssl_bench.method import Method, register_method
+
+
+def tico_terms(
+    z_a: Tensor, z_b: Tensor, C: Tensor, beta: float = 0.9, *, gather: bool | None = None
+) -> tuple[dict[str, Tensor], Tensor]:
+    """TiCo's two terms and the updated covariance estimate.
+
+    Returns ``({"invariance": -mean_n(z_a . z_b), "contrast": mean_n(z_a^T C_t z_a)}, C_t)``,
+    with z L2-normalised and C_t = beta C + (1 - beta) Z_a^T Z_a / N. ``C`` is the previous
+    estimate (D x D; zeros at the first step), used as a constant and cast to z's dtype and
+    device; the returned C_t is detached, ready to be passed in at the next step.
+    ``gather``: use the batch of all ranks; None = whenever torch.distributed runs with more
+    than one rank.
+    """
+    check_embedding_pair(z_a, z_b)
+    d = z_a.shape[1]
+    if not isinstance(C, Tensor) or C.shape != (d, d):
+        shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
+        raise ValueError(f"C must be a {d} x {d} tensor (torch.zeros({d}, {d}) at the first step); got {shape}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1]; got {beta}")
+
+    u_a = F.normalize(z_a, dim=1)
+    u_b = F.normalize(z_b, dim=1)
+    if resolve_gather(gather):
+        u_a, u_b = gather_with_grad(u_a), gather_with_grad(u_b)
+    n = u_a.shape[0]
+
+    c_prev = C.detach().to(dtype=u_a.dtype, device=u_a.device)
+    # Keeps the graph through this batch's term, as in the paper's Algorithm 1.
+    c_t = beta * c_prev + (1.0 - beta) * (u_a.T @ u_a) / n
+
+    invariance = -(u_a * u_b).sum(dim=1).mean()
+    contrast = ((u_a @ c_t) * u_a).sum(dim=1).mean()
+    return {"invariance": invariance, "contrast": contrast}, c_t.detach()
+
+
+def tico_loss(
+    z_a: Tensor,
+    z_b: Tensor,
+    C: Tensor,
+    beta: float = 0.9,
+    rho: float = 20.0,
+    *,
+    gather: bool | None = None,
+) -> tuple[Tensor, Tensor]:
+    """TiCo loss ``invariance + rho * contrast`` and the detached C_t for the next step."""
+    terms, c_next = tico_terms(z_a, z_b, C, beta=beta, gather=gather)
+    return terms["invariance"] + rho * terms["contrast"], c_next
+
+
+@register_method
+class TiCo(Method):
+    """TiCo (Zhu et al. 2022): transformation invariance + covariance contrast with a running C."""
+
+    name = "tico"
+    augmentation = "simclr"
+
+    def __init__(self, backbone, feature_dim, projector_dims, **loss_params) -> None:
+        super().__init__(backbone, feature_dim, projector_dims, **loss_params)
+        # The running covariance is state of the loss: a buffer, so it is checkpointed with the
+        # weights and a resumed run continues with the same C.
+        self.register_buffer("C", torch.zeros(self.embedding_dim, self.embedding_dim))
+
+    def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        terms, C_next = tico_terms(z_a, z_b, self.C, beta=self.loss_params["beta"])
+        if self.training:
+            self.C.copy_(C_next)
+        return terms["invariance"] + self.loss_params["rho"] * terms["contrast"], terms

@@ -1,0 +1,119 @@
+"""The `ssl-bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Sequence
+
+from ssl_bench.errors import UsageError
+
+DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_RESULTS_DIR = "runs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssl-bench", description="Compare self-supervised learning methods under one harness.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="pre-train (and evaluate) methods, then print a comparison table")
+    run.add_argument("methods", nargs="+", metavar="METHOD", help="method names (see `ssl-bench methods`)")
+    run.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default: {DEFAULT_DATASET})")
+    run.add_argument("--epochs", type=int, help="pre-training epochs (default: the recipe's)")
+    run.add_argument("--backbone", help="backbone name: resnet18, resnet18_cifar, resnet50, tiny_convnet or any timm model")
+    run.add_argument("--batch-size", type=int, help="batch size per process (default: the recipe's)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.add_argument("--data-root", default="data", help="where datasets live (default: ./data)")
+    run.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"where run directories go (default: ./{DEFAULT_RESULTS_DIR})")
+    run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any config field, e.g. --set base_lr=0.5 --set loss.temperature=0.5")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    commands.add_parser("methods", help="list the methods and print the recipe table")
+    commands.add_parser("datasets", help="list the datasets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        print(f"ssl-bench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssl-bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ssl_bench.config import resolve_config
+    from ssl_bench.method import get_method
+    from ssl_bench.models import check_backbone_name
+    from ssl_bench.report import format_run_table
+    from ssl_bench.train import RunResult, pretrain
+
+    for name, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size)]:
+        if value is not None and value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
+    # Check every name before the first run starts: a typo in the last method must not
+    # surface after the first one has trained for an hour.
+    for name in args.methods:
+        get_method(name)
+    overrides = {"epochs": args.epochs, "backbone": args.backbone, "batch_size": args.batch_size,
+                 "seed": args.seed, "data_root": args.data_root}
+    configs = [resolve_config(name, args.dataset, overrides, args.settings) for name in args.methods]
+    check_backbone_name(configs[0].backbone)
+
+    results: list[RunResult] = []
+    for config in configs:
+        try:
+            results.append(pretrain(config, args.results_dir, progress=not args.no_progress))
+        except UsageError:
+            raise
+        except Exception as error:  # one method's crash must not cost the others their runs
+            from ssl_bench.rundir import RunDir
+
+            run_dir = RunDir.for_config(args.results_dir, config)
+            log_path = run_dir.path / "error.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(traceback.format_exc())
+            print(f"ssl-bench: {config.method} failed: {type(error).__name__}: {error} (traceback: {log_path})",
+                  file=sys.stderr)
+            results.append(RunResult(config.method, run_dir.path, "failed", error=f"{type(error).__name__}: {error}"))
+    print()
+    print(format_run_table(results))
+    return 0 if all(r.status == "finished" for r in results) else 1
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ssl_bench.config import recipe_rows
+    from ssl_bench.method import available_methods, get_method
+
+    print("Methods:")
+    for name in available_methods():
+        doc = (get_method(name).__doc__ or "").strip().splitlines()
+        print(f"  {name:<14} {doc[0] if doc else ''}")
+    print()
+    print(pd.DataFrame(recipe_rows()).to_markdown(index=False))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from ssl_bench.data.datasets import available_datasets, dataset_info
+
+    for name in available_datasets():
+        info = dataset_info(name)
+        print(f"  {name:<14} {info.description}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

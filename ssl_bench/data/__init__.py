@@ -1,0 +1,1 @@
+"""Datasets, batched augmentations and the training/evaluation loaders."""

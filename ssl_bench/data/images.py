@@ -1,0 +1,58 @@
+"""The two shapes a dataset takes in ssl-bench: all in memory, or files read on demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TensorImages:
+    """A small dataset held whole as uint8 tensors: no per-sample decoding, batches by indexing.
+
+    images: (N, C, H, W) uint8, C = 1 (grayscale) or 3 (RGB); labels: (N,) int64 (-1 = unlabeled).
+    """
+
+    images: Tensor
+    labels: Tensor
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must be (N,) and match images")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, indices: Tensor) -> "TensorImages":
+        return TensorImages(self.images[indices], self.labels[indices], self.classes)
+
+
+class FolderImages(Dataset):
+    """Image files read on demand (ImageNet-sized data): ``loader(path) -> PIL image``."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], loader: Callable) -> None:
+        self.samples = samples
+        self.classes = classes
+        self.loader = loader
+        self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.loader(path), label
+
+    def subset(self, indices: Tensor) -> "FolderImages":
+        return FolderImages([self.samples[i] for i in indices.tolist()], self.classes, self.loader)
+
+
+ImageData = TensorImages | FolderImages

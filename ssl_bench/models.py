@@ -1,0 +1,105 @@
+"""Backbones by name (torchvision, timm, and two small-image nets) and recipe projectors."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import nn
+
+from ssl_bench.errors import UsageError, unknown_name_message
+
+import torchvision  # noqa: E402  (ssl_bench/__init__ has made this import work on CPU-only torch)
+
+
+def _torchvision_resnet(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
+    model = getattr(torchvision.models, name)(weights=None)
+    if cifar_stem:
+        # Small images: a 3x3 stride-1 first conv and no max-pool keep 32 px inputs at 32x32
+        # through the first stage (the standard CIFAR ResNet used by solo-learn and lightly).
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    feature_dim = model.fc.in_features
+    model.fc = nn.Identity()
+    return model, feature_dim
+
+
+class TinyConvNet(nn.Module):
+    """Four conv-BN-ReLU blocks and global pooling (0.39 M params): tests and the CPU demo."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers += [
+                nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            in_channels = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
+        self.num_features = in_channels
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _tiny_convnet() -> tuple[nn.Module, int]:
+    model = TinyConvNet()
+    return model, model.num_features
+
+
+# Names that mean one fixed architecture. Anything else is looked up in timm.
+BUILTIN_BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
+    "resnet18": lambda: _torchvision_resnet("resnet18", cifar_stem=False),
+    "resnet18_cifar": lambda: _torchvision_resnet("resnet18", cifar_stem=True),
+    "resnet50": lambda: _torchvision_resnet("resnet50", cifar_stem=False),
+    "resnet50_cifar": lambda: _torchvision_resnet("resnet50", cifar_stem=True),
+    "tiny_convnet": _tiny_convnet,
+}
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a UsageError (with the closest name) unless `name` is a built-in or a timm model."""
+    if name in BUILTIN_BACKBONES:
+        return
+    import timm
+
+    if not timm.is_model(name.removeprefix("timm:")):
+        listing = f"built-in: {', '.join(BUILTIN_BACKBONES)}; or any timm model name"
+        candidates = [*BUILTIN_BACKBONES, *timm.list_models()]
+        raise UsageError(unknown_name_message("backbone", name, candidates, listing))
+
+
+def build_backbone(name: str) -> tuple[nn.Module, int]:
+    """A backbone without classifier head, and the dimension of its representation.
+
+    `resnet18`/`resnet50` are torchvision's (as in the official VICReg/Barlow code), `*_cifar`
+    swap in the small-image stem, `tiny_convnet` is for tests and the CPU demo, and any other
+    name is a timm model (`timm:` prefix optional), e.g. `resnet10t` or `vit_small_patch16_224`.
+    """
+    check_backbone_name(name)
+    if name in BUILTIN_BACKBONES:
+        return BUILTIN_BACKBONES[name]()
+    import timm
+
+    model = timm.create_model(name.removeprefix("timm:"), pretrained=False, num_classes=0)
+    return model, model.num_features
+
+
+def build_projector(in_dim: int, dims: Sequence[int]) -> nn.Module:
+    """The recipes' projector: (Linear-BN-ReLU) blocks, then a Linear without bias.
+
+    dims lists the output width of every Linear, e.g. VICReg's 8192-8192-8192 or SimCLR's
+    2048-2048-128. An empty list means no projector (the loss sees the representation).
+    """
+    if not dims:
+        return nn.Identity()
+    layers: list[nn.Module] = []
+    widths = [in_dim, *dims]
+    for i in range(len(dims) - 1):
+        layers += [nn.Linear(widths[i], widths[i + 1]), nn.BatchNorm1d(widths[i + 1]), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(widths[-2], widths[-1], bias=False))
+    return nn.Sequential(*layers)

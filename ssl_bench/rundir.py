@@ -1,0 +1,149 @@
+"""One directory per run: config, environment, metrics, status and checkpoints, written atomically.
+
+Layout of `<results>/<dataset>/<method>-<backbone>-e<epochs>-s<seed>-<hash>/`:
+    config.json        the resolved RunConfig (what the run computes and how it was executed)
+    environment.json   versions, device, host, git commit
+    metrics.jsonl      one JSON object per finished epoch
+    status.json        running / finished / failed (+ the error, the failing step and loss terms)
+    checkpoint.pt      model, optimiser, step and metrics so far: the point a resumed run continues from
+A reader never sees a half-written file: every write goes to a temporary file then `os.replace`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ssl_bench.config import RunConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`; on success it replaces `path` in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def run_dir_name(config: RunConfig) -> str:
+    backbone = config.backbone.replace("/", "_").replace(":", "_")
+    return f"{config.method}-{backbone}-e{config.epochs}-s{config.seed}-{config.identity_hash()}"
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @classmethod
+    def for_config(cls, results_dir: str | Path, config: RunConfig) -> "RunDir":
+        return cls(Path(results_dir) / config.dataset / run_dir_name(config))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.is_file()
+
+    # --- records -------------------------------------------------------------------------
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_json(self.path / "config.json", {**config.to_dict(), "identity_hash": config.identity_hash()})
+
+    def read_config(self) -> RunConfig:
+        return RunConfig.from_dict(json.loads((self.path / "config.json").read_text()))
+
+    def write_environment(self, device: torch.device) -> None:
+        atomic_write_json(self.path / "environment.json", environment(device))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_status(self, status: str, **details: Any) -> None:
+        atomic_write_json(self.path / "status.json", {"status": status, "updated": time.time(), **details})
+
+    def read_status(self) -> dict[str, Any]:
+        path = self.path / "status.json"
+        return json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a reader needs to reproduce or compare a run: versions, hardware, code revision."""
+    import timm
+    import torchvision
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }
+    return info
+
+
+def git_commit() -> str | None:
+    """The commit of the ssl-bench checkout running this code (with '+dirty' for local edits)."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
