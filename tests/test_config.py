@@ -1,0 +1,128 @@
+"""Recipes as data: the ImageNet rows must be the published cheatsheet, lr scaling, --set parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssl_bench.config import load_recipe_table, recipe_rows, resolve_config, scaled_lr
+from ssl_bench.errors import UsageError
+
+# The cheatsheet (ANCHORS.md, "Recipe table"), typed in by hand:
+# method: (latent dim, batch, optimizer, lr, bias/norm lr, weight decay, epochs)
+CHEATSHEET = {
+    "simclr": (128, 4096, "lars", 4.8, None, 1e-6, 100),
+    "tico": (256, 4096, "lars", 3.2, None, 1.5e-6, 1000),
+    "vicreg": (8192, 2048, "lars", 1.6, None, 1e-6, 1000),
+    "barlow_twins": (8192, 2048, "lars", 1.6, 0.0384, 1.5e-6, 1000),
+}
+PROJECTORS = {
+    "simclr": (2048, 2048, 128),
+    "tico": (4096, 256),
+    "vicreg": (8192, 8192, 8192),
+    "barlow_twins": (8192, 8192, 8192),
+}
+LOSS_PARAMETERS = {
+    "simclr": {"temperature": 0.1},
+    "tico": {"beta": 0.9, "rho": 20.0},
+    "vicreg": {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "eps": 1e-4},
+    "barlow_twins": {"lambd": 0.0051},
+}
+
+
+@pytest.mark.parametrize("method", sorted(CHEATSHEET))
+def test_imagenet_rows_reproduce_the_cheatsheet(method):
+    latent, batch, optimizer, lr, bias_lr, wd, epochs = CHEATSHEET[method]
+    table = load_recipe_table("imagenet")
+    assert table.backbone == "resnet50" and table.image_size == 224
+    row = table.methods[method]
+    assert row.projector[-1] == latent
+    assert row.projector == PROJECTORS[method]
+    assert row.batch_size == batch
+    assert row.optimizer == optimizer
+    assert row.lr == pytest.approx(lr, rel=1e-12)
+    if bias_lr is None:
+        assert row.bias_norm_base_lr is None
+    else:
+        assert scaled_lr(row.bias_norm_base_lr, row.batch_size) == pytest.approx(bias_lr, rel=1e-12)
+    assert row.weight_decay == wd
+    assert row.epochs == epochs
+    assert row.warmup_epochs == 10
+    assert row.loss == LOSS_PARAMETERS[method]
+    assert row.source
+
+
+def test_recipe_rows_print_the_cheatsheet_columns():
+    rows = {(r["setting"], r["method"]): r for r in recipe_rows()}
+    barlow = rows[("imagenet", "barlow_twins")]
+    assert barlow["lr"] == "1.6 (biases and norms 0.0384)"
+    assert barlow["latent dim"] == 8192 and barlow["batch"] == 2048 and barlow["epochs"] == 1000
+    assert rows[("imagenet", "simclr")]["lr"] == "4.8"
+    assert rows[("imagenet", "tico")]["weight decay"] == "1.5e-06"
+    assert rows[("imagenet", "vicreg")]["schedule"] == "linear warmup, cosine decay"
+
+
+def test_lr_follows_the_batch_size():
+    config = resolve_config("vicreg", "imagenet", {"batch_size": 256})
+    assert config.lr == pytest.approx(0.2)
+    config = resolve_config("barlow_twins", "imagenet", {"batch_size": 512})
+    assert config.lr == pytest.approx(0.4)
+    assert config.bias_norm_lr == pytest.approx(0.0048 * 2)
+
+
+def test_warmup_stays_ten_epochs_unless_the_run_is_shorter():
+    assert resolve_config("vicreg", "cifar10", {"epochs": 100}).warmup_epochs == 10
+    # Shorter than the warmup itself: the warmup keeps its share of training (10 / 1000).
+    assert resolve_config("vicreg", "cifar10", {"epochs": 8}).warmup_epochs == 0
+    assert resolve_config("vicreg", "imagenet", {"epochs": 5}).warmup_epochs == 0
+    assert resolve_config("simclr", "imagenet", {"epochs": 5}).warmup_epochs == 0  # 10/100 * 5 = 0.5 -> 0
+
+
+def test_set_parses_by_field_type():
+    config = resolve_config(
+        "simclr",
+        "cifar10",
+        settings=["projector=64, 32", "loss.temperature=0.5", "train_subset=none", "base_lr=1e-3",
+                  "download=true", "seed=7", "bias_norm_base_lr=0.01"],
+    )
+    assert config.projector == (64, 32)
+    assert config.loss == {"temperature": 0.5}
+    assert config.train_subset is None
+    assert config.base_lr == 1e-3
+    assert config.download is True
+    assert config.seed == 7
+    assert config.bias_norm_base_lr == 0.01
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("epochs", "expected key=value"),
+        ("=3", "expected key=value"),
+        ("epochs=three", "expected int"),
+        ("download=maybe", "expected bool"),
+        ("projector=a,b", "projector"),
+        ("epoch=3", "did you mean 'epochs'"),
+        ("loss.temprature=0.5", "did you mean 'temperature'"),
+        ("dataset=cifar100", "unknown --set key 'dataset'"),
+        ("batch_size=0", "batch_size must be positive"),
+        ("base_lr=-1", "base_lr must be >= 0"),
+        ("precision=fp8", "precision"),
+        ("warmup_epochs=5000", "exceeds epochs"),
+    ],
+)
+def test_bad_settings_are_usage_errors(setting, message):
+    with pytest.raises(UsageError, match=message):
+        resolve_config("simclr", "cifar10", settings=[setting])
+
+
+def test_identity_hash_ignores_execution_settings():
+    base = resolve_config("simclr", "cifar10")
+    moved = resolve_config("simclr", "cifar10", settings=["device=cpu", "num_workers=0", "data_root=/elsewhere"])
+    changed = resolve_config("simclr", "cifar10", settings=["loss.temperature=0.5"])
+    assert base.identity_hash() == moved.identity_hash()
+    assert base.identity_hash() != changed.identity_hash()
+
+
+def test_unknown_dataset_suggests_the_closest():
+    with pytest.raises(UsageError, match="did you mean 'cifar10'"):
+        resolve_config("simclr", "cifar01")

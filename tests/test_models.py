@@ -1,0 +1,85 @@
+"""Backbones by name and the recipe projectors; the torchvision import fix for CPU-only torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ssl_bench
+
+from ssl_bench.errors import UsageError
+from ssl_bench.models import build_backbone, build_projector
+
+
+@pytest.mark.parametrize(
+    "name, dim, size",
+    [("tiny_convnet", 256, 28), ("resnet18_cifar", 512, 32), ("resnet18", 512, 64), ("resnet10t", 512, 32)],
+)
+def test_backbones_give_flat_representations(name, dim, size):
+    model, feature_dim = build_backbone(name)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert feature_dim == dim
+    assert out.shape == (2, dim)
+
+
+def test_cifar_stem_keeps_small_images_at_full_resolution():
+    model, _ = build_backbone("resnet18_cifar")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    plain, _ = build_backbone("resnet18")
+    assert plain.conv1.kernel_size == (7, 7)
+
+
+def test_unknown_backbone_is_a_usage_error_with_suggestion():
+    with pytest.raises(UsageError, match="did you mean 'resnet18'"):
+        build_backbone("resnet181")
+
+
+def test_projector_is_linear_bn_relu_blocks_then_linear_without_bias():
+    projector = build_projector(512, [2048, 2048, 128])
+    kinds = [type(m) for m in projector]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    linears = [m for m in projector if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 2048), (2048, 2048), (2048, 128)]
+    assert linears[0].bias is not None and linears[-1].bias is None
+    assert isinstance(build_projector(512, []), nn.Identity)
+
+
+def test_torchvision_fix_is_a_no_op_where_torchvision_imports(tmp_path):
+    """With a torchvision that imports normally, import_torchvision returns it untouched."""
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("MARK = 'the importable one'\n")
+    compat_file = Path(ssl_bench.__file__).with_name("_torchvision_compat.py")
+    # Load the compat module on its own: importing the ssl_bench package would import the
+    # real torchvision first.
+    script = tmp_path / "check.py"
+    script.write_text(textwrap.dedent(
+        f"""
+        import importlib.util, sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        spec = importlib.util.spec_from_file_location("compat", {str(compat_file)!r})
+        compat = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(compat)
+        print(compat.import_torchvision().MARK, compat.patched())
+        """
+    ))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "the importable one False"
+
+
+def test_torchvision_works_after_the_fix():
+    import torchvision
+    from torchvision.transforms import v2
+
+    assert torchvision.models.resnet18 is not None
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    assert v2.RandomHorizontalFlip(p=1.0)(image).shape == (3, 8, 8)
