@@ -79,6 +79,7 @@ class SimCLR(Method):
 
     name = "simclr"
     augmentation = "simclr"
+    loss_param_names = ("temperature",)
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return nt_xent_loss(z_a, z_b, **self.loss_params), {}

@@ -28,6 +28,8 @@ ranks, N = global batch; every rank computes the same loss and the same C_t.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -92,9 +94,10 @@ class TiCo(Method):
 
     name = "tico"
     augmentation = "simclr"
+    loss_param_names = ("beta", "rho")
 
-    def __init__(self, backbone, feature_dim, projector_dims, **loss_params) -> None:
-        super().__init__(backbone, feature_dim, projector_dims, **loss_params)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         # The running covariance is state of the loss: a buffer, so it is checkpointed with the
         # weights and a resumed run continues with the same C.
         self.register_buffer("C", torch.zeros(self.embedding_dim, self.embedding_dim))

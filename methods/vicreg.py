@@ -109,6 +109,7 @@ class VICReg(Method):
 
     name = "vicreg"
     augmentation = "vicreg"
+    loss_param_names = ("sim_coeff", "std_coeff", "cov_coeff", "eps")
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.loss_params

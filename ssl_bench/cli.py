@@ -7,7 +7,9 @@ import sys
 import traceback
 from typing import Sequence
 
+from ssl_bench.bench import add_bench_parser, cmd_bench
 from ssl_bench.errors import UsageError
+from ssl_bench.slurm_cli import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
 
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_RESULTS_DIR = "runs"
@@ -19,19 +21,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="pre-train (and evaluate) methods, then print a comparison table")
     run.add_argument("methods", nargs="+", metavar="METHOD", help="method names (see `ssl-bench methods`)")
-    run.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default: {DEFAULT_DATASET})")
+    run.add_argument("--dataset", action="append", metavar="DATASET",
+                     help=f"dataset name, repeatable: one run per dataset (default: {DEFAULT_DATASET})")
     run.add_argument("--epochs", type=int, help="pre-training epochs (default: the recipe's)")
     run.add_argument("--backbone", help="backbone name: resnet18, resnet18_cifar, resnet50, tiny_convnet or any timm model")
-    run.add_argument("--batch-size", type=int, help="batch size per process (default: the recipe's)")
+    run.add_argument("--batch-size", type=int,
+                     help="global batch size, split evenly over processes/GPUs (default: the recipe's)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="several seeds: one run per seed (overrides --seed)")
     run.add_argument("--data-root", default="data", help="where datasets live (default: ./data)")
     run.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"where run directories go (default: ./{DEFAULT_RESULTS_DIR})")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config field, e.g. --set base_lr=0.5 --set loss.temperature=0.5")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--method-file", dest="method_files", action="append", default=[], metavar="PATH",
+                     help="load methods from a Python file outside the repo (repeatable); see docs/adding-a-method.md")
+    add_executor_arguments(run)
 
     commands.add_parser("methods", help="list the methods and print the recipe table")
     commands.add_parser("datasets", help="list the datasets")
+    add_status_parser(commands, DEFAULT_RESULTS_DIR)
+    add_bench_parser(commands)
+
+    table = commands.add_parser("table", help="comparison table (markdown, CSV, LaTeX) and plots of run directories")
+    table.add_argument("results_dirs", nargs="*", default=[DEFAULT_RESULTS_DIR], metavar="RESULTS_DIR",
+                       help=f"directories holding run directories (default: {DEFAULT_RESULTS_DIR})")
+    table.add_argument("--output-dir", help="where table.md/.csv/.tex and plots/ go (default: the first RESULTS_DIR)")
     return parser
 
 
@@ -48,42 +63,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssl_bench.config import resolve_config
-    from ssl_bench.method import get_method
+    from ssl_bench.evaluate import record_failure
+    from ssl_bench.method import get_method, load_method_file
     from ssl_bench.models import check_backbone_name
-    from ssl_bench.report import format_run_table
-    from ssl_bench.train import RunResult, pretrain
+    from ssl_bench.table import print_table
+    from ssl_bench.rundir import RunDir
+    from ssl_bench.sweep import resolve_sweep, run_entry, sweep_entries
+    from ssl_bench.train import RunResult
 
     for name, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size)]:
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be positive, got {value}")
+    for path in args.method_files:  # before the names are checked: they may name its methods
+        load_method_file(path)
     # Check every name before the first run starts: a typo in the last method must not
     # surface after the first one has trained for an hour.
     for name in args.methods:
         get_method(name)
     overrides = {"epochs": args.epochs, "backbone": args.backbone, "batch_size": args.batch_size,
-                 "seed": args.seed, "data_root": args.data_root}
-    configs = [resolve_config(name, args.dataset, overrides, args.settings) for name in args.methods]
+                 "data_root": args.data_root}
+    configs = resolve_sweep(args.methods, args.dataset or [DEFAULT_DATASET], args.seeds or [args.seed],
+                            overrides, args.settings)
     check_backbone_name(configs[0].backbone)
+    if args.executor == "slurm":
+        return run_on_slurm(args, configs)
 
     results: list[RunResult] = []
-    for config in configs:
+    # The random-init baselines (once per dataset/backbone/image size/seed) show what pre-training
+    # bought. run_entry is also what each SLURM job runs (ssl_bench/sweep.py).
+    for config in sweep_entries(configs):
         try:
-            results.append(pretrain(config, args.results_dir, progress=not args.no_progress))
+            results.append(run_entry(config, args.results_dir, progress=not args.no_progress))
         except UsageError:
             raise
         except Exception as error:  # one method's crash must not cost the others their runs
-            from ssl_bench.rundir import RunDir
-
             run_dir = RunDir.for_config(args.results_dir, config)
             log_path = run_dir.path / "error.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(traceback.format_exc())
             print(f"ssl-bench: {config.method} failed: {type(error).__name__}: {error} (traceback: {log_path})",
                   file=sys.stderr)
+            record_failure(config, args.results_dir, f"{type(error).__name__}: {error}")
             results.append(RunResult(config.method, run_dir.path, "failed", error=f"{type(error).__name__}: {error}"))
     print()
-    print(format_run_table(results))
+    # The same table `ssl-bench table <results-dir>` prints: earlier runs there (other seeds,
+    # other methods) stand beside the ones just run.
+    print_table([args.results_dir])
     return 0 if all(r.status == "finished" for r in results) else 1
 
 
@@ -111,7 +136,19 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets}
+def cmd_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ssl_bench.table import print_table
+
+    missing = [d for d in args.results_dirs if not Path(d).is_dir()]
+    if missing:
+        raise UsageError(f"no results directory {missing[0]!r}")
+    return print_table(args.results_dirs, args.output_dir)
+
+
+COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets, "table": cmd_table,
+            "status": cmd_status, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ import hashlib
 import json
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
 from ssl_bench.errors import UsageError, unknown_name_message
 
@@ -29,13 +29,31 @@ class MethodRecipe:
     weight_decay: float
     warmup_epochs: int
     epochs: int
-    loss: dict[str, float]
+    loss: dict[str, float]  # the loss function's parameters (Method.loss_param_names)
     source: str
     bias_norm_base_lr: float | None = None
+    predictor: tuple[int, ...] = ()  # predictor widths, for methods with a predictor head
+    # Other hyperparameters of the method (Method.method_param_names), e.g. BYOL's momentum_base.
+    method_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lr(self) -> float:
         return scaled_lr(self.base_lr, self.batch_size)
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any], where: str) -> "MethodRecipe":
+        """A row from a TOML table or a method's ``recipes``; ``where`` names it in errors."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in row:
+            if key not in fields:
+                raise UsageError(unknown_name_message(f"recipe field in {where}:", key, fields))
+        required = [name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in row]
+        if missing:
+            raise UsageError(f"{where} lacks the recipe field(s) {', '.join(missing)}")
+        return cls(**{**row, "projector": tuple(row["projector"]), "predictor": tuple(row.get("predictor", ())),
+                      "loss": dict(row["loss"]), "method_params": dict(row.get("method_params", {}))})
 
 
 @dataclass(frozen=True)
@@ -60,7 +78,8 @@ def load_recipe_table(name: str) -> RecipeTable:
     data = tomllib.loads(text)
     setting = data.pop("setting")
     methods = {
-        method: MethodRecipe(**{**row, "projector": tuple(row["projector"])}) for method, row in data.items()
+        method: MethodRecipe.from_mapping(row, f"experiments/recipes/{name}.toml [{method}]")
+        for method, row in data.items()
     }
     return RecipeTable(
         name=name,
@@ -100,6 +119,8 @@ class RunConfig:
     loss: dict[str, float]
     recipe: str  # where the hyperparameters came from
     bias_norm_base_lr: float | None = None
+    predictor: tuple[int, ...] = ()
+    method_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     train_subset: int | None = None
     # Execution settings: they change how fast a run goes, not what it computes,
@@ -139,18 +160,21 @@ class RunConfig:
             raise UsageError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer not in {"lars", "sgd", "adamw"}:
             raise UsageError(f"optimizer must be lars, sgd or adamw, got {self.optimizer!r}")
-        if any(width <= 0 for width in self.projector):
-            raise UsageError(f"projector widths must be positive, got {list(self.projector)}")
+        for name in ("projector", "predictor"):
+            if any(width <= 0 for width in getattr(self, name)):
+                raise UsageError(f"{name} widths must be positive, got {list(getattr(self, name))}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["projector"] = list(self.projector)
+        data["predictor"] = list(self.predictor)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known}, "projector": tuple(data["projector"])})
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "projector": tuple(data["projector"]),
+                      "predictor": tuple(data.get("predictor", ()))})
 
     def identity_hash(self) -> str:
         """Short hash of what the run computes: same hash = same run (resumed, not repeated)."""
@@ -165,10 +189,11 @@ def resolve_config(
     settings: list[str] | None = None,
 ) -> RunConfig:
     """The recipe for (method, dataset), then explicit overrides, then `--set key=value` strings."""
+    from ssl_bench.method import get_method
+
+    method_cls = get_method(method)
     table = recipe_table_for(dataset)
-    if method not in table.methods:
-        raise UsageError(f"no {table.name} recipe for method {method!r} (have: {', '.join(table.methods)})")
-    row = table.methods[method]
+    row = recipe_row(method, table)
     config = RunConfig(
         method=method,
         dataset=dataset,
@@ -184,6 +209,8 @@ def resolve_config(
         loss=dict(row.loss),
         recipe=f"{table.name}: {row.source}",
         bias_norm_base_lr=row.bias_norm_base_lr,
+        predictor=row.predictor,
+        method_params=dict(row.method_params),
         train_subset=table.train_subset,
     )
     for key, value in (overrides or {}).items():
@@ -195,11 +222,35 @@ def resolve_config(
     for setting in settings or []:
         apply_setting(config, setting)
     config.validate()
+    method_cls.check_hyperparameters(config.projector, config.predictor, config.loss, config.method_params)
     return config
 
 
+def recipe_row(method: str, table: RecipeTable) -> MethodRecipe:
+    """The method's row in ``table``; else the row the method carries for it (``Method.recipes``).
+
+    The tables in experiments/recipes are the reviewed source of the hyperparameters, so a row
+    there wins. A method file used with ``--method-file`` (or installed as a plug-in) cannot add
+    rows to them; it carries its own rows instead.
+    """
+    if method in table.methods:
+        return table.methods[method]
+    from ssl_bench.method import get_method
+
+    method_cls = get_method(method)
+    carried = method_cls.recipes.get(table.name)
+    if carried is None:
+        raise UsageError(
+            f"no {table.name} recipe for method {method!r}: add a [{method}] row to "
+            f"experiments/recipes/{table.name}.toml or a {table.name!r} entry to {method_cls.__name__}.recipes "
+            f"(rows in {table.name}.toml: {', '.join(table.methods)})")
+    return MethodRecipe.from_mapping(carried, f"{method_cls.__name__}.recipes[{table.name!r}]")
+
+
 # Chosen on the command line (method, --dataset) or derived: not `--set` keys.
-NOT_SETTABLE = frozenset({"method", "dataset", "loss", "recipe"})
+NOT_SETTABLE = frozenset({"method", "dataset", "loss", "method_params", "recipe"})
+# Dictionary fields whose entries `--set table.name=value` sets (only names the recipe gave).
+PARAMETER_TABLES = ("loss", "method_params")
 
 
 def apply_setting(config: RunConfig, setting: str) -> None:
@@ -208,16 +259,20 @@ def apply_setting(config: RunConfig, setting: str) -> None:
     key, raw = key.strip(), raw.strip()
     if not sep or not key:
         raise UsageError(f"malformed --set {setting!r}: expected key=value")
-    if key.startswith("loss."):
-        name = key.removeprefix("loss.")
-        if name not in config.loss:
-            raise UsageError(unknown_name_message(f"loss parameter of {config.method}", name, config.loss))
-        config.loss[name] = _parse_value(key, raw, float)
+    table, dot, name = key.partition(".")
+    if dot and table in PARAMETER_TABLES:
+        params = getattr(config, table)
+        if name not in params:
+            raise UsageError(unknown_name_message(f"{table} parameter of {config.method}", name, params))
+        current = params[name]
+        # Numbers parse as float (an int in a TOML file is still a float parameter); flags as bool.
+        hint = float if isinstance(current, (int, float)) and not isinstance(current, bool) else type(current)
+        params[name] = _parse_value(key, raw, hint)
         return
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     if key not in fields or key in NOT_SETTABLE:
         settable = [name for name in fields if name not in NOT_SETTABLE]
-        settable += [f"loss.{name}" for name in config.loss]
+        settable += [f"{table}.{name}" for table in PARAMETER_TABLES for name in getattr(config, table)]
         raise UsageError(unknown_name_message("--set key", key, settable))
     hint = typing.get_type_hints(RunConfig)[key]
     setattr(config, key, _parse_value(key, raw, hint))
@@ -247,12 +302,23 @@ def _convert(raw: str, hint: Any) -> Any:
     return hint(raw)
 
 
+def table_rows(table: RecipeTable) -> dict[str, MethodRecipe]:
+    """The rows of ``table``, then the rows that registered methods without one there carry."""
+    from ssl_bench.method import available_methods, get_method
+
+    rows = dict(table.methods)
+    for method in available_methods():
+        if method not in rows and table.name in get_method(method).recipes:
+            rows[method] = recipe_row(method, table)
+    return rows
+
+
 def recipe_rows() -> list[dict[str, Any]]:
     """Every recipe row, in the cheatsheet's columns (for `ssl-bench methods`)."""
     rows = []
     for name in RECIPE_FILES:
         table = load_recipe_table(name)
-        for method, row in table.methods.items():
+        for method, row in table_rows(table).items():
             lr = f"{row.lr:.4g}"
             if row.bias_norm_base_lr is not None:
                 lr += f" (biases and norms {scaled_lr(row.bias_norm_base_lr, row.batch_size):.4g})"
@@ -265,7 +331,7 @@ def recipe_rows() -> list[dict[str, Any]]:
                     "optimizer": row.optimizer.upper(),
                     "lr": lr,
                     "weight decay": f"{row.weight_decay:g}",
-                    "schedule": "linear warmup, cosine decay",
+                    "schedule": ("linear warmup, " if row.warmup_epochs else "") + "cosine decay",
                     "epochs": row.epochs,
                 }
             )

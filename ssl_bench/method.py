@@ -1,24 +1,50 @@
 """The method plug-in interface: what a method declares, and the registry that finds methods.
 
-A method is a small ``Method`` subclass in ``methods/<name>.py``: its loss on two embedding
-batches, the augmentation pair it trains with, and (optionally) a custom projector. Everything
-else (backbone, optimiser, schedule, data, logging, checkpoints) is the harness's job.
+A method is a small ``Method`` subclass in ``methods/<name>.py`` (or in any file passed to
+``ssl-bench run --method-file``, or in a package exposing it under the ``ssl_bench.methods``
+entry-point group). It declares:
+
+- its loss on the two views' embeddings (:meth:`Method.loss`), and the names of the loss
+  parameters the recipes give it (``loss_param_names``);
+- its heads: the projector (:meth:`Method.build_projector`) and, with ``uses_predictor``, a
+  predictor (:meth:`Method.build_predictor`) whose outputs the loss receives as ``p_a, p_b``;
+- with ``uses_momentum_target``, a momentum (EMA) target network: a copy of backbone and
+  projector that the harness moves towards the online network after every optimizer step
+  (:meth:`Method.after_optimizer_step`, schedule :meth:`Method.target_momentum`) and whose
+  outputs the loss receives, without gradient, as ``target_a, target_b``;
+- its augmentation pair (``augmentation``), other hyperparameters it reads from the recipe's
+  ``method_params`` (``method_param_names``), parameters that keep a constant learning rate
+  (:meth:`Method.constant_lr_parameters`), and optionally its own recipe rows (``recipes``) for
+  the settings whose recipe table has no row for it.
+
+The harness supplies the rest: the backbone and its feature dimension, the projector and
+predictor widths, the loss and method parameters (all from the recipe of the run, after
+``--set`` overrides), the step and total steps at every :meth:`Method.after_optimizer_step`,
+and the optimiser, schedule, data, logging and checkpoints. docs/adding-a-method.md walks
+through adding a method.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
+import math
 import pkgutil
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.models import build_projector
+
+if TYPE_CHECKING:
+    from ssl_bench.data.augment import ViewConfig
 
 
 @dataclass
@@ -31,41 +57,204 @@ class StepOutput:
     embedding: Tensor | None = None  # projector output of view a
 
 
+def cosine_momentum(step: int, total_steps: int, base: float) -> float:
+    """BYOL's momentum schedule: tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2.
+
+    Grill et al. 2020 (BYOL, arXiv:2006.07733), section 3.3: tau rises from tau_base at step
+    k = 0 to 1 at k = K, the total number of training steps. MoCo v3 (Chen, Xie, He 2021,
+    arXiv:2104.02057) uses the same half-cycle cosine (``adjust_moco_momentum`` in the official
+    main_moco.py). Steps at or past K get 1.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if not 0.0 <= base <= 1.0:
+        raise ValueError(f"the base momentum must be in [0, 1], got {base}")
+    progress = min(step / total_steps, 1.0)
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+@torch.no_grad()
+def ema_update(pairs: Iterable[tuple[Tensor, Tensor]], momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, in place, for each (online, target) pair."""
+    pairs = list(pairs)
+    if not pairs:
+        return
+    online = [o.detach() for o, _ in pairs]
+    targets = [t for _, t in pairs]
+    # lerp computes t + (1 - m)(o - t): the same average, without the cancellation of
+    # m * t + (1 - m) * o as m -> 1, in one multi-tensor kernel.
+    torch._foreach_lerp_(targets, online, 1.0 - momentum)
+
+
 class Method(nn.Module):
-    """Backbone -> projector -> loss on two views. Subclasses implement :meth:`loss`."""
+    """Backbone -> projector [-> predictor] -> loss on two views [against a momentum target].
+
+    A subclass sets ``name`` and implements :meth:`loss`; every other declaration has a default
+    (see the module docstring for what a method declares and what the harness supplies).
+    """
 
     name: ClassVar[str]
-    augmentation: ClassVar[str] = "simclr"  # "simclr" (symmetric) or "vicreg" (asymmetric)
+    # The two views' augmentations: "simclr" (symmetric), "vicreg" (asymmetric: BYOL's pair), or
+    # a pair of ssl_bench.data.augment.ViewConfig for any other published pipeline.
+    augmentation: ClassVar[str | tuple[ViewConfig, ViewConfig]] = "simclr"
+    # The recipe's `loss` table must give exactly these; they become self.loss_params.
+    loss_param_names: ClassVar[tuple[str, ...]] = ()
+    # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
+    # momentum target); they become self.method_params.
+    method_param_names: ClassVar[tuple[str, ...]] = ()
+    # A predictor head on the projector (widths: the recipe's `predictor`); the loss gets p_a, p_b.
+    uses_predictor: ClassVar[bool] = False
+    # An EMA copy of backbone + projector; the loss gets its outputs as target_a, target_b.
+    uses_momentum_target: ClassVar[bool] = False
+    # Whether the loss itself scores collapsed embeddings (all samples alike) worse than diverse
+    # ones whose views agree. True for contrastive and variance/decorrelation losses; False where
+    # collapse is avoided by the architecture (predictor, stop-gradient, EMA) rather than the loss.
+    loss_penalises_collapse: ClassVar[bool] = True
+    # Recipe rows carried by the method, keyed by recipe table ("fashion_mnist", "cifar",
+    # "imagenet"), with the fields of a row of experiments/recipes/*.toml. Used only where that
+    # table has no row for the method: the tables win.
+    recipes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(
         self,
         backbone: nn.Module,
         feature_dim: int,
         projector_dims: Sequence[int],
-        **loss_params: float,
+        predictor_dims: Sequence[int] = (),
+        *,
+        loss_params: Mapping[str, Any] | None = None,
+        method_params: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        loss_params, method_params = dict(loss_params or {}), dict(method_params or {})
+        self.check_hyperparameters(projector_dims, predictor_dims, loss_params, method_params, feature_dim=feature_dim)
+        self.loss_params = loss_params
+        self.method_params = method_params
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.projector = self.build_projector(feature_dim, projector_dims)
         self.embedding_dim = projector_dims[-1] if projector_dims else feature_dim
-        self.loss_params = dict(loss_params)
+        self.predictor: nn.Module | None = None
+        if self.uses_predictor:
+            self.predictor = self.build_predictor(self.embedding_dim, predictor_dims)
+        self.target_backbone: nn.Module | None = None
+        self.target_projector: nn.Module | None = None
+        if self.uses_momentum_target:
+            # The target starts as an exact copy of the online network (BYOL, MoCo v3). Its weights
+            # stay parameters, so state_dict() and with it every checkpoint holds them (a resumed
+            # run continues with the same target), but they require no gradient, so the
+            # optimiser never sees them: only after_optimizer_step() changes them.
+            self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+            self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    # --- declarations with defaults --------------------------------------------------------
+    @classmethod
+    def required_method_params(cls) -> tuple[str, ...]:
+        """The names the recipe's ``method_params`` must give: ``method_param_names`` (+ momentum_base)."""
+        names = tuple(cls.method_param_names)
+        if cls.uses_momentum_target and "momentum_base" not in names:
+            names += ("momentum_base",)
+        return names
+
+    @classmethod
+    def check_hyperparameters(
+        cls,
+        projector_dims: Sequence[int],
+        predictor_dims: Sequence[int],
+        loss_params: Mapping[str, Any],
+        method_params: Mapping[str, Any],
+        *,
+        feature_dim: int | None = None,
+    ) -> None:
+        """Raise a UsageError unless a recipe's heads and parameters fit this method."""
+        _check_names(cls.name, "loss", loss_params, cls.loss_param_names)
+        _check_names(cls.name, "method_params", method_params, cls.required_method_params())
+        embedding_dim = projector_dims[-1] if projector_dims else feature_dim
+        if cls.uses_predictor:
+            if not predictor_dims:
+                raise UsageError(f"{cls.name} needs a predictor: give its widths as `predictor` in the recipe "
+                                 "(e.g. --set predictor=4096,256)")
+            if embedding_dim is not None and predictor_dims[-1] != embedding_dim:
+                raise UsageError(f"{cls.name}'s predictor must end at the embedding width {embedding_dim} "
+                                 f"(its outputs are compared with projector outputs); got {list(predictor_dims)}")
+        elif predictor_dims:
+            raise UsageError(f"{cls.name} has no predictor, but the recipe gives predictor widths {list(predictor_dims)}")
+        if cls.uses_momentum_target and not 0.0 <= method_params["momentum_base"] <= 1.0:
+            raise UsageError(f"method_params.momentum_base must be in [0, 1], got {method_params['momentum_base']}")
 
     def build_projector(self, feature_dim: int, dims: Sequence[int]) -> nn.Module:
+        """The projector for the recipe's widths (Linear-BN-ReLU blocks, last Linear without bias)."""
         return build_projector(feature_dim, dims)
 
-    def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The method's loss on two embedding batches, and its named terms (for logging)."""
+    def build_predictor(self, embedding_dim: int, dims: Sequence[int]) -> nn.Module:
+        """The predictor (with ``uses_predictor``), from the projector's output to the widths ``dims``."""
+        return build_projector(embedding_dim, dims)
+
+    def loss(self, z_a: Tensor, z_b: Tensor, **heads: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method's loss on the two views' embeddings, and its named terms (for logging).
+
+        ``z_a``, ``z_b``: the online projector's outputs, (N, D) each. With ``uses_predictor``
+        the harness also passes ``p_a``, ``p_b`` (predictor outputs); with
+        ``uses_momentum_target``, ``target_a``, ``target_b`` (the target network's projector
+        outputs, computed without gradient). All in float32 or wider.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
+
+    def target_momentum(self, step: int, total_steps: int) -> float:
+        """tau at ``step``: BYOL's cosine from ``method_params["momentum_base"]`` to 1 (:func:`cosine_momentum`)."""
+        return cosine_momentum(step, total_steps, float(self.method_params["momentum_base"]))
+
+    def constant_lr_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose lr stays at its peak, without warmup or decay (e.g. SimSiam's predictor)."""
+        return []
+
+    # --- what the harness calls ------------------------------------------------------------
+    def momentum_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(online, target) parameter pairs of the momentum target network; empty without one.
+
+        Parameters only, as in the official BYOL and MoCo v3 code: the target's batch-norm
+        statistics are its own, kept up to date by its own forward passes.
+        """
+        if self.target_backbone is None or self.target_projector is None:
+            return []
+        pairs: list[tuple[nn.Parameter, nn.Parameter]] = []
+        for online, target in ((self.backbone, self.target_backbone), (self.projector, self.target_projector)):
+            pairs += zip(online.parameters(), target.parameters(), strict=True)
+        return pairs
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called by the harness once per training step, right after ``optimizer.step()``.
+
+        ``step`` is the 0-based index of the step just taken and ``total_steps`` the run's total.
+        The default moves the momentum target (if any) towards the updated online network with
+        tau = :meth:`target_momentum` (step, total_steps), as BYOL does after each update. Under
+        DDP every rank applies the same update to the same all-reduced online parameters, so the
+        targets stay identical without communication. Override to add per-step work (and call
+        ``super()`` to keep the EMA).
+        """
+        pairs = self.momentum_pairs()
+        if pairs:
+            ema_update(pairs, self.target_momentum(step, total_steps))
 
     def forward(self, x_a: Tensor, x_b: Tensor) -> StepOutput:
         # Two backbone passes, as in the official code: batch-norm statistics stay per view.
         h_a, h_b = self.backbone(x_a), self.backbone(x_b)
         z_a, z_b = self.projector(h_a), self.projector(h_b)
-        # Losses run in float32 even under bf16 autocast: their sums over large batches and
-        # D x D statistics lose too much precision in 8-bit mantissas.
+        heads: dict[str, Tensor] = {}
+        if self.predictor is not None:
+            heads["p_a"], heads["p_b"] = self.predictor(z_a), self.predictor(z_b)
+        if self.target_backbone is not None and self.target_projector is not None:
+            # Targets are constants of the loss (stop-gradient): no graph is built for them.
+            with torch.no_grad():
+                heads["target_a"] = self.target_projector(self.target_backbone(x_a))
+                heads["target_b"] = self.target_projector(self.target_backbone(x_b))
+        # Losses run in float32 (or wider) even under bf16 autocast: their sums over large
+        # batches and D x D statistics lose too much precision in 8-bit mantissas.
         with torch.autocast(z_a.device.type, enabled=False):
-            loss, terms = self.loss(z_a.float(), z_b.float())
+            loss, terms = self.loss(_at_least_fp32(z_a), _at_least_fp32(z_b),
+                                    **{key: _at_least_fp32(value) for key, value in heads.items()})
         return StepOutput(
             loss=loss,
             terms={k: v.detach() for k, v in terms.items()},
@@ -74,6 +263,23 @@ class Method(nn.Module):
         )
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in float32, unless it is already float32 or float64 (tests run losses in float64)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _check_names(method: str, table: str, given: Mapping[str, Any], expected: Sequence[str]) -> None:
+    """UsageError unless the recipe table ``table`` gives exactly the parameter names ``expected``."""
+    for name in given:
+        if name not in expected:
+            listing = f"{method} takes: {', '.join(expected) or 'none'}"
+            raise UsageError(unknown_name_message(f"{table} parameter of {method}", name, expected, listing))
+    missing = [name for name in expected if name not in given]
+    if missing:
+        raise UsageError(f"{method} needs the {table} parameter(s) {', '.join(missing)} (recipe table `{table}`)")
+
+
+ENTRY_POINT_GROUP = "ssl_bench.methods"
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
 
@@ -83,14 +289,18 @@ def register_method(cls: type[Method]) -> type[Method]:
     name = getattr(cls, "name", None)
     if not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
+    if cls.loss is Method.loss:
+        raise TypeError(f"{cls.__name__} must implement loss()")
     existing = _REGISTRY.get(name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
+    # Re-registering the same class (a module imported again) is fine; another class is a clash.
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(f"method name {name!r} is taken by {existing.__module__}.{existing.__qualname__}")
     _REGISTRY[name] = cls
     return cls
 
 
 def _discover() -> None:
+    """Register the modules of the methods/ package and the ``ssl_bench.methods`` entry points (once)."""
     global _discovered
     if _discovered:
         return
@@ -101,21 +311,44 @@ def _discover() -> None:
         importlib.import_module(f"methods.{info.name}")
     from importlib.metadata import entry_points
 
-    for entry in entry_points(group="ssl_bench.methods"):
-        entry.load()
+    # An entry point names a module (its classes register themselves on import) or a Method
+    # subclass, e.g. `[project.entry-points."ssl_bench.methods"] mine = "my_pkg.my_method:Mine"`.
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            if isinstance(loaded, type) and issubclass(loaded, Method):
+                register_method(loaded)
+        except Exception as error:  # a broken plug-in must not take the other methods down with it
+            warnings.warn(f"ssl-bench: skipping method plug-in {entry.name!r} ({entry.value}): "
+                          f"{type(error).__name__}: {error}", stacklevel=2)
 
 
 def load_method_file(path: str | Path) -> list[str]:
-    """Import a single-file method from outside the repo; returns the names it registered."""
+    """Import a single-file method from anywhere; returns the names it registered (sorted).
+
+    The file runs as module ``ssl_bench_user_method_<stem>``, entered in ``sys.modules`` as
+    importlib's recipe requires (dataclasses and pickling look classes up there). Loading the
+    same file again runs it again and re-registers its classes.
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"method file not found: {path}")
-    before = set(_REGISTRY)
-    spec = importlib.util.spec_from_file_location(f"ssl_bench_user_method_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    _discover()  # the built-in names first, so that a clash is reported, not shadowed
+    module_name = f"ssl_bench_user_method_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return sorted(set(_REGISTRY) - before)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    names = sorted(name for name, cls in _REGISTRY.items() if cls.__module__ == module_name)
+    if not names:
+        raise UsageError(f"{path} registers no method: decorate a Method subclass with @register_method")
+    return names
 
 
 def available_methods() -> list[str]:
@@ -131,8 +364,11 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Method",
     "StepOutput",
+    "cosine_momentum",
+    "ema_update",
     "register_method",
     "get_method",
     "available_methods",

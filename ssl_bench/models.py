@@ -89,11 +89,15 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     return model, model.num_features
 
 
-def build_projector(in_dim: int, dims: Sequence[int]) -> nn.Module:
-    """The recipes' projector: (Linear-BN-ReLU) blocks, then a Linear without bias.
+def build_projector(in_dim: int, dims: Sequence[int], *, last_bias: bool = False, last_bn: bool = False) -> nn.Module:
+    """The recipes' projector (and predictor) MLP: (Linear-BN-ReLU) blocks, then a last Linear.
 
     dims lists the output width of every Linear, e.g. VICReg's 8192-8192-8192 or SimCLR's
     2048-2048-128. An empty list means no projector (the loss sees the representation).
+    By default the last Linear has no bias, as in the VICReg / Barlow Twins code. The published
+    heads of other methods differ only at the output: ``last_bias`` gives the last Linear a bias
+    (BYOL's heads, SimSiam's predictor) and ``last_bn`` appends ``BatchNorm1d(affine=False)``
+    (SimSiam's and MoCo v3's projectors).
     """
     if not dims:
         return nn.Identity()
@@ -101,5 +105,7 @@ def build_projector(in_dim: int, dims: Sequence[int]) -> nn.Module:
     widths = [in_dim, *dims]
     for i in range(len(dims) - 1):
         layers += [nn.Linear(widths[i], widths[i + 1]), nn.BatchNorm1d(widths[i + 1]), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(widths[-2], widths[-1], bias=False))
+    layers.append(nn.Linear(widths[-2], widths[-1], bias=last_bias))
+    if last_bn:
+        layers.append(nn.BatchNorm1d(widths[-1], affine=False))
     return nn.Sequential(*layers)

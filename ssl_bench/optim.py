@@ -271,6 +271,7 @@ def warmup_cosine(
 
 def parameter_groups(
     model: nn.Module, lr: float, weight_decay: float, bias_norm_lr: float | None = None,
+    constant_lr_params: Iterable[torch.Tensor] = (),
 ) -> list[dict[str, Any]]:
     """Parameter groups for :func:`build_optimizer`, each with its peak lr under ``"peak_lr"``.
 
@@ -279,32 +280,50 @@ def parameter_groups(
     1-D) with ``lr``, and the biases and norm parameters (1-D) with ``bias_norm_lr``, as in the
     Barlow Twins recipe (1.6 and 0.0384 at batch 2048). Both groups carry ``weight_decay``; LARS
     itself exempts 1-D parameters from it, as the official code does.
+
+    ``constant_lr_params`` (e.g. SimSiam's predictor, ``fix_pred_lr`` in the official code) go
+    into one last group marked ``"constant_lr"``, whose lr :func:`set_scheduled_lr` keeps at
+    ``lr``: no warmup, no decay.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    constant = {id(p) for p in constant_lr_params}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
         raise ValueError("parameter_groups: the model has no trainable parameters")
+    params = [p for p in trainable if id(p) not in constant]
+    fixed = [p for p in trainable if id(p) in constant]
     if bias_norm_lr is None:
-        return [{"params": params, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay}]
-    weights = [p for p in params if not _is_excluded(p)]
-    biases_and_norms = [p for p in params if _is_excluded(p)]
-    return [
-        {"params": weights, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay},
-        {"params": biases_and_norms, "lr": bias_norm_lr, "peak_lr": bias_norm_lr,
-         "weight_decay": weight_decay},
-    ]
+        groups = [{"params": params, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay}]
+    else:
+        weights = [p for p in params if not _is_excluded(p)]
+        biases_and_norms = [p for p in params if _is_excluded(p)]
+        groups = [
+            {"params": weights, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay},
+            {"params": biases_and_norms, "lr": bias_norm_lr, "peak_lr": bias_norm_lr,
+             "weight_decay": weight_decay},
+        ]
+    if fixed:
+        groups.append({"params": fixed, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay,
+                       "constant_lr": True})
+    return groups
 
 
 def set_scheduled_lr(
     optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int,
     end_factor: float = 0.001,
 ) -> float:
-    """Set every group's ``lr`` to :func:`warmup_cosine` of its ``"peak_lr"``; return group 0's."""
+    """Set every group's ``lr`` to :func:`warmup_cosine` of its ``"peak_lr"``; return group 0's.
+
+    Groups marked ``"constant_lr"`` (see :func:`parameter_groups`) keep their peak.
+    """
     for index, group in enumerate(optimizer.param_groups):
         if "peak_lr" not in group:
             raise ValueError(
                 f"set_scheduled_lr: parameter group {index} has no 'peak_lr'; "
                 "build the groups with parameter_groups()")
-        group["lr"] = warmup_cosine(step, total_steps, warmup_steps, group["peak_lr"], end_factor)
+        if group.get("constant_lr", False):
+            group["lr"] = group["peak_lr"]
+        else:
+            group["lr"] = warmup_cosine(step, total_steps, warmup_steps, group["peak_lr"], end_factor)
     return optimizer.param_groups[0]["lr"]
 
 

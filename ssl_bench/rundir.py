@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -68,6 +68,8 @@ def run_dir_name(config: RunConfig) -> str:
 @dataclass
 class RunDir:
     path: Path
+    # Merged into every status.json written through this object (e.g. a SLURM job's id and logs).
+    status_extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def for_config(cls, results_dir: str | Path, config: RunConfig) -> "RunDir":
@@ -100,7 +102,8 @@ class RunDir:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def write_status(self, status: str, **details: Any) -> None:
-        atomic_write_json(self.path / "status.json", {"status": status, "updated": time.time(), **details})
+        record = {"status": status, "updated": time.time(), **self.status_extra, **details}
+        atomic_write_json(self.path / "status.json", record)
 
     def read_status(self) -> dict[str, Any]:
         path = self.path / "status.json"

@@ -12,15 +12,19 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from ssl_bench import distributed
+from ssl_bench import ddp, distributed
 from ssl_bench.config import RunConfig
 from ssl_bench.data.augment import ViewPairAugmentation
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
+from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.errors import NonFiniteLossError
+from ssl_bench.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.method import Method, get_method
 from ssl_bench.models import build_backbone
+from ssl_bench.monitor import TrainingMonitor
 from ssl_bench.optim import build_optimizer, parameter_groups, set_scheduled_lr
+from ssl_bench.preemption import TrainingStopped
 from ssl_bench.rundir import RunDir
 
 
@@ -37,6 +41,7 @@ class RunResult:
     samples_per_second: float | None = None
     error: str | None = None
     resumed_from_step: int | None = None
+    peak_memory_mb: float | None = None
 
 
 @dataclass
@@ -66,14 +71,18 @@ def resolve_device(name: str) -> torch.device:
 def build_method(config: RunConfig) -> Method:
     method_cls = get_method(config.method)
     backbone, feature_dim = build_backbone(config.backbone)
-    return method_cls(backbone, feature_dim, config.projector, **config.loss)
+    return method_cls(backbone, feature_dim, config.projector, config.predictor,
+                      loss_params=config.loss, method_params=config.method_params)
 
 
 class Trainer:
     """Owns everything shared: data, model, optimiser, schedule, logging and checkpoints."""
 
     def __init__(self, config: RunConfig, run_dir: RunDir, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
+                 data: ImageData | None = None) -> None:
+        """``data``: pre-train on these images instead of loading ``config.dataset`` (whose
+        normalisation and classes still apply); ``ssl-bench bench`` passes synthetic images."""
         self.config = config
         self.run_dir = run_dir
         self.progress = progress
@@ -83,33 +92,47 @@ class Trainer:
         self.channels_last = self.device.type == "cuda"
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
+        # Asked before every step (e.g. a SLURM preemption flag); see ssl_bench.preemption.
+        self.should_stop = should_stop
+        # config.batch_size is the global batch (as in the recipes); each rank takes its share.
+        self.local_batch = ddp.local_batch_size(config.batch_size, self.world_size)
 
         info = dataset_info(config.dataset)
-        data = load_split(config.dataset, config.data_root, "pretrain", download=config.download)
-        if config.train_subset is not None and config.train_subset < len(data):
-            data = balanced_subset(data, total=config.train_subset, seed=config.seed)
+        if data is None:
+            data = load_split(config.dataset, config.data_root, "pretrain", download=config.download)
+            if config.train_subset is not None and config.train_subset < len(data):
+                data = balanced_subset(data, total=config.train_subset, seed=config.seed)
         self.num_samples = len(data)
 
         torch.manual_seed(config.seed)  # the same initial weights for every run of this seed
         self.method = build_method(config).to(self.device)
+        # Online probe and collapse diagnostics, logged per epoch (monitoring only).
+        self.monitor = TrainingMonitor(self.method.feature_dim, len(data.classes), self.device, seed=config.seed)
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
-        # lr follows the global batch: base_lr x (per-rank batch x ranks) / 256.
-        global_batch = config.batch_size * self.world_size
+        # Several ranks: BatchNorm over the global batch where torch can (ssl_bench.ddp), and DDP
+        # around the method. self.method stays the plain module (state dicts, attributes);
+        # self.model is what the forward pass calls.
+        self.method = ddp.sync_batchnorm(self.method, self.device)
+        self.model = ddp.wrap(self.method, self.device)
+        # lr follows the global batch: base_lr x batch / 256.
+        global_batch = config.batch_size
         self.peak_lr = config.base_lr * global_batch / 256
         bias_norm_lr = None if config.bias_norm_base_lr is None else config.bias_norm_base_lr * global_batch / 256
+        # Only trainable parameters: a momentum target (requires_grad False) is not optimised.
         groups = parameter_groups(self.method, lr=self.peak_lr, weight_decay=config.weight_decay,
-                                  bias_norm_lr=bias_norm_lr)
+                                  bias_norm_lr=bias_norm_lr,
+                                  constant_lr_params=self.method.constant_lr_parameters())
         self.optimizer = build_optimizer(config.optimizer, groups)
         augmentation = ViewPairAugmentation(self.method.augmentation, config.image_size, info.mean, info.std)
         self.loader = TrainLoader(
-            data, augmentation.to(self.device), config.batch_size, seed=config.seed, device=self.device,
+            data, augmentation.to(self.device), self.local_batch, seed=config.seed, device=self.device,
             rank=self.rank, world_size=self.world_size, num_workers=config.num_workers,
             channels_last=self.channels_last,
         )
         self.steps_per_epoch = self.loader.steps_per_epoch()
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{self.num_samples} samples make no batch of {config.batch_size} per rank")
+            raise ValueError(f"{self.num_samples} samples make no batch of {config.batch_size}")
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = self.steps_per_epoch * config.warmup_epochs
 
@@ -127,6 +150,7 @@ class Trainer:
             "metrics": self.metrics,
             "epoch_acc": vars(self.epoch_acc),
             "train_seconds": self.train_seconds,
+            "monitor": self.monitor.state_dict(),
             "identity_hash": self.config.identity_hash(),
         }
 
@@ -147,20 +171,31 @@ class Trainer:
         self.metrics = state["metrics"]
         self.epoch_acc = EpochAccumulator(**state["epoch_acc"])
         self.train_seconds = state["train_seconds"]
+        if "monitor" in state:  # checkpoints written before the monitor existed lack it
+            self.monitor.load_state_dict(state["monitor"])
         return self.step
 
     # --- the loop ------------------------------------------------------------------------
-    def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, float]:
+    def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         lr = set_scheduled_lr(self.optimizer, self.step, self.total_steps, self.warmup_steps)
-        self.method.train()
+        self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            out = self.method(x_a, x_b)
-        values = {"loss": out.loss.item(), **{name: term.item() for name, term in out.terms.items()}}
+            out = self.model(x_a, x_b)
+        # One read-back for the loss and all its terms: each .item() is a device sync and copy.
+        names = ["loss", *out.terms]
+        read = torch.stack([t.detach().reshape(()) for t in (out.loss, *out.terms.values())]).tolist()
+        values = dict(zip(names, read))
+        # Averaged over ranks: the global batch's loss, and the same on every rank (ssl_bench.ddp).
+        values = ddp.mean_over_ranks(values)
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(self.step, values)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
+        # The method's per-step hook (the EMA of a momentum target), on the plain module: under
+        # DDP every rank applies it to the same synchronised parameters.
+        self.method.after_optimizer_step(self.step, self.total_steps)
+        self.monitor.observe(out.representation, out.embedding, labels)
         return {**values, "lr": lr}
 
     def fit(self) -> None:
@@ -168,26 +203,39 @@ class Trainer:
         start_epoch = self.step // self.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{config.method}", unit="step",
                    disable=not (self.progress and self.is_main and sys.stderr.isatty()), dynamic_ncols=True)
-        samples_per_step = config.batch_size * self.world_size
+        samples_per_step = config.batch_size  # the global batch
         try:
             for epoch in range(start_epoch, config.epochs):
                 batches = self.loader.epoch(epoch, start_batch=self.step - epoch * self.steps_per_epoch)
                 tick = time.perf_counter()
-                for x_a, x_b, _labels in batches:
-                    values = self.train_step(x_a, x_b)
+                for x_a, x_b, labels in batches:
+                    if self.stop_agreed():
+                        self.stop_at_step_boundary()
+                    values = self.train_step(x_a, x_b, labels)
                     now = time.perf_counter()
                     self.epoch_acc.add(values, now - tick)
                     self.train_seconds += now - tick
                     self.step += 1
                     bar.update(1)
+                    # refresh=False: drawn at the bar's own pace (mininterval), not redrawn every step.
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.3g}",
-                                    samples_s=f"{samples_per_step / max(now - tick, 1e-9):.0f}")
+                                    samples_s=f"{samples_per_step / max(now - tick, 1e-9):.0f}", refresh=False)
                     if self.step % config.checkpoint_every_steps == 0 and self.step % self.steps_per_epoch:
                         self.save_checkpoint()
                     tick = time.perf_counter()
                 self.end_epoch(epoch, samples_per_step)
         finally:
             bar.close()
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop; every rank gets the same answer, so all stop together."""
+        return self.should_stop is not None and ddp.any_rank(self.should_stop())
+
+    def stop_at_step_boundary(self) -> None:
+        """Checkpoint the current step (not the last periodic one) and raise TrainingStopped."""
+        self.save_checkpoint()
+        ddp.barrier()  # no rank leaves before rank 0's checkpoint is on disk
+        raise TrainingStopped(self.step, "stop requested")
 
     def end_epoch(self, epoch: int, samples_per_step: int) -> None:
         means = self.epoch_acc.means()
@@ -199,39 +247,53 @@ class Trainer:
             "samples_per_second": samples_per_step * self.epoch_acc.steps / max(self.epoch_acc.seconds, 1e-9),
             "epoch_seconds": self.epoch_acc.seconds,
         }
+        monitored = self.monitor.end_epoch()
+        row.update(monitored)
         self.metrics.append(row)
         self.epoch_acc = EpochAccumulator()
         self.save_checkpoint()
         if self.is_main:
             self.run_dir.write_metrics(self.metrics)
             terms = " ".join(f"{k}={v:.4g}" for k, v in means.items() if k not in {"loss", "lr"})
+            watch = " ".join(f"{k}={v:.3g}" for k, v in monitored.items() if v is not None and k != "online_probe_loss")
             self.log(f"[{self.config.method}] epoch {epoch + 1}/{self.config.epochs} loss={row['loss']:.4f} "
-                     f"{terms} lr={row['lr']:.4g} samples/s={row['samples_per_second']:.0f}".replace("  ", " "))
+                     f"{terms} lr={row['lr']:.4g} samples/s={row['samples_per_second']:.0f} {watch}".replace("  ", " "))
 
 
 def pretrain(config: RunConfig, results_dir: str | Path, *, progress: bool = True,
-             log: Callable[[str], None] = print) -> RunResult:
-    """Pre-train `config` into its run directory, resuming it if it was interrupted."""
+             log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
+             status_extra: dict[str, Any] | None = None) -> RunResult:
+    """Pre-train `config` into its run directory, resuming it if it was interrupted.
+
+    ``should_stop`` is asked before every step; when it says yes the run checkpoints that step
+    and raises :class:`TrainingStopped`. ``status_extra`` goes into every status.json write
+    (a SLURM job records its job id and log paths there).
+    """
     run_dir = RunDir.for_config(results_dir, config)
+    run_dir.status_extra = dict(status_extra or {})
     previous = run_dir.read_status()
     if previous["status"] == "finished":
         log(f"[{config.method}] already finished in {run_dir.path}; not re-running")
         return _result_from_status(config, run_dir, previous)
 
-    trainer = Trainer(config, run_dir, progress=progress, log=log)
+    trainer = Trainer(config, run_dir, progress=progress, log=log, should_stop=should_stop)
+    reset_peak_memory(trainer.device)  # this run's own peak, not an earlier run's in this process
     resumed_from = trainer.restore()
     if trainer.is_main:
         run_dir.write_config(config)
         run_dir.write_environment(trainer.device)
         run_dir.write_status("running", step=trainer.step)
     log(f"[{config.method}] {run_dir.path}: {config.backbone}, {trainer.num_samples} images, "
-        f"batch {config.batch_size} x {trainer.world_size}, lr {trainer.peak_lr:.4g} "
+        f"batch {config.batch_size}"
+        + (f" ({trainer.local_batch} x {trainer.world_size} ranks)" if trainer.world_size > 1 else "")
+        + f", lr {trainer.peak_lr:.4g} "
         f"(base {config.base_lr:g} x batch / 256), {config.epochs} epochs on {trainer.device}"
         + (f"; resuming at step {resumed_from}/{trainer.total_steps}" if resumed_from else ""))
     try:
         trainer.fit()
     except NonFiniteLossError as error:
-        run_dir.write_status("failed", error=str(error), failed_step=error.step, terms=error.terms)
+        if trainer.is_main:
+            run_dir.write_status("failed", error=str(error), failed_step=error.step, terms=error.terms)
         log(f"[{config.method}] FAILED: {error}")
         return RunResult(config.method, run_dir.path, "failed", epochs_done=len(trainer.metrics),
                          error=str(error), resumed_from_step=resumed_from)
@@ -239,14 +301,21 @@ def pretrain(config: RunConfig, results_dir: str | Path, *, progress: bool = Tru
         trainer.save_checkpoint()
         run_dir.write_status("interrupted", step=trainer.step)
         raise
+    except TrainingStopped as stop:  # the checkpoint of this step is already on disk
+        if trainer.is_main:
+            run_dir.write_status("interrupted", step=stop.step, reason=stop.reason)
+        log(f"[{config.method}] {stop}")
+        raise
     except Exception as error:
-        run_dir.write_status("failed", error=f"{type(error).__name__}: {error}", failed_step=trainer.step)
+        if trainer.is_main:
+            run_dir.write_status("failed", error=f"{type(error).__name__}: {error}", failed_step=trainer.step)
         raise
     summary = {
         "epochs_done": len(trainer.metrics),
         "final_loss": trainer.metrics[-1]["loss"],
         "train_seconds": trainer.train_seconds,
-        "samples_per_second": trainer.step * config.batch_size * trainer.world_size / max(trainer.train_seconds, 1e-9),
+        "samples_per_second": trainer.step * config.batch_size / max(trainer.train_seconds, 1e-9),
+        "peak_memory_mb": peak_memory_mb(trainer.device),
     }
     if trainer.is_main:
         run_dir.write_status("finished", **summary)
@@ -257,5 +326,5 @@ def _result_from_status(config: RunConfig, run_dir: RunDir, status: dict[str, An
     return RunResult(
         config.method, run_dir.path, status["status"], epochs_done=status.get("epochs_done", 0),
         final_loss=status.get("final_loss"), train_seconds=status.get("train_seconds", 0.0),
-        samples_per_second=status.get("samples_per_second"),
+        samples_per_second=status.get("samples_per_second"), peak_memory_mb=status.get("peak_memory_mb"),
     )

@@ -76,3 +76,16 @@ def slurm_cluster(tmp_path_factory):
         # Stops only what this session started (by pid), and not while another live test
         # session still uses it; a cluster that was already running is left alone.
         local_slurm.stop(handle)
+
+
+# ============================================================================================
+# Small generated datasets in real formats
+# ============================================================================================
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path:
+    """A 600/200-image Fashion-MNIST-format dataset (class = bar angle) to pass as data_root."""
+    from support.fake_data import write_fashion_mnist
+
+    return write_fashion_mnist(tmp_path_factory.mktemp("fashion-data"))

@@ -115,6 +115,10 @@ def test_resized_crop_matches_torchvision(size):
         for img, (l, t, w, h) in zip(images, boxes)
     ])
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    # The flip folded into the column weights is RandomHorizontalFlip after the crop.
+    flip = torch.tensor([True, False, True, True, False, True])
+    flipped = torch.where(flip.view(-1, 1, 1, 1), TF.horizontal_flip(reference), reference)
+    torch.testing.assert_close(A.resized_crop(images, boxes.float(), size, flip), flipped, atol=1e-5, rtol=0)
 
 
 def test_crop_boxes_follow_torchvision_distribution():

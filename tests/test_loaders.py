@@ -103,7 +103,7 @@ def test_resume_from_start_batch_is_exact():
             assert all(torch.equal(x, y) for x, y in zip(resumed, original))
     assert collect(simclr_loader(data, seed=7), 2, start_batch=len(full)) == []
     with pytest.raises(ValueError):
-        collect(simclr_loader(data, seed=7), 2, start_batch=len(full) + 1)
+        simclr_loader(data, seed=7).epoch(2, start_batch=len(full) + 1)
 
 
 def test_batches_depend_on_seed_epoch_and_rank():
@@ -116,10 +116,16 @@ def test_batches_depend_on_seed_epoch_and_rank():
     assert differs(collect(simclr_loader(data, seed=0), 1)[0])
     assert differs(collect(simclr_loader(data, seed=1), 0)[0])
     assert differs(collect(simclr_loader(data, seed=0, rank=1, world_size=2), 0)[0])
-    # Same labels, different augmentation: the augmentation is seeded per epoch too.
+    # Repeating an epoch repeats it; within it, every batch gets its own augmentation draws
+    # (identical images, so only the augmentation can tell the batches apart).
     loader = simclr_loader(data, seed=0)
     first, second = collect(loader, 0)[0], collect(loader, 0)[0]
     assert all(torch.equal(x, y) for x, y in zip(first, second))
+    same = TensorImages(torch.randint(0, 256, (1, 3, 12, 12), dtype=torch.uint8).expand(64, -1, -1, -1), torch.zeros(64), ["x"])
+    views = [view_a for view_a, _, _ in simclr_loader(same, seed=0).epoch(0)]
+    assert all(not torch.equal(views[0], other) for other in views[1:])
+    other_rank = next(iter(simclr_loader(same, seed=0, rank=1, world_size=2).epoch(0)))[0]
+    assert not torch.equal(next(iter(simclr_loader(same, seed=0, rank=0, world_size=2).epoch(0)))[0], other_rank)
 
 
 def test_derive_seed_mixes_its_inputs():
@@ -213,6 +219,21 @@ def test_folder_loader_does_not_depend_on_num_workers(folder_images):
     in_workers = collect(simclr_loader(folder_images, batch_size=4, seed=2, num_workers=2), 0)
     for a, b in zip(in_process, in_workers):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_folder_crops_are_redrawn_every_epoch(folder_images):
+    """Crop-only views of each sample (labels = sample index) differ from one epoch to the next."""
+    samples = [(path, index) for index, (path, _) in enumerate(folder_images.samples)]
+    data = FolderImages(samples, folder_images.classes, folder_images.loader)
+    loader = TrainLoader(data, ViewPairAugmentation((OFF, OFF), 8, MEAN, STD), len(data), seed=0, device=CPU)
+
+    def crops_by_sample(epoch: int) -> torch.Tensor:
+        view_a, _, labels = next(iter(loader.epoch(epoch)))
+        return view_a[labels.argsort()]
+
+    first, again, second = crops_by_sample(0), crops_by_sample(0), crops_by_sample(1)
+    assert torch.equal(first, again)
+    assert all(not torch.equal(a, b) for a, b in zip(first, second))
 
 
 def test_folder_eval_batches_resize_and_centre_crop(folder_images):

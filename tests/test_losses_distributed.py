@@ -1,4 +1,4 @@
-"""The four losses under a real 2-process gloo group agree with one process on the whole batch.
+"""The losses under a real 2-process gloo group agree with one process on the whole batch.
 
 DDP semantics: each rank computes its loss on its half of the batch (gathering with
 gradients where the loss needs global statistics) and backpropagates; the gather's backward
@@ -26,6 +26,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from methods.barlow_twins import barlow_twins_loss
+from methods.byol import byol_loss
+from methods.mocov3 import mocov3_loss
+from methods.simsiam import simsiam_loss
 from methods.simclr import nt_xent_loss
 from methods.tico import tico_loss
 from methods.vicreg import vicreg_loss, vicreg_terms
@@ -50,6 +53,10 @@ LOSSES = {
     "vicreg": lambda z_a, z_b, c: (vicreg_loss(z_a, z_b), None),
     "barlow_twins": lambda z_a, z_b, c: (barlow_twins_loss(z_a, z_b, lambd=0.05), None),
     "tico": lambda z_a, z_b, c: tico_loss(z_a, z_b, c),  # (loss, C_next)
+    # Symmetrised, so that both inputs get gradients (the second argument is a constant).
+    "mocov3": lambda z_a, z_b, c: (mocov3_loss(z_a, z_b, 0.5) + mocov3_loss(z_b, z_a, 0.5), None),
+    "byol": lambda z_a, z_b, c: (byol_loss(z_a, z_b) + byol_loss(z_b, z_a), None),
+    "simsiam": lambda z_a, z_b, c: (simsiam_loss(z_a, z_b) + simsiam_loss(z_b, z_a), None),
 }
 
 
@@ -158,7 +165,7 @@ def test_helpers_without_a_group():
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("name", ["simclr", "vicreg", "barlow_twins", "tico"])
+@pytest.mark.parametrize("name", list(LOSSES))
 def test_ranks_reproduce_the_global_batch(rank_results, name, shape):
     n, d = shape
     z_a, z_b, c_prev = _batch(n, d)

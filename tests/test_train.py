@@ -54,7 +54,7 @@ def _cli(args: list[str], env_root: Path) -> subprocess.Popen:
 
 
 def _final_weights(results: Path) -> dict[str, torch.Tensor]:
-    (checkpoint,) = results.glob("fashion-mnist/*/checkpoint.pt")
+    (checkpoint,) = results.glob("fashion-mnist/tico-*/checkpoint.pt")
     return torch.load(checkpoint, weights_only=False)["method"]
 
 
@@ -71,7 +71,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(fashion_root, tmp_pa
     deadline = time.time() + 120
     checkpoint = None
     while time.time() < deadline and proc.poll() is None:
-        found = list(interrupted.glob("fashion-mnist/*/checkpoint.pt"))
+        found = list(interrupted.glob("fashion-mnist/tico-*/checkpoint.pt"))
         if found:
             checkpoint = found[0]
             break
@@ -94,7 +94,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(fashion_root, tmp_pa
         assert torch.equal(resumed[name], reference[name]), name
     # Per-epoch losses too: the interrupted epoch's running sums were checkpointed with it.
     losses = [row["loss"] for row in RunDir(run_dir).read_metrics()]
-    assert losses == [row["loss"] for row in RunDir(next(straight.glob("fashion-mnist/*"))).read_metrics()]
+    assert losses == [row["loss"] for row in RunDir(next(straight.glob("fashion-mnist/tico-*"))).read_metrics()]
 
 
 def test_nan_loss_fails_that_run_and_records_step_and_terms(fashion_root, tmp_path, monkeypatch):

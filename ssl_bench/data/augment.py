@@ -12,13 +12,15 @@ The recipes (torchvision semantics, as in the papers' public code):
   views: blur p 1.0 / 0.1, solarize p 0.0 / 0.2.
 - Small images (side <= 96: Fashion-MNIST, CIFAR, STL): no blur.
 
-What comes from kornia and what does not, and why: the crop-box sampler (torchvision's ten-try
-rejection sampling, vectorised) and the Gaussian blur are kornia's. The pixel work of crop, flip,
-colour jitter, grayscale and solarize is a few fused tensor expressions here, because on CPU
-kornia's versions made the pipeline ~2x slower than the 3x-over-torchvision target allows:
-its HSV round trip for the hue step, its ``torch.where`` selections (10x slower per element than
-arithmetic on this CPU build) and its crop's perspective solve took most of the time. Each of
-those ops is tested against torchvision's functional op (the reference semantics).
+kornia provides the crop-box sampler (torchvision's ten-try rejection sampling, vectorised) and
+the Gaussian blur. The pixel work of crop + flip, colour jitter, grayscale and solarize is a few
+tensor expressions here: built from kornia's modules, the CPU pipeline ran at about 2x the
+per-sample torchvision pipeline, short of the 3x target, because its HSV round trip for the hue
+step, its ``torch.where`` selections (~10x slower per element than arithmetic on this CPU build)
+and its crop's perspective solve took most of the time. The crop here is also antialiased when
+it shrinks, as torchvision's is. Each op is tested against torchvision's functional op (the
+reference semantics), and the hot paths reuse buffers in place: fresh multi-MB tensors cost page
+faults on CPU.
 
 Random parameters are drawn on the CPU from torch's global generator (kornia's default too) and
 then moved to the batch's device: a seeded call gives the same parameters on CPU and CUDA, no op
@@ -28,6 +30,7 @@ needs a device-to-host sync, and a loader makes batches reproducible by seeding 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -126,14 +129,30 @@ def blur_kernel_size(image_size: int) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+def _like(tensor: Tensor, images: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``tensor`` (random parameters, usually drawn on the CPU) on the device of ``images``.
+
+    CPU -> CUDA copies go through pinned memory: a copy from pageable memory would wait for all
+    the kernels already queued on the stream (the previous training step, say).
+    """
+    tensor = tensor if dtype is None else tensor.to(dtype)
+    if tensor.device == images.device:
+        return tensor
+    if images.device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    return tensor.to(images.device, non_blocking=True)
+
+
 def _per_sample(factor: Tensor, images: Tensor) -> Tensor:
-    return factor.to(images.device, images.dtype, non_blocking=True).view(-1, 1, 1, 1)
+    return _like(factor, images, images.dtype).view(-1, 1, 1, 1)
 
 
 def luma(images: Tensor) -> Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) grayscale with torchvision's weights."""
-    red, green, blue = images.unbind(1)
-    return (red * _LUMA_WEIGHTS[0] + green * _LUMA_WEIGHTS[1] + blue * _LUMA_WEIGHTS[2]).unsqueeze(1)
+    # One output buffer, accumulated in place: fresh large tensors cost page faults on CPU.
+    gray = images[:, 0:1] * _LUMA_WEIGHTS[0]
+    gray.add_(images[:, 1:2], alpha=_LUMA_WEIGHTS[1])
+    return gray.add_(images[:, 2:3], alpha=_LUMA_WEIGHTS[2])
 
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
@@ -155,13 +174,17 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     ``x * 0 + luma``), which :class:`RandomGrayscale` relies on.
     """
     f = _per_sample(factor, images)
-    return torch.addcmul(luma(images) * (1.0 - f), images, f).clamp_(0.0, 1.0)
+    return torch.addcmul(luma(images).mul_(1.0 - f), images, f).clamp_(0.0, 1.0)
 
 
 # Per output channel (R, G, B): centre, sign and offset of the hexcone's piecewise-linear profile.
-_HUE_CENTRE = (3.0, 2.0, 4.0)
-_HUE_SIGN = (1.0, -1.0, -1.0)
-_HUE_OFFSET = (-1.0, 2.0, 2.0)
+_HUE_PROFILE = ((3.0, 2.0, 4.0), (1.0, -1.0, -1.0), (-1.0, 2.0, 2.0))
+
+
+@functools.lru_cache(maxsize=None)
+def _hue_profile(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    # Cached per device: building them on every call would be a blocking host-to-GPU copy.
+    return tuple(torch.tensor(values, dtype=dtype).view(1, 3, 1, 1).to(device) for values in _HUE_PROFILE)
 
 
 def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
@@ -170,31 +193,29 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     Equal to the RGB -> HSV -> RGB round trip (to float rounding) without building the HSV image:
     value (max) and chroma (max - min) do not change, and with h the new hue in sextants, [0, 6),
     the channels are ``min + chroma * clamp(|h - 3| - 1)``, ``... * clamp(2 - |h - 2|)`` and
-    ``... * clamp(2 - |h - 4|)`` (R, G, B). No ``torch.where``: masks enter as multiplications.
+    ``... * clamp(2 - |h - 4|)`` (R, G, B). No ``torch.where`` (slow on CPU): the sextant masks
+    enter as multiplications.
     """
+    dtype = images.dtype
     max_c = images.amax(dim=1, keepdim=True)
     min_c = images.amin(dim=1, keepdim=True)
     chroma = max_c - min_c
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-    # Sextant of the hue with torchvision's tie-breaking (red wins over green, green over blue).
-    is_red = (max_c == red).to(images.dtype)
-    is_green = (max_c == green).to(images.dtype) * (1.0 - is_red)
-    is_blue = 1.0 - is_red - is_green
-    hue_times_chroma = (
-        is_red * (green - blue)
-        + is_green * (blue - red + 2.0 * chroma)
-        + is_blue * (red - green + 4.0 * chroma)
-    )
+    # Which channel is the maximum, with torchvision's tie-breaking (red, then green, then blue).
+    is_red = max_c == red
+    is_green = (max_c == green) & ~is_red
+    is_blue = ~(is_red | is_green)
+    # hue x chroma in sextants: g - b (red max), b - r + 2c (green max), r - g + 4c (blue max).
+    hue = (green - blue).mul_(is_red.to(dtype))
+    hue.addcmul_(torch.sub(blue, red).add_(chroma, alpha=2.0), is_green.to(dtype))
+    hue.addcmul_(torch.sub(red, green).add_(chroma, alpha=4.0), is_blue.to(dtype))
     # Gray pixels (chroma 0) have a zero numerator: any positive divisor keeps them at hue 0.
-    hue = hue_times_chroma / chroma.clamp_min(torch.finfo(images.dtype).tiny)
-    hue = torch.remainder(hue + 6.0 * _per_sample(factor, images), 6.0)
-
-    def channel_constant(values: tuple[float, float, float]) -> Tensor:
-        return torch.tensor(values, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-
-    profile = (hue - channel_constant(_HUE_CENTRE)).abs_()
-    profile = torch.addcmul(channel_constant(_HUE_OFFSET), profile, channel_constant(_HUE_SIGN)).clamp_(0.0, 1.0)
-    return torch.addcmul(min_c, chroma, profile)
+    hue.div_(chroma.clamp_min(torch.finfo(dtype).tiny))
+    hue.add_(6.0 * _per_sample(factor, images)).remainder_(6.0)
+    centre, sign, offset = _hue_profile(images.device, dtype)
+    profile = (hue - centre).abs_()
+    profile.mul_(sign).add_(offset).clamp_(0.0, 1.0)
+    return profile.mul_(chroma).add_(min_c)
 
 
 def solarize(images: Tensor) -> Tensor:
@@ -222,17 +243,21 @@ def _resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) 
     return weights / weights.sum(dim=-1, keepdim=True)
 
 
-def resized_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+def resized_crop(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
     """Crop boxes (B, 4) = (left, top, width, height) in pixels from a batch and resize to size x size.
 
     Bilinear resampling is separable, so each sample is ``R_y @ image @ R_x^T`` with small
     per-sample weight matrices: two batched matmuls instead of building and sampling a grid, and
     antialiased when a crop is larger than the output (matching torchvision's tensor resize).
+    ``flip`` (B,) bool mirrors the chosen samples horizontally, for free: it reverses their R_x.
     """
     batch, channels, height, width = images.shape
-    boxes = boxes.to(images.device, images.dtype, non_blocking=True)
+    boxes = _like(boxes, images, images.dtype)
     rows = _resize_weights(boxes[:, 1], boxes[:, 3], height, size)  # (B, S, H)
     cols = _resize_weights(boxes[:, 0], boxes[:, 2], width, size)  # (B, S, W)
+    if flip is not None:
+        flip = _like(flip, images).view(-1, 1, 1)
+        cols = torch.where(flip, cols.flip(1), cols)
     # Columns first as one bmm over (C * H) rows; then rows, broadcast over channels. (The
     # fastest order on CPU; a plain broadcast matmul for both copies the weights per channel.)
     resized_cols = torch.bmm(images.reshape(batch, channels * height, width), cols.transpose(1, 2))
@@ -254,21 +279,29 @@ def _select_and_apply(images: Tensor, chosen: Tensor, op: Callable[[Tensor], Ten
     index = chosen.nonzero().squeeze(1)  # computed on the CPU: no device sync
     if index.numel() == 0:
         return images
-    index = index.to(images.device, non_blocking=True)
+    index = _like(index, images)
     return images.index_copy(0, index, op(images.index_select(0, index)))
 
 
 class RandomResizedCrop(nn.Module):
-    """torchvision's RandomResizedCrop(size, scale, ratio=(3/4, 4/3)) with antialiased bilinear resize.
+    """torchvision's RandomResizedCrop(size, scale, ratio=(3/4, 4/3)) with antialiased bilinear
+    resize, followed by RandomHorizontalFlip(flip_p) (folded into the resampling weights).
 
     Boxes come from kornia's vectorised version of torchvision's ten-try rejection sampler (its
     fallback crop is placed at a random position, torchvision centres it).
     """
 
-    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float] = CROP_RATIO) -> None:
+    def __init__(
+        self, size: int, scale: tuple[float, float], ratio: tuple[float, float] = CROP_RATIO, flip_p: float = 0.0
+    ) -> None:
         super().__init__()
         self.size = size
         self.sampler = ResizedCropGenerator((size, size), scale=scale, ratio=ratio)
+        self.scale = scale
+        self.flip_p = flip_p
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, scale={self.scale}, flip_p={self.flip_p}"
 
     def sample_boxes(self, shape: torch.Size) -> Tensor:
         """(B, 4) float CPU tensor of (left, top, width, height) for inputs of ``shape``."""
@@ -277,7 +310,9 @@ class RandomResizedCrop(nn.Module):
         return torch.cat([top_left, bottom_right - top_left + 1.0], dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
-        return resized_crop(images, self.sample_boxes(images.shape), self.size)
+        boxes = self.sample_boxes(images.shape)
+        flip = _coin(images.shape[0], self.flip_p) if self.flip_p > 0 else None
+        return resized_crop(images, boxes, self.size, flip)
 
 
 class RandomHorizontalFlip(nn.Module):
@@ -286,6 +321,9 @@ class RandomHorizontalFlip(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
     def forward(self, images: Tensor) -> Tensor:
         return _select_and_apply(images, _coin(images.shape[0], self.p), lambda x: x.flip(-1))
@@ -317,6 +355,9 @@ class RandomColorJitter(nn.Module):
         # A step of strength 0 is the identity: skip it rather than run it with neutral factors.
         self.active = tuple(lo != hi for lo, hi in self.ranges)
 
+    def extra_repr(self) -> str:
+        return f"ranges={self.ranges}, p={self.p}"
+
     def sample_params(self, batch_size: int) -> dict[str, Tensor]:
         """Draw on the CPU: ``apply`` (B,) bool, ``factors`` (B, 4) and the step ``order`` (4,)."""
         apply = _coin(batch_size, self.p)
@@ -328,7 +369,7 @@ class RandomColorJitter(nn.Module):
 
     def apply_params(self, images: Tensor, factors: Tensor, order: Sequence[int]) -> Tensor:
         """Run the active steps in ``order`` with (B, 4) ``factors`` (torchvision's formulas)."""
-        factors = factors.to(images.device, images.dtype, non_blocking=True)
+        factors = _like(factors, images, images.dtype)
         for step in order:
             if self.active[step]:
                 images = _JITTER_STEPS[step](images, factors[:, step])
@@ -348,6 +389,9 @@ class RandomGrayscale(nn.Module):
         super().__init__()
         self.p = p
 
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
     def forward(self, images: Tensor) -> Tensor:
         # Saturation 0 is exactly the luma and 1 exactly the input: one blend, no selection.
         return adjust_saturation(images, (~_coin(images.shape[0], self.p)).float())
@@ -360,14 +404,20 @@ class RandomSolarize(nn.Module):
         super().__init__()
         self.p = p
 
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
     def forward(self, images: Tensor) -> Tensor:
         return _select_and_apply(images, _coin(images.shape[0], self.p), solarize)
 
 
-def _colour_ops(config: ViewConfig) -> list[nn.Module]:
-    """Flip, jitter and grayscale: the ops after the crop that both views share in the recipes."""
+def _colour_ops(config: ViewConfig, flip: bool) -> list[nn.Module]:
+    """(Flip,) jitter and grayscale: the ops after the crop that both views share in the recipes.
+
+    ``flip`` False: the crop does the flip (folded into its resampling weights).
+    """
     ops: list[nn.Module] = []
-    if config.flip_p > 0:
+    if flip and config.flip_p > 0:
         ops.append(RandomHorizontalFlip(config.flip_p))
     if config.jitter_p > 0 and any(config.jitter):
         ops.append(RandomColorJitter(*config.jitter, p=config.jitter_p))
@@ -445,8 +495,10 @@ class ViewPairAugmentation(nn.Module):
         config_a, config_b = self.configs
         self.shared_head = _head_key(config_a) == _head_key(config_b)
         self.shared_tail = _tail_key(config_a) == _tail_key(config_b)
-        self.crops = nn.ModuleList([RandomResizedCrop(image_size, c.crop_scale) for c in self.configs] if crop else [])
-        self.heads = nn.ModuleList([nn.Sequential(*_colour_ops(c)) for c in self.configs])
+        self.crops = nn.ModuleList(
+            [RandomResizedCrop(image_size, c.crop_scale, flip_p=c.flip_p) for c in self.configs] if crop else []
+        )
+        self.heads = nn.ModuleList([nn.Sequential(*_colour_ops(c, flip=not crop)) for c in self.configs])
         self.tails = nn.ModuleList([nn.Sequential(*_tail_ops(c, image_size)) for c in self.configs])
         # Normalisation as one multiply-add: (x - mean) / std = x * (1 / std) + (-mean / std).
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -498,16 +550,13 @@ class ViewPairAugmentation(nn.Module):
         return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
     def forward(self, images: Tensor, images_b: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x_a = self._to_unit_float(images)
-        x_b = x_a if images_b is None else self._to_unit_float(images_b)
-        if x_a.shape != x_b.shape:
-            raise ValueError("the two views' sources must have the same shape")
-        batch = x_a.shape[0]
+        if images_b is not None and (images_b.shape != images.shape or images_b.dtype != images.dtype):
+            raise ValueError("the two views' sources must have the same shape and dtype")
+        source_b = images if images_b is None else images_b
+        batch = images.shape[0]
         if self.shared_head:
-            if self.crop:
-                both = self.crops[0](torch.cat([x_a, x_b]))
-            else:
-                both = torch.cat([self._crop(0, x_a), self._crop(1, x_b)])
+            # Stack before converting: concatenating uint8 moves a quarter of the bytes.
+            both = self._crop(0, self._to_unit_float(torch.cat([images, source_b])))
             both = self.heads[0](self._rgb(both))
             if self.shared_tail:
                 both = self.tails[0](both)
@@ -515,10 +564,11 @@ class ViewPairAugmentation(nn.Module):
                 both = torch.cat([self.tails[0](both[:batch]), self.tails[1](both[batch:])])
         else:
             both = torch.cat([
-                self.tails[view](self.heads[view](self._rgb(self._crop(view, source))))
-                for view, source in enumerate((x_a, x_b))
+                self.tails[view](self.heads[view](self._rgb(self._crop(view, self._to_unit_float(source)))))
+                for view, source in enumerate((images, source_b))
             ])
-        scale = self.scale.to(both.device, non_blocking=True)
-        shift = self.shift.to(both.device, non_blocking=True)
-        both = torch.addcmul(shift, both, scale)
+        # ``both`` is a fresh tensor here (from cat or the crop), so normalising in place is
+        # safe; contiguous() materialises the one exception, an expanded grayscale batch.
+        both = both.contiguous()
+        both.mul_(_like(self.scale, both)).add_(_like(self.shift, both))
         return both[:batch], both[batch:]

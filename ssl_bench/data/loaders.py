@@ -77,23 +77,25 @@ def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
 class _TwoCrops(Dataset):
     """Folder samples -> (crop_a, crop_b, label): two independent RandomResizedCrops, uint8 (3, S, S).
 
-    Items are keyed by (sample index, seed): each sample's crops are drawn under its own seed.
+    Items are keyed by (sample index, epoch): each sample's crops are drawn under a seed derived
+    from (seed, epoch, index), computed here so that the workers share that work.
     """
 
-    def __init__(self, data: FolderImages, size: int, scales: Sequence[tuple[float, float]]) -> None:
+    def __init__(self, data: FolderImages, size: int, scales: Sequence[tuple[float, float]], seed: int) -> None:
         self.data = data
+        self.seed = seed
         self.crops = [RandomResizedCrop(size, scale=scale, ratio=CROP_RATIO, antialias=True) for scale in scales]
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor, int]:
-        index, seed = key
+        index, epoch = key
         image, label = self.data[index]
         image = image.convert("RGB")
         # fork_rng: with num_workers=0 this runs in the training process.
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
+            torch.random.default_generator.manual_seed(derive_seed(self.seed, epoch, index, _SAMPLE_STREAM))
             crop_a, crop_b = (pil_to_tensor(crop(image)) for crop in self.crops)
         return crop_a, crop_b, label
 
@@ -139,7 +141,7 @@ class TrainLoader:
         elif isinstance(data, FolderImages):
             self.augmentation = augmentation.without_crop()
             scales = [config.crop_scale for config in augmentation.configs]
-            self._two_crops = _TwoCrops(data, augmentation.image_size, scales)
+            self._two_crops = _TwoCrops(data, augmentation.image_size, scales, seed)
         else:
             raise TypeError(f"data must be TensorImages or FolderImages, got {type(data).__name__}")
 
@@ -159,7 +161,9 @@ class TrainLoader:
     def _batch_seed(self, epoch: int, batch: int) -> int:
         return derive_seed(self.seed, epoch, batch, self.rank, _BATCH_STREAM)
 
-    def _finish(self, epoch: int, batch: int, images: Tensor, images_b: Tensor | None, labels: Tensor):
+    def _finish(
+        self, epoch: int, batch: int, images: Tensor, images_b: Tensor | None, labels: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         with torch.no_grad(), _seeded_rng(self._batch_seed(epoch, batch), self.device):
             view_a, view_b = self.augmentation(images, images_b)
         if self.channels_last:
@@ -173,10 +177,10 @@ class TrainLoader:
         if not 0 <= start_batch <= steps:
             raise ValueError(f"start_batch {start_batch} outside 0..{steps}")
         batches = self.epoch_indices(epoch).view(steps, self.batch_size)[start_batch:]
+        # Not a generator itself, so that a bad start_batch raises here rather than at next().
         if self._two_crops is None:
-            yield from self._tensor_epoch(epoch, start_batch, batches)
-        else:
-            yield from self._folder_epoch(epoch, start_batch, batches)
+            return self._tensor_epoch(epoch, start_batch, batches)
+        return self._folder_epoch(epoch, start_batch, batches)
 
     def _tensor_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         assert isinstance(self.data, TensorImages)
@@ -190,10 +194,7 @@ class TrainLoader:
             )
 
     def _folder_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        keys = [
-            [(index, derive_seed(self.seed, epoch, index, _SAMPLE_STREAM)) for index in indices.tolist()]
-            for indices in batches
-        ]
+        keys = [[(index, epoch) for index in indices] for indices in batches.tolist()]
         loader = DataLoader(
             self._two_crops, batch_sampler=keys, num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",

@@ -1,0 +1,192 @@
+"""Watching a run while it pre-trains: an online linear probe and collapse diagnostics.
+
+:class:`TrainingMonitor` is fed every training step's detached representation (backbone output
+of view a), embedding (projector output of view a) and labels, and at each epoch's end returns
+the numbers the trainer adds to that epoch's row of ``metrics.jsonl``:
+
+``online_probe_top1``
+    Train accuracy (%) of a linear classifier trained alongside pre-training on the detached
+    representation (solo-learn's and lightly's online probe), each batch scored *before* the
+    probe learns from it. It has its own optimiser and never sends gradients into the method.
+    Unlabelled samples (label -1, e.g. STL-10's unlabeled split) are ignored; ``None`` when an
+    epoch had no labelled sample.
+``online_probe_loss``
+    The probe's mean cross-entropy over the epoch.
+``embedding_std``
+    Mean over dimensions of the per-dimension standard deviation of the L2-normalised
+    embeddings (SimSiam's collapse monitor): 0 for a collapsed (constant) output, about
+    1/sqrt(D) for embeddings spread evenly over the unit sphere in D dimensions.
+``rankme_representation``, ``rankme_embedding``
+    Effective rank (RankMe, Garrido et al., ICML 2023, arXiv:2210.02885): exp of the entropy
+    of the normalised singular values. 1 for a rank-one (collapsed) matrix, min(N, D) for N x D
+    rows of equal singular values; it is bounded by the number of rows used.
+
+The diagnostics are computed at epoch end on the last ``MonitorConfig.diagnostic_rows`` rows
+the epoch produced (its last batches: cheap, no extra forward pass). Under DDP every rank keeps
+its own probe and diagnostics; rank 0's are logged. The probe and the rows kept so far are part
+of :meth:`TrainingMonitor.state_dict`, which the trainer checkpoints, so a resumed run continues
+the same probe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Settings of the online probe and the diagnostics (monitoring only: no effect on training)."""
+
+    # SGD with momentum on BatchNorm-standardised features: the representation's scale changes
+    # as pre-training goes, and standardising keeps one learning rate usable throughout.
+    probe_lr: float = 0.1
+    probe_momentum: float = 0.9
+    probe_weight_decay: float = 0.0
+    diagnostic_rows: int = 512  # rows of the epoch's last batches used for the diagnostics
+
+
+def rankme(matrix: Tensor, eps: float = 1e-7) -> float:
+    """RankMe effective rank of an (N, D) matrix: exp(-sum_k p_k log p_k), p_k = s_k / sum(s) + eps.
+
+    s are the singular values (no centring, as in the paper). A zero matrix has rank 0.
+    """
+    singular = torch.linalg.svdvals(matrix.detach().double())
+    total = singular.sum()
+    if total <= torch.finfo(torch.float64).tiny:
+        return 0.0
+    p = singular / total + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def embedding_std(embeddings: Tensor) -> float:
+    """Mean per-dimension std of the L2-normalised rows of (N, D) ``embeddings``."""
+    normalised = F.normalize(embeddings.detach().float(), dim=1)
+    return float(normalised.std(dim=0).mean())
+
+
+class OnlineProbe(nn.Module):
+    """BatchNorm without affine parameters (standardises the features), then a linear layer."""
+
+    def __init__(self, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(feature_dim, affine=False)
+        self.linear = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(self.norm(features))
+
+
+class TrainingMonitor:
+    """Online probe + collapse diagnostics of one run; see the module docstring."""
+
+    def __init__(self, feature_dim: int, num_classes: int, device: torch.device, *, seed: int,
+                 config: MonitorConfig = MonitorConfig()) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.probe: OnlineProbe | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        if num_classes >= 2:
+            # A private RNG stream: creating the probe must not shift the global RNG that the
+            # method's own randomness draws from, so monitoring leaves training bit-identical.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.probe = OnlineProbe(feature_dim, num_classes).to(self.device)
+            self.optimizer = torch.optim.SGD(self.probe.parameters(), lr=config.probe_lr,
+                                             momentum=config.probe_momentum,
+                                             weight_decay=config.probe_weight_decay)
+        self._reset_epoch()
+
+    def _reset_epoch(self) -> None:
+        self.correct = 0
+        self.labelled = 0
+        self.loss_sum = 0.0
+        self.loss_batches = 0
+        self.representations: list[Tensor] = []
+        self.embeddings: list[Tensor] = []
+
+    # --- per step ------------------------------------------------------------------------
+    def observe(self, representation: Tensor | None, embedding: Tensor | None, labels: Tensor | None) -> None:
+        """Take one training step's outputs (any dtype, with or without grad; they are detached)."""
+        if representation is not None:
+            features = representation.detach().float()
+            self._keep(self.representations, features)
+            if labels is not None:
+                self._probe_step(features, labels.to(features.device))
+        if embedding is not None:
+            self._keep(self.embeddings, embedding.detach().float())
+
+    def _keep(self, rows: list[Tensor], batch: Tensor) -> None:
+        # clone: the caller's tensor may be reused or modified in place after the step.
+        rows.append(batch.clone())
+        while len(rows) > 1 and sum(len(r) for r in rows[1:]) >= self.config.diagnostic_rows:
+            rows.pop(0)
+
+    def _probe_step(self, features: Tensor, labels: Tensor) -> None:
+        if self.probe is None or self.optimizer is None:
+            return
+        mask = labels >= 0
+        # BatchNorm needs two samples to standardise a batch.
+        if int(mask.sum()) < 2:
+            return
+        features, labels = features[mask], labels[mask]
+        with torch.enable_grad(), torch.autocast(features.device.type, enabled=False):
+            self.probe.train()
+            logits = self.probe(features)
+            loss = F.cross_entropy(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        self.correct += int((logits.detach().argmax(dim=1) == labels).sum())
+        self.labelled += len(labels)
+        self.loss_sum += float(loss.detach())
+        self.loss_batches += 1
+
+    # --- per epoch -----------------------------------------------------------------------
+    def end_epoch(self) -> dict[str, float | None]:
+        """This epoch's numbers (see the module docstring); starts the next epoch's tallies."""
+        rows = self.config.diagnostic_rows
+        representation = torch.cat(self.representations)[-rows:] if self.representations else None
+        embedding = torch.cat(self.embeddings)[-rows:] if self.embeddings else None
+        values = {
+            "online_probe_top1": 100.0 * self.correct / self.labelled if self.labelled else None,
+            "online_probe_loss": self.loss_sum / self.loss_batches if self.loss_batches else None,
+            "embedding_std": embedding_std(embedding) if embedding is not None else None,
+            "rankme_representation": rankme(representation) if representation is not None else None,
+            "rankme_embedding": rankme(embedding) if embedding is not None else None,
+        }
+        self._reset_epoch()
+        return {key: _finite_or_none(value) for key, value in values.items()}
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "probe": None if self.probe is None else self.probe.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "tallies": {"correct": self.correct, "labelled": self.labelled,
+                        "loss_sum": self.loss_sum, "loss_batches": self.loss_batches},
+            "representations": [r.cpu() for r in self.representations],
+            "embeddings": [e.cpu() for e in self.embeddings],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.probe is not None and state["probe"] is not None:
+            self.probe.load_state_dict(state["probe"])
+            assert self.optimizer is not None
+            self.optimizer.load_state_dict(state["optimizer"])
+        tallies = state["tallies"]
+        self.correct, self.labelled = tallies["correct"], tallies["labelled"]
+        self.loss_sum, self.loss_batches = tallies["loss_sum"], tallies["loss_batches"]
+        self.representations = [r.to(self.device) for r in state["representations"]]
+        self.embeddings = [e.to(self.device) for e in state["embeddings"]]
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    # NaN is not valid JSON; a diagnostic that could not be computed is recorded as null.
+    return value if value is None or math.isfinite(value) else None

@@ -1,0 +1,513 @@
+"""Running a sweep on a SLURM cluster: one job array, one task per run, resumable and requeued.
+
+``ssl-bench run ... --executor slurm`` checks everything it can before it submits (sbatch
+present, partition known, the global batch splits over the GPUs, datasets readable), then
+submits every entry of the sweep as ONE submitit job array: either the whole array is accepted
+or nothing is. Each array task runs :func:`ssl_bench.sweep.run_entry`, the very function a local
+run calls, into the same run directory.
+
+Inside a task, one process per GPU (``srun`` starts ``tasks_per_node`` of them per node) joins a
+process group built from the SLURM environment (NCCL on GPUs, gloo on CPUs) and trains with DDP.
+
+Preemption and time limits: SLURM sends USR2 90 s before the time limit (submitit's
+``--signal=USR2@90``) and a preempting scheduler can send it too. The job's handler only raises
+a flag; before the next step the trainer saves a checkpoint of the current step, and the job
+hands the signal to submitit, which requeues it (``scontrol requeue``). The requeued attempt
+resumes from that checkpoint; batches are a pure function of (seed, epoch, batch, rank), so
+the final weights equal those of an uninterrupted run. Requeues are bounded twice: submitit's
+``max_num_timeout`` counts time-limit requeues, and the job itself refuses to requeue past
+``--max-requeues`` restarts of any kind (SLURM_RESTART_COUNT).
+
+Where things go, under the results directory:
+    slurm/jobs.jsonl                   one line per submitted task: job id, entry, run dir, logs
+    slurm/<array id>/<job>_<task>_log.{out,err}   each task's stdout/stderr (submitit)
+    <dataset>/<run>/status.json        also records ``slurm`` (job id, restarts, logs) and ``log``
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import submitit
+
+from ssl_bench import ddp, distributed
+from ssl_bench.config import RunConfig
+from ssl_bench.errors import UsageError, unknown_name_message
+from ssl_bench.preemption import StopRequest, TrainingStopped
+from ssl_bench.rundir import RunDir
+
+MANIFEST = Path("slurm") / "jobs.jsonl"
+# SLURM states in which a job may still run (or run again): a run directory with such a job is
+# not submitted a second time.
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                           "REQUEUE_FED", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"})
+_COMMAND_TIMEOUT_S = 60
+
+
+# ------------------------------------------------------------------------------------------
+# Options and submit-time checks
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The job array's resources (one array task = one run)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 60  # per attempt; a run that needs longer is requeued from its checkpoint
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None  # processes per node; default: one per GPU, else 1
+    cpus_per_task: int | None = None
+    mem: str | None = None  # per node, SLURM syntax: "64G"
+    constraint: str | None = None
+    array_parallelism: int | None = None  # at most this many tasks of the array at once
+    setup: tuple[str, ...] = ()  # shell lines run before the job's srun (module load, ...)
+    max_requeues: int = 3
+
+    @property
+    def processes_per_node(self) -> int:
+        if self.tasks_per_node is not None:
+            return self.tasks_per_node
+        return self.gpus_per_node if self.gpus_per_node > 0 else 1
+
+    @property
+    def world_size(self) -> int:
+        """Processes per run: the global batch is split evenly over them."""
+        return self.nodes * self.processes_per_node
+
+    def validate(self) -> None:
+        """A UsageError naming the command-line flag of the first bad value."""
+        at_least = [("--time", self.time_min, 1), ("--nodes", self.nodes, 1), ("--gpus-per-node", self.gpus_per_node, 0),
+                    ("--max-requeues", self.max_requeues, 0), ("--tasks-per-node", self.tasks_per_node, 1),
+                    ("--cpus-per-task", self.cpus_per_task, 1), ("--array-parallelism", self.array_parallelism, 1)]
+        for flag, value, minimum in at_least:
+            if value is not None and value < minimum:
+                requirement = "positive" if minimum == 1 else f">= {minimum}"
+                raise UsageError(f"{flag} must be {requirement}, got {value}")
+        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
+            raise UsageError(f"--tasks-per-node {self.tasks_per_node} with --gpus-per-node {self.gpus_per_node}: "
+                             "DDP runs one process per GPU")
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem, flags=re.IGNORECASE):
+            raise UsageError(f"--mem {self.mem!r}: expected SLURM's syntax, e.g. 64G or 16000M")
+
+    def executor_parameters(self) -> dict[str, Any]:
+        """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
+        params: dict[str, Any] = {
+            "job_name": "ssl-bench",
+            "time": self.time_min,
+            "nodes": self.nodes,
+            "ntasks_per_node": self.processes_per_node,
+            "setup": list(self.setup),
+            # Requeueable even where the cluster's JobRequeue default is 0: the job requeues
+            # itself on preemption and at its time limit.
+            "additional_parameters": {"requeue": True},
+        }
+        optional = {"partition": self.partition, "account": self.account, "qos": self.qos,
+                    "cpus_per_task": self.cpus_per_task, "mem": self.mem, "constraint": self.constraint,
+                    "array_parallelism": self.array_parallelism}
+        params.update({key: value for key, value in optional.items() if value is not None})
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        return params
+
+
+def _slurm_command(argv: list[str], timeout: float = _COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def check_cluster(options: SlurmOptions) -> None:
+    """SLURM's client commands work and the partition exists; a UsageError otherwise."""
+    missing = [name for name in ("sbatch", "sinfo", "squeue") if shutil.which(name) is None]
+    if missing:
+        raise UsageError(f"--executor slurm needs SLURM's client commands on PATH; not found: {', '.join(missing)}")
+    try:
+        listing = _slurm_command(["sinfo", "--all", "-h", "-o", "%R"])  # --all: hidden partitions too
+    except subprocess.TimeoutExpired:
+        raise UsageError("sinfo did not answer in time: is the SLURM controller reachable?") from None
+    if listing.returncode != 0:
+        raise UsageError(f"sinfo failed: {_last_line(listing.stderr) or f'exit status {listing.returncode}'}")
+    if options.partition is not None:
+        known = sorted({line.strip() for line in listing.stdout.splitlines() if line.strip()})
+        if options.partition not in known:
+            raise UsageError(unknown_name_message("partition", options.partition, known))
+
+
+def check_datasets(entries: Sequence[RunConfig]) -> None:
+    """The datasets load (a UsageError names what is missing), before any job waits in a queue."""
+    from ssl_bench.data.datasets import dataset_info, load_split
+
+    checked: set[tuple[str, str]] = set()
+    for config in entries:
+        key = (config.dataset, config.data_root)
+        if key in checked:
+            continue
+        checked.add(key)
+        # In-memory datasets load in seconds; a folder tree (ImageNet) is only listed by the job.
+        if dataset_info(config.dataset).in_memory:
+            load_split(config.dataset, config.data_root, "pretrain", download=config.download)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# ------------------------------------------------------------------------------------------
+# The job
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What one array task runs."""
+
+    config: RunConfig
+    results_dir: str
+    max_requeues: int
+    method_files: tuple[str, ...] = ()  # `--method-file`s: the job must register those methods too
+
+
+class RunFailed(RuntimeError):
+    """The run ended failed (e.g. a NaN loss) without an exception of its own."""
+
+
+def _usr_signal() -> int:
+    """The signal submitit asks SLURM to send before the time limit (USR2 unless overridden)."""
+    return int(getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG))
+
+
+def task_record() -> dict[str, Any]:
+    """The SLURM facts of this task for status.json: job id, attempt, host and log files."""
+    env = submitit.JobEnvironment()
+    paths = env.paths
+    return {
+        "job_id": env.job_id,
+        "array_job_id": env.array_job_id,
+        "array_task_id": env.array_task_id,
+        "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        "host": env.hostname,
+        "world_size": env.num_tasks,
+        "stdout": str(paths.stdout),
+        "stderr": str(paths.stderr),
+    }
+
+
+class SweepJob(submitit.helpers.Checkpointable):
+    """One array task: join the process group, run the entry, requeue on a stop signal.
+
+    Checkpointable, so submitit resubmits the same call on requeue: all state that matters is
+    in the run directory (checkpoint.pt), which :func:`ssl_bench.train.pretrain` resumes from.
+    """
+
+    def __call__(self, spec: JobSpec) -> dict[str, Any]:
+        from ssl_bench.sweep import run_entry
+
+        from ssl_bench.method import load_method_file
+
+        config = spec.config
+        for path in spec.method_files:
+            load_method_file(path)
+        process = ddp.slurm_env()
+        if process is not None:
+            ddp.init_process_group(process, ddp.backend_for(config.device))
+        record = task_record()
+        stop = StopRequest()
+        try:
+            with stop.catching(_usr_signal()):
+                try:
+                    result = run_entry(config, spec.results_dir, progress=False,
+                                       should_stop=lambda: stop.requested,
+                                       status_extra={"slurm": record, "log": record["stderr"]})
+                except TrainingStopped as stopped:
+                    self._requeue(stop, stopped, spec, record)
+                    raise  # not requeued (not rank 0, or no submitit handler): the task ends here
+                except BaseException as error:
+                    self._record_failure(config, spec, error)
+                    raise
+        finally:
+            ddp.destroy_process_group()
+        if result.status != "finished":
+            raise RunFailed(f"{config.method} run {result.status}: {result.error} (run directory {result.run_dir})")
+        return {"method": config.method, "run_dir": str(result.run_dir), "status": result.status,
+                "final_loss": result.final_loss, "resumed_from_step": result.resumed_from_step,
+                "slurm": record}
+
+    @staticmethod
+    def _requeue(stop: StopRequest, stopped: TrainingStopped, spec: JobSpec, record: dict[str, Any]) -> None:
+        """Requeue the job (rank 0, through submitit's own handler) unless it was requeued enough."""
+        if distributed.rank() != 0:
+            # Rank 0 requeues the whole job, which ends this task; leaving first could make
+            # srun tear the step down while rank 0 is still at it.
+            time.sleep(300)
+            return
+        if record["restart_count"] >= spec.max_requeues:
+            raise RuntimeError(
+                f"{stopped}, but the job was already requeued {record['restart_count']} times "
+                f"(--max-requeues {spec.max_requeues}); run the same command again to resume") from None
+        print(f"[{spec.config.method}] requeuing on {stop.reason} "
+              f"(restart {record['restart_count'] + 1} of at most {spec.max_requeues})", flush=True)
+        # submitit's handler: calls checkpoint() (resubmit this same call), `scontrol requeue`, exit.
+        stop.forward_to_previous_handler()
+
+    @staticmethod
+    def _record_failure(config: RunConfig, spec: JobSpec, error: BaseException) -> None:
+        """Mark the run failed in its records (rank 0), as the local loop does for a crash."""
+        if distributed.rank() != 0 or isinstance(error, (SystemExit, KeyboardInterrupt)):
+            return
+        try:
+            from ssl_bench.evaluate import record_failure
+
+            record_failure(config, spec.results_dir, f"{type(error).__name__}: {error}")
+        except Exception as secondary:  # the original error matters more than this one
+            print(f"could not record the failure: {secondary}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------
+# Submitting, waiting, status
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SubmittedJob:
+    """One line of slurm/jobs.jsonl."""
+
+    job_id: str
+    method: str
+    dataset: str
+    seed: int
+    run_dir: str
+    stdout: str
+    stderr: str
+    submitted: float = field(default_factory=time.time)
+
+    @property
+    def log_paths(self) -> str:
+        """Both logs in one short string: <dir>/<job>_0_log.{out,err}."""
+        stem = self.stdout.removesuffix(".out")
+        return f"{stem}.{{out,err}}" if self.stderr == stem + ".err" else f"{self.stdout} {self.stderr}"
+
+
+def read_manifest(results_dir: str | Path) -> list[SubmittedJob]:
+    path = Path(results_dir) / MANIFEST
+    if not path.is_file():
+        return []
+    return [SubmittedJob(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_manifest(results_dir: Path, jobs: Sequence[SubmittedJob]) -> None:
+    path = results_dir / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(asdict(job), sort_keys=True) + "\n" for job in jobs)
+    with open(path, "a") as handle:  # one write: concurrent submissions do not interleave lines
+        handle.write(text)
+
+
+def latest_jobs(results_dir: str | Path) -> dict[str, SubmittedJob]:
+    """The most recent job of each run directory."""
+    return {job.run_dir: job for job in sorted(read_manifest(results_dir), key=lambda job: job.submitted)}
+
+
+def _expand_job_ids(field_value: str) -> list[str]:
+    """'12_[3-5,7%2]' -> ['12_3', '12_4', '12_5', '12_7'] (squeue/sacct's pending array tasks)."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", field_value)
+    if not match:
+        return [field_value]
+    base, spec = match.group(1), match.group(2).split("%")[0]
+    ids = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        ids.extend(f"{base}_{i}" for i in range(int(low), int(high or low) + 1))
+    return ids
+
+
+def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """SLURM state per job id ("123" or "123_4"): squeue for live jobs, sacct for ended ones.
+
+    Jobs neither command knows read UNKNOWN (e.g. a cluster without accounting, after the
+    job left squeue).
+    """
+    if not job_ids:
+        return {}
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    states: dict[str, str] = {}
+    if shutil.which("sacct"):
+        try:
+            out = _slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(arrays)])
+        except subprocess.TimeoutExpired:
+            out = None
+        if out is not None and out.returncode == 0:
+            for line in out.stdout.splitlines():
+                job_field, _, state = line.partition("|")
+                for job_id in _expand_job_ids(job_field.strip()):
+                    states[job_id] = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+    if shutil.which("squeue"):  # fresher than accounting for jobs still in the queue
+        try:
+            out = _slurm_command(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)])
+        except subprocess.TimeoutExpired:
+            out = None
+        if out is not None and out.returncode == 0:
+            for line in out.stdout.splitlines():
+                job_field, _, state = line.partition("|")
+                for job_id in _expand_job_ids(job_field.strip()):
+                    states[job_id] = state.strip()
+    return {job_id: states.get(job_id, "UNKNOWN") for job_id in job_ids}
+
+
+def _entry_is_done(config: RunConfig, results_dir: Path) -> bool:
+    """Pre-trained and evaluated already: submitting it again would only wait in the queue."""
+    from ssl_bench.evaluate import read_result
+
+    run_dir = RunDir.for_config(results_dir, config)
+    result = read_result(run_dir)
+    return (run_dir.read_status()["status"] == "finished" and result is not None
+            and result.get("status") == "finished" and result.get("identity_hash") == config.identity_hash())
+
+
+def submit_sweep(entries: Sequence[RunConfig], results_dir: str | Path, options: SlurmOptions, *,
+                 method_files: Sequence[str | Path] = (), folder: str | Path | None = None) -> list[SubmittedJob]:
+    """Check, then submit the entries that still need work as one job array; returns its jobs.
+
+    Raises UsageError (nothing submitted) on any problem found before or by ``sbatch``.
+    """
+    results_dir = Path(results_dir).resolve()
+    options.validate()
+    for config in entries:
+        ddp.local_batch_size(config.batch_size, options.world_size)
+    check_cluster(options)
+    # Jobs may start in another working directory: every path they get is absolute.
+    entries = [_absolute_paths(config) for config in entries]
+    check_datasets(entries)
+
+    running = latest_jobs(results_dir)
+    live = slurm_states([job.job_id for job in running.values()])
+    todo: list[RunConfig] = []
+    for config in entries:
+        run_dir = str(RunDir.for_config(results_dir, config).path)
+        previous = running.get(run_dir)
+        if previous is not None and live.get(previous.job_id) in ACTIVE_STATES:
+            print(f"[{config.method}] already queued as job {previous.job_id} ({live[previous.job_id]}): {run_dir}")
+        elif _entry_is_done(config, results_dir):
+            print(f"[{config.method}] already finished: {run_dir}")
+        else:
+            todo.append(config)
+    if not todo:
+        return []
+
+    log_folder = Path(folder or results_dir / "slurm" / "%A")
+    executor = submitit.SlurmExecutor(folder=log_folder, max_num_timeout=options.max_requeues)
+    executor.update_parameters(**options.executor_parameters())
+    job = SweepJob()
+    files = tuple(str(Path(path).resolve()) for path in method_files)
+    with _undo_on_failure(submitit.core.utils.JobPaths.get_first_id_independent_folder(log_folder)) as sbatch_stderr:
+        try:
+            with executor.batch():
+                handles = [executor.submit(job, JobSpec(config, str(results_dir), options.max_requeues, files))
+                           for config in todo]
+        except Exception as error:  # sbatch refused the array: nothing was submitted
+            message = _last_line(sbatch_stderr.getvalue()) or _last_line(str(error)) or type(error).__name__
+            raise UsageError(f"sbatch refused the job array, nothing was submitted: "
+                             f"{message.removeprefix('sbatch: error: ')}") from None
+    submitted = [
+        SubmittedJob(job_id=str(handle.job_id), method=config.method, dataset=config.dataset, seed=config.seed,
+                     run_dir=str(RunDir.for_config(results_dir, config).path),
+                     stdout=str(handle.paths.stdout), stderr=str(handle.paths.stderr))
+        for handle, config in zip(handles, todo)
+    ]
+    _append_manifest(results_dir, submitted)
+    return submitted
+
+
+@contextmanager
+def _undo_on_failure(staging: Path) -> Iterator[io.StringIO]:
+    """Leave no trace of a refused submission: submitit's staged pickles and scripts go, and
+    sbatch's error text (which submitit prints) is captured for a one-line message instead."""
+    created = [path for path in (staging, *staging.parents) if not path.exists()]
+    before = set(staging.iterdir()) if staging.is_dir() else set()
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            yield captured
+    except BaseException:
+        for path in (set(staging.iterdir()) if staging.is_dir() else set()) - before:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        for path in created:  # innermost first; only the directories this call made, if empty
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
+
+
+def _absolute_paths(config: RunConfig) -> RunConfig:
+    from dataclasses import replace
+
+    return replace(config, data_root=str(Path(config.data_root).resolve()))
+
+
+def wait_for(jobs: Sequence[SubmittedJob], *, poll_s: float = 2.0, log=print) -> dict[str, str]:
+    """Block until no job is queued or running any more (requeues included); final states."""
+    last: dict[str, str] = {}
+    idle_polls = 0
+    while True:
+        states = slurm_states([job.job_id for job in jobs])
+        for job in jobs:
+            if states[job.job_id] != last.get(job.job_id):
+                log(f"job {job.job_id} ({job.method}, {job.dataset}, seed {job.seed}): {states[job.job_id]}")
+        last = states
+        # Two quiet polls in a row: a requeue passes through states squeue may briefly not show.
+        idle_polls = idle_polls + 1 if not any(state in ACTIVE_STATES for state in states.values()) else 0
+        if idle_polls >= 2:
+            return states
+        time.sleep(poll_s)
+
+
+def status_rows(results_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per run directory with a job (its latest job): SLURM state, run state, logs."""
+    jobs = latest_jobs(results_dir)
+    states = slurm_states([job.job_id for job in jobs.values()])
+    rows = []
+    for job in sorted(jobs.values(), key=lambda job: (job.dataset, job.method, job.seed, job.job_id)):
+        run_dir = RunDir(Path(job.run_dir))
+        status = run_dir.read_status()
+        progress = ""
+        if status.get("status") == "failed":
+            error, step = str(status.get("error")), status.get("failed_step")
+            progress = error if step is None or f"step {step}" in error else f"step {step}: {error}"
+        elif "step" in status:
+            progress = f"step {status['step']}"
+        elif "epochs_done" in status:
+            progress = f"{status['epochs_done']} epochs"
+        restarts = (status.get("slurm") or {}).get("restart_count")
+        rows.append({
+            "job": job.job_id,
+            "method": job.method,
+            "dataset": job.dataset,
+            "seed": job.seed,
+            "slurm state": states[job.job_id],
+            "restarts": restarts if restarts is not None else "",
+            "run status": status.get("status", "missing"),
+            "progress": progress,
+            "logs": job.log_paths,
+            "run directory": job.run_dir,
+        })
+    return rows
+
+
+def format_status(rows: list[dict[str, Any]]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_markdown(index=False)

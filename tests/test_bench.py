@@ -1,0 +1,156 @@
+"""`ssl-bench bench`: runs end to end, writes its files, and compares like with like.
+
+No timing assertions: speed is what the benchmark prints, not what a test checks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from ssl_bench import bench
+from ssl_bench.cli import main
+
+# The smallest full run: every section, one method, a tiny batch, one repeat, one torch thread
+# (a loaded 2-core CI machine runs many tiny ops much faster on one thread).
+QUICK = ["bench", "--quick", "--methods", "vicreg", "--batch-size", "8", "--repeats", "1", "--warmup", "0",
+         "--workers", "0", "--threads", "1"]
+
+
+def test_quick_bench_runs_end_to_end_and_writes_json_and_csv(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    json_path, csv_path = tmp_path / "bench.json", tmp_path / "bench.csv"
+    assert main([*QUICK, "--json", str(json_path), "--csv", str(csv_path)]) == 0
+    assert torch.get_num_threads() == threads  # --threads is undone afterwards
+    printed = capsys.readouterr().out
+    for heading in ("Training step", "Data pipeline", "Loss forward + backward", "Targets"):
+        assert heading in printed
+
+    report = json.loads(json_path.read_text())
+    assert report["schema"] == "ssl-bench-bench/1"
+    assert report["command"].startswith("ssl-bench bench --device cpu --methods vicreg")
+    machine = report["machine"]
+    for key in ("device", "device_name", "cpu_model", "cpu_threads", "torch", "git_commit", "python"):
+        assert key in machine
+    assert machine["torch"] == torch.__version__ and machine["device"] == "cpu"
+    assert set(report["load"]) >= {"load_average_start", "load_average_end", "other_processes_cpu_share",
+                                   "under_load"}
+
+    (step,) = report["train_step"]
+    assert step["method"] == "vicreg" and step["backbone"] == "tiny_convnet" and step["error"] is None
+    for key in ("harness_samples_per_s", "bare_samples_per_s", "overhead_ratio", "harness_step_ms"):
+        assert step[key] > 0
+    assert "peak_memory_mb" in step and "step_memory_mb" in step
+
+    pipelines = {(p["pipeline"], p["recipe"]) for p in report["pipeline"]}
+    assert pipelines == {("ssl-bench", "vicreg"), ("per-sample", "vicreg")}
+    assert all(p["samples_per_s"] > 0 for p in report["pipeline"])
+
+    losses = {r["form"]: r for r in report["loss"]}
+    assert set(losses) == {"gram", "direct"}
+    assert losses["gram"]["loss"] == pytest.approx(losses["direct"]["loss"], rel=1e-5)
+    assert all(r["ms"] > 0 for r in report["loss"])
+
+    verdicts = {t["name"].split(":")[0]: t["verdict"] for t in report["targets"]}
+    assert set(verdicts) == {"harness overhead", "Gram-form speed-up", "pipeline speed-up"}
+    assert set(verdicts.values()) <= {"PASS", "FAIL", "n/a"}
+
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    sections = [row["section"] for row in rows]
+    assert sections.count("train_step") == 1 and sections.count("pipeline") == 2
+    assert sections.count("loss") == 2 and sections.count("target") == len(report["targets"])
+    for row in rows:
+        assert row["machine_torch"] == torch.__version__ and row["machine_git_commit"] == str(machine["git_commit"])
+
+
+def test_a_json_directory_gets_the_machine_name(tmp_path):
+    out = tmp_path / "results" / "bench"
+    out.mkdir(parents=True)
+    assert main([*QUICK, "--sections", "loss", "--json", str(out)]) == 0
+    (written,) = out.glob("*.json")
+    report = json.loads(written.read_text())
+    assert written.stem == bench.machine_slug(report["machine"]) and written.stem.startswith("cpu-")
+    assert report["train_step"] == [] and report["pipeline"] == [] and len(report["loss"]) == 2
+
+
+@pytest.mark.parametrize("method", ["vicreg", "tico", "simclr", "barlow_twins"])
+def test_bare_loop_takes_the_same_steps_as_the_harness(method):
+    """The reference loop computes the harness's loss, and its update gives the same next loss."""
+    settings = bench.resolve_settings(methods=[method], quick=True, batch_size=8, device="cpu")
+    config = bench.bench_config(method, settings.backbones[0], settings)
+    data = bench.synthetic_images(8, 16)
+    pairs = bench.compare_harness_and_bare(config, data, steps=2)
+    for harness_loss, bare_loss in pairs:
+        assert harness_loss == pytest.approx(bare_loss, rel=1e-6, abs=1e-7)
+    # The first update changed the weights (the lr is not 0), so the second comparison has teeth.
+    assert pairs[0][0] != pairs[1][0]
+
+
+@pytest.mark.parametrize("method", ["vicreg", "barlow_twins"])
+@pytest.mark.parametrize("n, d", [(64, 256), (96, 48)])
+def test_gram_and_direct_forms_compute_the_same_loss(method, n, d):
+    generator = torch.Generator().manual_seed(0)
+    z_a = torch.randn(n, d, generator=generator)
+    z_b = z_a + 0.5 * torch.randn(n, d, generator=generator)
+    gram = bench.loss_value(method, z_a, z_b, "gram")
+    direct = bench.loss_value(method, z_a, z_b, "direct")
+    assert gram == pytest.approx(direct, rel=1e-5)
+    module = __import__(bench.GRAM_FORM_MODULES[method], fromlist=["_FORM_OVERRIDE"])
+    assert module._FORM_OVERRIDE is None  # the switch is restored after each use
+
+
+def test_bench_loss_times_both_forms_on_the_same_inputs():
+    settings = bench.resolve_settings(methods=["barlow_twins"], quick=True, repeats=1, warmup=0, device="cpu")
+    results = [bench.bench_loss(case, settings) for case in settings.loss_cases]
+    assert [r.form for r in results] == ["gram", "direct"]
+    assert results[0].loss == pytest.approx(results[1].loss, rel=1e-5)
+
+
+def _step(ratio: float) -> bench.StepResult:
+    return bench.StepResult("vicreg", "tiny_convnet", 32, 8, "fp32", False, "lars", [8], overhead_ratio=ratio)
+
+
+def test_targets_pass_fail_and_not_measured():
+    losses = [bench.LossResult("vicreg", 512, 8192, "gram", ms=10.0), bench.LossResult("vicreg", 512, 8192, "direct", ms=45.0)]
+    pipelines = [bench.PipelineResult("ssl-bench", "simclr", 32, 8, 0, samples_per_s=900.0),
+                 bench.PipelineResult("per-sample", "simclr", 32, 8, 2, samples_per_s=400.0)]
+    checks = bench.check_targets([_step(0.99), _step(0.97)], pipelines, losses)
+    by_name = {c.name.split(":")[0]: c for c in checks}
+    assert by_name["harness overhead"].verdict == "PASS"
+    assert by_name["harness overhead"].value == pytest.approx((0.99 * 0.97) ** 0.5)
+    assert by_name["Gram-form speed-up"].verdict == "PASS" and by_name["Gram-form speed-up"].value == pytest.approx(4.5)
+    assert by_name["pipeline speed-up"].verdict == "FAIL" and by_name["pipeline speed-up"].value == pytest.approx(2.25)
+
+    empty = bench.check_targets([], [], [])
+    assert {c.verdict for c in empty} == {"n/a"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backbones", "resnet18@x"], "image size"),
+    (["--methods", "vicrg"], "unknown method"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+])
+def test_bad_input_is_a_one_line_error(args, message, capsys):
+    assert main(["bench", "--quick", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_usage_error(capsys):
+    assert main(["bench", "--quick", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_backbone_specs_and_defaults():
+    assert bench.parse_backbone("resnet50@224", 32) == bench.BackboneSpec("resnet50", 224)
+    assert bench.parse_backbone("tiny_convnet", 32) == bench.BackboneSpec("tiny_convnet", 32)
+    settings = bench.resolve_settings(device="cpu")
+    assert [str(b) for b in settings.backbones] == ["tiny_convnet@32", "resnet18@32"]
+    assert settings.batch_size == 128 and settings.loss_sizes == "cpu"
+    cases = {(c.method, c.n, c.d, c.form) for c in settings.loss_cases}
+    assert {("vicreg", 512, 8192, "gram"), ("vicreg", 512, 8192, "direct")} <= cases

@@ -1,0 +1,284 @@
+"""Offline evaluation: kNN and linear probe on data whose answer is known, the random-init
+baseline, the feature cache, and result.json after real (tiny) end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ssl_bench.evaluate as E
+from ssl_bench.cli import main
+from ssl_bench.config import resolve_config
+from ssl_bench.evaluate import (EvalProtocol, KnnConfig, LinearProbeConfig, SplitFeatures, evaluate_baseline,
+                                evaluate_run, extract_features, initial_backbone, knn_scores, knn_top1, linear_probe,
+                                random_init_config, read_result, record_failure, record_running)
+from ssl_bench.rundir import RunDir
+from ssl_bench.train import Trainer, pretrain
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine the
+    second OpenMP thread's spin-waits made these tests several times slower; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+# --------------------------------------------------------------------------------------------
+# kNN and linear probe on data whose accuracy is known
+
+
+def test_knn_hand_worked_example():
+    # Cosine similarities of the query (2, 0) to the four train points: 1, 0.6, 0.6, -1.
+    train = SplitFeatures(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]]), torch.tensor([0, 1, 1, 0]))
+    query = torch.tensor([[2.0, 0.0]])
+    scores = knn_scores(train, query, KnnConfig(k=3, temperature=0.1), num_classes=2)
+    # The 3 nearest: class 0 at similarity 1, class 1 twice at 0.6; votes exp(sim / T).
+    assert scores[0, 0].item() == pytest.approx(math.exp(10.0))
+    assert scores[0, 1].item() == pytest.approx(2 * math.exp(6.0))
+    assert scores.argmax(dim=1).item() == 0  # the close neighbour outweighs a 2-to-1 majority
+    # At a high temperature the weights flatten (exp(0.1) < 2 exp(0.06)) and the majority wins.
+    flat = knn_scores(train, query, KnnConfig(k=3, temperature=10.0), num_classes=2)
+    assert flat[0].tolist() == pytest.approx([math.exp(0.1), 2 * math.exp(0.06)])
+    assert flat.argmax(dim=1).item() == 1
+    # k larger than the bank: every train point votes (class 0 adds exp(-1 / T)).
+    everyone = knn_scores(train, query, KnnConfig(k=200, temperature=0.1), num_classes=2)
+    assert everyone[0, 0].item() == pytest.approx(math.exp(10.0) + math.exp(-10.0))
+
+
+def _clusters(n: int, seed: int, classes: int = 10, dim: int = 32, spread: float = 1.0, scale: float = 1.0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(1234)) * 4
+    labels = torch.arange(n) % classes
+    features = (centres[labels] + spread * torch.randn(n, dim, generator=generator)) * scale
+    return SplitFeatures(features, labels)
+
+
+FAST_LINEAR = LinearProbeConfig(epochs=10)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])  # standardising makes the feature scale irrelevant
+def test_well_separated_clusters_are_classified_perfectly(scale):
+    train, test = _clusters(1000, seed=0, scale=scale), _clusters(500, seed=1, scale=scale)
+    assert linear_probe(train, test, FAST_LINEAR, num_classes=10, seed=0) >= 99.0
+    assert knn_top1(train, test, KnnConfig(k=20), num_classes=10) >= 99.0
+
+
+def test_random_labels_give_chance_accuracy():
+    train, test = _clusters(1000, seed=0), _clusters(1000, seed=1)
+    generator = torch.Generator().manual_seed(5)
+    train.labels = torch.randint(0, 10, (1000,), generator=generator)
+    test.labels = torch.randint(0, 10, (1000,), generator=generator)
+    assert 4.0 <= linear_probe(train, test, FAST_LINEAR, num_classes=10, seed=0) <= 16.0
+    assert 4.0 <= knn_top1(train, test, KnnConfig(), num_classes=10) <= 16.0
+
+
+def test_linear_probe_is_deterministic_given_the_seed():
+    train, test = _clusters(300, seed=0, spread=6.0), _clusters(300, seed=1, spread=6.0)
+    runs = [linear_probe(train, test, FAST_LINEAR, num_classes=10, seed=s) for s in (0, 0, 1)]
+    assert runs[0] == runs[1]
+
+
+def test_features_come_from_the_frozen_backbone_in_eval_mode(fashion_root):
+    from ssl_bench.data.datasets import dataset_info, load_split
+
+    backbone = initial_backbone(resolve_config("vicreg", "fashion-mnist", {"data_root": str(fashion_root)}))
+    backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    data = load_split("fashion-mnist", fashion_root, "test")
+    info = dataset_info("fashion-mnist")
+    kwargs = dict(image_size=28, mean=info.mean, std=info.std, device=torch.device("cpu"), batch_size=64)
+    first = extract_features(backbone, data, **kwargs)
+    assert not backbone.training  # BatchNorm used its running statistics and did not update them
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    assert first.features.shape == (len(data), 256) and not first.features.requires_grad
+    assert torch.equal(first.labels, data.labels)
+    # A different batch size gives the same features (no batch statistics in eval mode).
+    again = extract_features(backbone, data, **{**kwargs, "batch_size": 200})
+    assert torch.allclose(first.features, again.features, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# The random-init baseline
+
+
+def test_every_method_of_a_seed_shares_one_baseline(fashion_root):
+    configs = [resolve_config(m, "fashion-mnist", {"data_root": str(fashion_root)}) for m in ("simclr", "vicreg", "byol")]
+    baselines = {random_init_config(c).identity_hash() for c in configs}
+    assert len(baselines) == 1
+    baseline = random_init_config(configs[0])
+    assert baseline.method == "random_init" and baseline.epochs == 0
+    assert random_init_config(baseline) == baseline
+    other_seed = resolve_config("vicreg", "fashion-mnist", {"data_root": str(fashion_root), "seed": 1})
+    assert random_init_config(other_seed).identity_hash() not in baselines
+
+
+def test_baseline_backbone_is_the_trainers_initial_backbone(fashion_root, tmp_path):
+    config = resolve_config("simclr", "fashion-mnist", {"data_root": str(fashion_root), "seed": 3},
+                            ["train_subset=none", "num_workers=0", "device=cpu"])
+    trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
+    expected = trainer.method.backbone.state_dict()
+    got = initial_backbone(random_init_config(config)).state_dict()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: `ssl-bench run` on a generated Fashion-MNIST-format dataset
+
+# 256 of the 600 generated images in batches of 32: 8 steps per epoch.
+TINY = ["projector=32,32", "num_workers=0", "device=cpu", "train_subset=256"]
+RECORD_FIELDS = {
+    "schema_version", "status", "method", "dataset", "backbone", "epochs", "seed", "identity_hash", "linear_top1",
+    "knn_top1", "epochs_done", "final_loss", "online_probe_top1", "embedding_std", "rankme_representation",
+    "rankme_embedding", "pretrain_seconds", "samples_per_second", "peak_memory_mb", "eval_seconds",
+    "eval_peak_memory_mb", "eval_details", "eval_protocol", "eval_protocol_hash", "device", "config", "error",
+    "updated",
+}
+QUIET = {"log": lambda _: None}
+
+
+def _config(data_root: Path, method: str = "vicreg", extra: list[str] = ()):
+    return resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root), "batch_size": 32},
+                          [*TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(fashion_root, tmp_path_factory) -> Path:
+    """A results directory after `ssl-bench run vicreg` (1 epoch): the baseline and the run, evaluated."""
+    results = tmp_path_factory.mktemp("results")
+    args = ["run", "vicreg", "--epochs", "1", "--batch-size", "32", "--data-root", str(fashion_root),
+            "--results-dir", str(results), "--no-progress", *[a for s in TINY for a in ("--set", s)]]
+    assert main(args) == 0
+    return results
+
+
+def _no_extraction(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr(E, "extract_features", refuse)
+
+
+def test_run_writes_the_documented_record(finished, fashion_root):
+    config = _config(fashion_root)
+    run_dir = RunDir.for_config(finished, config)
+    record = read_result(run_dir)
+    assert set(record) == RECORD_FIELDS
+    assert record["status"] == "finished" and record["error"] is None
+    assert (record["method"], record["dataset"], record["backbone"], record["epochs"], record["seed"]) == \
+        ("vicreg", "fashion-mnist", "tiny_convnet", 1, 0)
+    assert record["identity_hash"] == config.identity_hash() and record["config"] == config.to_dict()
+    assert 0 <= record["linear_top1"] <= 100 and 0 <= record["knn_top1"] <= 100
+    assert record["pretrain_seconds"] > 0 and record["samples_per_second"] > 0
+    assert record["peak_memory_mb"] > 10 and record["eval_peak_memory_mb"] > 10 and record["eval_seconds"] > 0
+    assert record["epochs_done"] == 1 and math.isfinite(record["final_loss"])
+    assert record["rankme_representation"] > 1 and record["online_probe_top1"] is not None
+    protocol = E.protocol_for("fashion-mnist")
+    assert record["eval_protocol"] == protocol.to_dict()
+    assert record["eval_protocol_hash"] == protocol.identity_hash()
+    assert record["eval_details"]["train_samples"] == 600 and record["eval_details"]["test_samples"] == 200
+    assert record["device"] == "cpu"
+    cache = torch.load(run_dir.path / E.FEATURES, weights_only=True)
+    assert cache["splits"]["train"]["features"].shape == (600, 256)
+
+
+def test_a_second_run_skips_what_is_done(finished, fashion_root, monkeypatch, capsys):
+    config = _config(fashion_root)
+    run_dir = RunDir.for_config(finished, config)
+    before = read_result(run_dir)
+    _no_extraction(monkeypatch)
+    assert main(["run", "vicreg", "--epochs", "1", "--batch-size", "32", "--data-root", str(fashion_root),
+                 "--results-dir", str(finished), "--no-progress", *[a for s in TINY for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "already evaluated" in out
+    assert read_result(run_dir) == before
+
+
+def test_baseline_is_created_once_and_reused(finished, fashion_root, monkeypatch):
+    (baseline_dir,) = (finished / "fashion-mnist").glob("random_init-*")
+    record = read_result(baseline_dir)
+    assert record["status"] == "finished" and record["method"] == "random_init" and record["epochs"] == 0
+    assert record["pretrain_seconds"] == 0.0 and record["samples_per_second"] is None
+    assert 0 <= record["linear_top1"] <= 100 and 0 <= record["knn_top1"] <= 100
+    assert RunDir(baseline_dir).read_status()["status"] == "finished"
+    assert RunDir(baseline_dir).read_config() == random_init_config(_config(fashion_root))
+    # Another method of the same seed finds the same baseline, already evaluated.
+    _no_extraction(monkeypatch)
+    assert evaluate_baseline(_config(fashion_root, "simclr"), finished, **QUIET) == record
+    assert len(list((finished / "fashion-mnist").glob("random_init-*"))) == 1
+
+
+def test_another_protocol_reuses_features_and_keeps_the_old_record(finished, fashion_root, monkeypatch, tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    config = _config(fashion_root)
+    run_dir = RunDir.for_config(results, config)
+    old = read_result(run_dir)
+    _no_extraction(monkeypatch)  # same images: the cached features serve the new protocol
+    protocol = EvalProtocol(name="quick", train_samples=10_000, linear=LinearProbeConfig(epochs=3), knn=KnnConfig(k=5))
+    new = evaluate_run(config, results, protocol, **QUIET)
+    assert new["eval_protocol"]["knn"]["k"] == 5 and new["eval_details"]["features_cached"]
+    assert json.loads((run_dir.path / f"result-{old['eval_protocol_hash']}.json").read_text()) == old
+    # Other images (a smaller train subset) do need new features.
+    monkeypatch.undo()
+    smaller = evaluate_run(config, results, EvalProtocol(train_samples=100), **QUIET)
+    assert smaller["eval_details"]["train_samples"] == 100 and not smaller["eval_details"]["features_cached"]
+
+
+def test_a_failed_run_gets_a_failed_record(fashion_root, tmp_path, monkeypatch):
+    from methods.vicreg import VICReg
+
+    monkeypatch.setattr(VICReg, "loss", lambda self, z_a, z_b: ((z_a * float("nan")).sum(), {}))
+    config = _config(fashion_root)
+    record_running(config, tmp_path, **QUIET)
+    assert read_result(RunDir.for_config(tmp_path, config))["status"] == "running"
+    assert pretrain(config, tmp_path, progress=False, **QUIET).status == "failed"
+    record = evaluate_run(config, tmp_path, **QUIET)
+    assert record == read_result(RunDir.for_config(tmp_path, config))
+    assert record["status"] == "failed" and "non-finite loss at step 0" in record["error"]
+    assert record["linear_top1"] is None and record["knn_top1"] is None
+
+
+def test_a_crash_and_an_evaluation_error_are_recorded(fashion_root, tmp_path, monkeypatch):
+    config = _config(fashion_root)
+    record = record_failure(config, tmp_path, "RuntimeError: out of memory", **QUIET)
+    assert read_result(RunDir.for_config(tmp_path, config)) == record and record["status"] == "failed"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(E, "extract_features", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        evaluate_baseline(config, tmp_path, **QUIET)
+    (baseline_dir,) = (tmp_path / "fashion-mnist").glob("random_init-*")
+    record = read_result(baseline_dir)
+    assert record["status"] == "failed" and "disk on fire" in record["error"]
+    assert (baseline_dir / "error.log").is_file()
+
+
+def test_running_mark_never_replaces_a_finished_record(finished, fashion_root):
+    config = _config(fashion_root)
+    before = read_result(RunDir.for_config(finished, config))
+    record_running(config, finished, **QUIET)
+    assert read_result(RunDir.for_config(finished, config)) == before
+
+
+def test_a_collapsed_encoder_scores_no_better_than_chance_by_knn(tmp_path, fashion_root, monkeypatch):
+    """Sanity check of the whole chain: a constant representation cannot beat chance."""
+
+    class Constant(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ones(len(x), 8)
+
+    monkeypatch.setattr(E, "build_backbone", lambda name: (Constant(), 8))
+    record = evaluate_baseline(_config(fashion_root), tmp_path, EvalProtocol(linear=FAST_LINEAR), **QUIET)
+    assert record["knn_top1"] <= 15 and record["linear_top1"] <= 15

@@ -1,0 +1,205 @@
+"""Monitoring during pre-training: RankMe, embedding std, the online probe, checkpointed state."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_bench.config import resolve_config
+from ssl_bench.monitor import MonitorConfig, TrainingMonitor, embedding_std, rankme
+from ssl_bench.preemption import TrainingStopped
+from ssl_bench.rundir import RunDir
+from ssl_bench.train import Trainer, pretrain
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine the
+    second OpenMP thread's spin-waits made these tests several times slower; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------------
+# The diagnostics on matrices whose answer is known
+
+
+def _with_singular_values(values: list[float], rows: int = 64, cols: int = 32, seed: int = 0) -> torch.Tensor:
+    """U diag(values) V^T with random orthonormal U (rows x k) and V (cols x k)."""
+    generator = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(rows, len(values), generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(cols, len(values), generator=generator, dtype=torch.float64))
+    return u @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ v.T
+
+
+@pytest.mark.parametrize("rank", [1, 2, 7, 32])
+def test_rankme_of_equal_singular_values_is_the_rank(rank):
+    assert rankme(_with_singular_values([3.0] * rank)) == pytest.approx(rank, rel=1e-4)
+
+
+def test_rankme_follows_the_entropy_formula():
+    # Singular values 3 and 1: p = (0.75, 0.25), entropy = -(0.75 ln 0.75 + 0.25 ln 0.25).
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert rankme(_with_singular_values([3.0, 1.0])) == pytest.approx(expected, rel=1e-4)
+    assert rankme(torch.zeros(8, 4)) == 0.0
+
+
+def test_embedding_std_separates_spread_from_collapsed():
+    d = 64
+    spread = torch.randn(4096, d, generator=torch.Generator().manual_seed(0))
+    assert embedding_std(spread) == pytest.approx(1 / math.sqrt(d), rel=0.05)
+    collapsed = torch.ones(4096, d) * 5 + 1e-4 * spread  # a constant vector, barely perturbed
+    assert embedding_std(collapsed) < 1e-3
+
+
+def test_monitor_tells_a_collapsed_encoder_from_a_healthy_one():
+    generator = torch.Generator().manual_seed(1)
+    healthy, collapsed = TrainingMonitor(32, 4, CPU, seed=0), TrainingMonitor(32, 4, CPU, seed=0)
+    constant = torch.randn(1, 32, generator=generator)
+    for _ in range(4):
+        h = torch.randn(128, 32, generator=generator)
+        healthy.observe(h, h @ torch.randn(32, 16, generator=generator), torch.randint(0, 4, (128,)))
+        collapsed.observe(constant.expand(128, 32), torch.zeros(128, 16) + 1.0, torch.randint(0, 4, (128,)))
+    good, bad = healthy.end_epoch(), collapsed.end_epoch()
+    assert good["rankme_representation"] > 20 and good["rankme_embedding"] > 10
+    assert bad["rankme_representation"] == pytest.approx(1.0, abs=1e-3)
+    assert bad["rankme_embedding"] == pytest.approx(1.0, abs=1e-3)
+    assert good["embedding_std"] > 0.1 and bad["embedding_std"] == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# The online probe
+
+
+def _separable_batch(generator: torch.Generator, n: int = 64, dim: int = 16, classes: int = 4):
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    centres = torch.eye(dim)[:classes] * 6
+    return centres[labels] + torch.randn(n, dim, generator=generator), labels
+
+
+def test_online_probe_learns_and_ignores_unlabelled_samples():
+    generator = torch.Generator().manual_seed(0)
+    monitor = TrainingMonitor(16, 4, CPU, seed=0)
+    accuracies = []
+    for _ in range(3):
+        for _ in range(10):
+            features, labels = _separable_batch(generator)
+            labels[::2] = -1  # unlabelled (STL-10's unlabeled split): no loss, not counted
+            monitor.observe(features.requires_grad_(), None, labels)
+        assert monitor.labelled == 10 * 32
+        accuracies.append(monitor.end_epoch()["online_probe_top1"])
+    assert accuracies[-1] > 95 and accuracies[-1] >= accuracies[0]
+
+
+def test_online_probe_without_labels_reports_none():
+    monitor = TrainingMonitor(16, 4, CPU, seed=0)
+    monitor.observe(torch.randn(8, 16), torch.randn(8, 4), torch.full((8,), -1))
+    values = monitor.end_epoch()
+    assert values["online_probe_top1"] is None and values["online_probe_loss"] is None
+    assert values["rankme_representation"] is not None
+
+
+def test_monitor_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    TrainingMonitor(16, 4, CPU, seed=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_diagnostics_use_the_last_rows_only():
+    monitor = TrainingMonitor(4, 2, CPU, seed=0, config=MonitorConfig(diagnostic_rows=8))
+    monitor.observe(torch.randn(6, 4), None, None)
+    for _ in range(3):
+        monitor.observe(torch.ones(4, 4), None, None)  # the last 12 rows are one constant row
+    assert sum(len(r) for r in monitor.representations) <= 8 + 4
+    assert monitor.end_epoch()["rankme_representation"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_monitor_state_round_trip_continues_identically():
+    generator = torch.Generator().manual_seed(0)
+    batches = [_separable_batch(generator) for _ in range(6)]
+    straight = TrainingMonitor(16, 4, CPU, seed=0)
+    first = TrainingMonitor(16, 4, CPU, seed=0)
+    for features, labels in batches[:3]:
+        straight.observe(features, features, labels)
+        first.observe(features, features, labels)
+    resumed = TrainingMonitor(16, 4, CPU, seed=99)  # other init: the state must overwrite it
+    resumed.load_state_dict(first.state_dict())
+    for features, labels in batches[3:]:
+        straight.observe(features, features, labels)
+        resumed.observe(features, features, labels)
+    assert straight.end_epoch() == resumed.end_epoch()
+
+
+# --------------------------------------------------------------------------------------------
+# Wired into the trainer
+
+# 256 of the 600 generated images in batches of 32: 8 steps per epoch.
+TINY = ["projector=32,32", "batch_size=32", "num_workers=0", "device=cpu", "train_subset=256"]
+
+
+def _config(data_root: Path, epochs: int = 1, method: str = "vicreg"):
+    return resolve_config(method, "fashion-mnist", {"epochs": epochs, "data_root": str(data_root)}, TINY)
+
+
+MONITOR_KEYS = ("online_probe_top1", "online_probe_loss", "embedding_std", "rankme_representation", "rankme_embedding")
+
+
+class _Collapsed(nn.Module):
+    """A deliberately collapsed encoder: the same learnable vector for every image."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.vector = nn.Parameter(torch.randn(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vector.expand(len(x), -1) + 0 * x.mean()
+
+
+def test_metrics_show_a_collapsed_run(fashion_root, tmp_path, monkeypatch):
+    import ssl_bench.train
+
+    # No projector, so that the embedding is the representation: a projector's BatchNorm would
+    # blow a constant input's rounding noise up to full-rank embeddings (then only the
+    # representation's RankMe shows the collapse).
+    config = resolve_config("vicreg", "fashion-mnist", {"epochs": 1, "data_root": str(fashion_root)},
+                            TINY + ["projector="])
+    healthy = pretrain(config, tmp_path / "healthy", progress=False, log=lambda _: None)
+    monkeypatch.setattr(ssl_bench.train, "build_backbone", lambda name: (_Collapsed(), 16))
+    collapsed = pretrain(config, tmp_path / "collapsed", progress=False, log=lambda _: None)
+    (good,), (bad,) = RunDir(healthy.run_dir).read_metrics(), RunDir(collapsed.run_dir).read_metrics()
+    assert all(key in good for key in MONITOR_KEYS)
+    assert good["online_probe_top1"] is not None and 0 <= good["online_probe_top1"] <= 100
+    assert good["rankme_representation"] > 5 and bad["rankme_representation"] < 1.01
+    assert good["embedding_std"] > 0.02 and bad["embedding_std"] < 1e-4
+    assert bad["rankme_embedding"] < 1.01
+
+
+def test_a_resumed_run_keeps_the_monitor(fashion_root, tmp_path):
+    config = _config(fashion_root, epochs=2)
+    straight = pretrain(config, tmp_path / "straight", progress=False, log=lambda _: None)
+    expected = RunDir(straight.run_dir).read_metrics()
+
+    results = tmp_path / "stopped"
+    run_dir = RunDir.for_config(results, config)
+    steps = iter(range(100))
+    trainer = Trainer(config, run_dir, progress=False, log=lambda _: None, should_stop=lambda: next(steps) == 11)
+    with pytest.raises(TrainingStopped):
+        trainer.fit()  # stops mid-epoch 2, after a checkpoint holding the probe's half-epoch
+    assert trainer.run_dir.load_checkpoint()["monitor"]["tallies"]["labelled"] > 0
+    resumed = Trainer(config, run_dir, progress=False, log=lambda _: None)
+    assert resumed.restore() == 11
+    resumed.fit()
+    assert len(resumed.metrics) == len(expected) == 2
+    for got, want in zip(resumed.metrics, expected):
+        for key in MONITOR_KEYS:
+            assert got[key] == pytest.approx(want[key], rel=1e-5), key

@@ -1,0 +1,260 @@
+"""`ssl-bench table`: aggregation over seeds, failed/unfinished runs, corrupt run dirs, published
+numbers, the three table files, byte-identical regeneration and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ssl_bench import table as table_module
+from ssl_bench.cli import main
+from ssl_bench.table import build_table, collect_runs, load_published, print_table, summarize
+
+DATASET, BACKBONE, EPOCHS = "cifar10", "resnet18_cifar", 1000
+
+
+def write_run(root: Path, method: str, seed: int, *, status: str = "finished", result: dict[str, Any] | None = None,
+              epochs: int = EPOCHS, metrics: list[dict[str, Any]] | None = None, base_lr: float = 0.3,
+              **status_details: Any) -> Path:
+    """A run directory as the harness and the evaluation write it."""
+    identity = f"{method[:3]}{epochs}{seed}{base_lr}"
+    run_dir = root / DATASET / f"{method}-{BACKBONE}-e{epochs}-s{seed}-{identity}"
+    run_dir.mkdir(parents=True)
+    config = {"method": method, "dataset": DATASET, "backbone": BACKBONE, "epochs": epochs, "seed": seed,
+              "batch_size": 256, "base_lr": base_lr, "loss": {}, "device": "cpu",
+              "identity_hash": identity}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "status.json").write_text(json.dumps({"status": status, "updated": 1.0, **status_details}))
+    if metrics is None:
+        metrics = [{"epoch": e, "loss": 5.0 - e - seed / 10, "lr": 0.1, "samples_per_second": 1000.0,
+                    "online_probe_top1": 10.0 * e + seed, "rankme_embedding": 3.0 + e} for e in (1, 2, 3)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
+    if result is not None:
+        (run_dir / "result.json").write_text(json.dumps({
+            "status": "finished", "method": method, "dataset": DATASET, "backbone": BACKBONE, "epochs": epochs,
+            "seed": seed, "identity_hash": config["identity_hash"], "eval_seconds": 5.0, **result}))
+    return run_dir
+
+
+def evaluated(linear: float, knn: float, seconds: float, speed: float) -> dict[str, float]:
+    return {"linear_top1": linear, "knn_top1": knn, "pretrain_seconds": seconds, "samples_per_second": speed}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return make_results(tmp_path / "runs")
+
+
+def make_results(root: Path) -> Path:
+    """Three methods x seeds, a failed and a running run, a baseline, a corrupt and a half-written dir."""
+    for seed, (linear, knn, seconds, speed) in enumerate([(90.0, 85.0, 100.0, 1000.0), (91.0, 86.0, 110.0, 1100.0),
+                                                          (92.5, 87.0, 120.0, 1200.0)]):
+        write_run(root, "simclr", seed, result=evaluated(linear, knn, seconds, speed))
+    for seed, (linear, knn) in enumerate([(92.0, 88.0), (93.0, 90.0)]):
+        write_run(root, "vicreg", seed, result=evaluated(linear, knn, 200.0, 500.0))
+    failed = write_run(root, "vicreg", 2, status="failed", error="non-finite loss at step 40: loss=nan",
+                       failed_step=40)
+    (failed / "error.log").write_text("Traceback ...\n")
+    write_run(root, "barlow_twins", 0, status="running", step=30)
+    write_run(root, "random_init", 0, epochs=0, metrics=[], result=evaluated(30.0, 25.0, 0.0, float("nan")))
+    corrupt = write_run(root, "tico", 0)
+    (corrupt / "status.json").write_text('{"status": "runn')  # half-written by a non-atomic writer
+    only_config = write_run(root, "byol", 0)
+    for name in ("status.json", "metrics.jsonl"):
+        (only_config / name).unlink()
+    return root
+
+
+def ours(table: pd.DataFrame, method: str, status: str = "finished") -> pd.Series:
+    rows = table[(table["method"] == method) & (table["source"] == "ours") & (table["status"] == status)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_mean_std_and_n_over_seeds(results):
+    runs, _, _ = collect_runs([results])
+    table = summarize(runs, load_published())
+    simclr = ours(table, "simclr")
+    assert simclr["n"] == 3 and simclr["seeds"] == "0,1,2"
+    assert simclr["linear_top1_mean"] == pytest.approx((90.0 + 91.0 + 92.5) / 3)
+    # sample std (ddof 1): deviations -7/6, -1/6, 4/3 -> sum of squares 19/6 -> / 2 -> sqrt
+    assert simclr["linear_top1_std"] == pytest.approx((19 / 12) ** 0.5)
+    assert simclr["knn_top1_mean"] == pytest.approx(86.0) and simclr["knn_top1_std"] == pytest.approx(1.0)
+    assert simclr["pretrain_seconds"] == pytest.approx(110.0)
+    assert simclr["samples_per_second"] == pytest.approx(1100.0)
+    vicreg = ours(table, "vicreg")
+    assert vicreg["n"] == 2  # the failed seed is not averaged in
+    assert vicreg["linear_top1_mean"] == pytest.approx(92.5)
+    assert vicreg["knn_top1_std"] == pytest.approx(2 ** 0.5)
+    baseline = ours(table, "random_init")
+    assert baseline["n"] == 1 and baseline["linear_top1_mean"] == 30.0 and pd.isna(baseline["linear_top1_std"])
+
+
+def test_failed_and_unfinished_runs_are_shown_not_averaged(results):
+    runs, _, _ = collect_runs([results])
+    table = summarize(runs, load_published())
+    failed = ours(table, "vicreg", "failed")
+    assert failed["seeds"] == "2" and pd.isna(failed["n"]) and pd.isna(failed["linear_top1_mean"])
+    assert "at step 40: non-finite loss at step 40: loss=nan" in failed["note"]
+    assert f"log: {DATASET}/vicreg-{BACKBONE}-e{EPOCHS}-s2-vic{EPOCHS}20.3/error.log" in failed["note"]
+    running = ours(table, "barlow_twins", "running")
+    assert running["note"] == "epoch 3/1000 done" and pd.isna(running["linear_top1_mean"])
+
+
+def test_corrupt_and_half_written_run_dirs_are_named_and_skipped(results):
+    runs, _, warnings = collect_runs([results])
+    assert set(runs["method"]) == {"simclr", "vicreg", "barlow_twins", "random_init"}
+    assert len(warnings) == 2
+    assert any(f"tico-{BACKBONE}" in w and "status.json" in w for w in warnings)
+    assert any(f"byol-{BACKBONE}" in w and "half-written" in w for w in warnings)
+
+
+def test_random_init_is_a_row_of_every_group_of_its_dataset_and_backbone(results):
+    write_run(results, "simclr", 0, epochs=100, result=evaluated(80.0, 75.0, 10.0, 1000.0))
+    runs, _, _ = collect_runs([results])
+    table = summarize(runs, load_published())
+    baseline = table[table["method"] == "random_init"]
+    assert sorted(baseline["epochs"]) == [100, EPOCHS]
+    assert (baseline["note"] == "no pre-training (baseline)").all()
+    first_of_each_group = table.groupby("epochs").head(1)
+    assert (first_of_each_group["method"] == "random_init").all()
+
+
+def test_published_numbers_only_for_matching_settings(results):
+    write_run(results, "simclr", 0, epochs=800, result=evaluated(80.0, 75.0, 10.0, 1000.0))
+    runs, _, _ = collect_runs([results])
+    table = summarize(runs, load_published())
+    published = table[table["source"] != "ours"]
+    # CIFAR-10, ResNet-18 family, 1000 epochs: solo-learn's linear numbers.
+    at_1000 = published[published["epochs"] == EPOCHS]
+    assert set(at_1000["source"]) == {"published: solo-learn"}
+    simclr = at_1000[at_1000["method"] == "simclr"].iloc[0]
+    assert simclr["linear_top1_mean"] == "90.74" and pd.isna(simclr["knn_top1_mean"])
+    # 800 epochs: lightly's kNN numbers, in the kNN column.
+    at_800 = published[published["epochs"] == 800]
+    assert set(at_800["source"]) == {"published: lightly (batch 512)"}
+    assert at_800.set_index("method").loc["simclr", "knn_top1_mean"] == "87.9"
+    assert at_800["linear_top1_mean"].isna().all()
+    # No ImageNet or CIFAR-100 number matches any of these runs.
+    assert not published["linear_top1_mean"].isin(["73.2", "65.78"]).any()
+
+
+def test_published_rows_need_the_same_backbone_family():
+    published = pd.DataFrame([{"source": "s", "dataset": "cifar10", "backbone": "resnet50", "epochs": 10,
+                               "protocol": "linear", "method": "simclr", "top1": "1.0"}])
+    assert table_module.published_rows(published, "cifar10", "resnet18_cifar", 10) == []
+    assert len(table_module.published_rows(published, "cifar10", "resnet50_cifar", 10)) == 1
+    assert len(table_module.published_rows(published, "cifar10", "timm:resnet50", 10)) == 1
+
+
+def test_runs_of_different_settings_are_not_averaged_together(results):
+    write_run(results, "simclr", 0, base_lr=0.5, result=evaluated(50.0, 40.0, 10.0, 1000.0))
+    runs, _, _ = collect_runs([results])
+    table = summarize(runs, load_published())
+    simclr = table[(table["method"] == "simclr") & (table["source"] == "ours")].set_index("note")
+    assert simclr.loc["base_lr=0.3", "n"] == 3 and simclr.loc["base_lr=0.5", "n"] == 1
+    assert simclr.loc["base_lr=0.5", "linear_top1_mean"] == 50.0
+
+
+def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results, tmp_path):
+    first = build_table([results])
+    assert [p.name for p in first.files] == ["table.md", "table.csv", "table.tex"]
+    texts = {p.name: p.read_bytes() for p in first.files}
+    assert texts["table.md"].decode() == first.markdown
+    md = first.markdown
+    assert "## cifar10, resnet18_cifar, 1000 epochs" in md
+    cells = {tuple(cell.strip() for cell in line.split("|")[1:6]): [cell.strip() for cell in line.split("|")[6:-1]]
+             for line in md.splitlines() if line.startswith("| ")}
+    assert cells["simclr", "ours", "finished", "3", "0,1,2"][:4] == ["91.17 ± 1.26", "86.00 ± 1.00", "110.0", "1100"]
+    assert cells["vicreg", "ours", "finished", "2", "0,1"][:2] == ["92.50 ± 0.71", "89.00 ± 1.41"]
+    assert cells["simclr", "published: solo-learn", "", "", ""][:2] == ["90.74", "–"]
+    assert cells["vicreg", "ours", "failed", "–", "2"][-1].startswith("at step 40: non-finite loss")
+    assert cells["barlow_twins", "ours", "running", "–", "0"][-1] == "epoch 3/1000 done"
+    assert str(tmp_path) not in md  # no absolute paths
+    csv = pd.read_csv(first.files[1], dtype={"seeds": str})
+    assert list(csv.columns) == table_module.CSV_COLUMNS
+    simclr = ours(csv, "simclr")
+    assert simclr["linear_top1_mean"] == pytest.approx(91.1667) and simclr["n"] == 3
+    assert csv[csv["source"] == "published: solo-learn"]["linear_top1_mean"].dtype == float
+    tex = texts["table.tex"].decode()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"91.17 $\pm$ 1.26" in tex and r"barlow\_twins" in tex
+    plots = {p.name: p.read_bytes() for p in first.plots}
+
+    second = build_table([results])
+    assert {p.name: p.read_bytes() for p in second.files} == texts
+    assert {p.name: p.read_bytes() for p in second.plots} == plots
+
+
+def test_the_same_table_from_another_working_directory(results, monkeypatch):
+    first = build_table([results]).markdown
+    monkeypatch.chdir(results.parent)
+    assert build_table([Path("runs")]).markdown == first
+
+
+def test_plots_are_written(results):
+    output = build_table([results])
+    names = sorted(p.name for p in output.plots)
+    stem = f"{DATASET}_{BACKBONE}_e{EPOCHS}"
+    assert names == sorted(f"{stem}_{suffix}.png" for suffix in
+                           ("loss", "online_probe_top1", "rankme_embedding", "accuracy_vs_time"))
+    for path in output.plots:
+        assert path.parent == results / "plots"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_output_dir_and_several_results_dirs(results, tmp_path):
+    other = tmp_path / "more"
+    write_run(other, "simclr", 7, result=evaluated(95.0, 90.0, 100.0, 1000.0))
+    out = tmp_path / "out"
+    output = build_table([results, other], out)
+    assert all(p.parent == out for p in output.files)
+    assert ours(pd.read_csv(out / "table.csv", dtype={"seeds": str}), "simclr")["seeds"] == "0,1,2,7"
+
+
+def test_the_command_prints_the_table_warnings_and_paths(results, capsys, monkeypatch):
+    monkeypatch.chdir(results.parent)
+    assert main(["table"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith((results / "table.md").read_text())
+    assert captured.out.endswith("table: runs/table.md, runs/table.csv, runs/table.tex\nplots: runs/plots\n")
+    assert captured.err.count("ssl-bench: warning: skipped runs/cifar10/") == 2
+
+
+def test_no_runs_is_an_error_not_a_crash(tmp_path, capsys):
+    assert print_table([tmp_path]) == 1
+    assert "no run directories" in capsys.readouterr().err
+    assert not (tmp_path / "table.md").exists()
+
+
+def test_a_missing_results_dir_is_a_usage_error(tmp_path, capsys):
+    assert main(["table", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_pre_trained_but_not_evaluated_and_interrupted_runs_are_listed(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "simclr", 0, result=evaluated(90.0, 85.0, 100.0, 1000.0))
+    write_run(root, "simclr", 1, train_seconds=50.0)  # status finished, no result.json yet
+    write_run(root, "simclr", 2, status="interrupted", step=12)
+    (root / DATASET / f"simclr-{BACKBONE}-e{EPOCHS}-s2-sim{EPOCHS}20.3" / "simclr_0_log.err").write_text("")
+    runs, _, warnings = collect_runs([root])
+    table = summarize(runs, load_published())
+    assert warnings == [] and ours(table, "simclr")["n"] == 1
+    pending = ours(table, "simclr", table_module.NOT_EVALUATED)
+    assert pending["seeds"] == "1" and pending["pretrain_seconds"] == 50.0
+    interrupted = ours(table, "simclr", "interrupted")
+    assert interrupted["note"] == f"epoch 3/1000 done; log: {DATASET}/simclr-{BACKBONE}-e{EPOCHS}-s2-sim{EPOCHS}20.3/simclr_0_log.err"
+
+
+def test_published_csv_is_well_formed():
+    published = load_published()
+    assert list(published.columns) == ["source", "dataset", "backbone", "epochs", "protocol", "method", "top1"]
+    assert len(published) == 32  # every top-1 number of the reference notes' "Published numbers"
+    assert set(published["protocol"]) == {"linear", "knn"}
+    assert published["top1"].astype(float).between(0, 100).all()
+    assert not published.duplicated(["source", "dataset", "backbone", "epochs", "protocol", "method"]).any()
