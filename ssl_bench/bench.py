@@ -957,15 +957,17 @@ class TargetCheck:
 
 
 def check_targets(steps: list[StepResult], pipelines: list[PipelineResult], losses: list[LossResult]) -> list[TargetCheck]:
-    """Overhead (geometric mean over methods and backbones), Gram speed-up, pipeline speed-up."""
+    """Overhead (median over methods and backbones), Gram speed-up, pipeline speed-up."""
     checks: list[TargetCheck] = []
     ratios = [s.overhead_ratio for s in steps if s.overhead_ratio]
     if ratios:
-        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        # The median: one configuration hit by a burst of load elsewhere cannot swing the verdict
+        # either way; the lowest ratio is named beside it.
+        middle = _median(ratios)
         worst = min(steps, key=lambda s: s.overhead_ratio or math.inf)
-        checks.append(TargetCheck("harness overhead: harness / bare samples/s", geo, OVERHEAD_TARGET,
-                                  geo >= OVERHEAD_TARGET,
-                                  f"geometric mean of {len(ratios)}; lowest {worst.overhead_ratio:.3f} "
+        checks.append(TargetCheck("harness overhead: harness / bare samples/s", middle, OVERHEAD_TARGET,
+                                  middle >= OVERHEAD_TARGET,
+                                  f"median of {len(ratios)}; lowest {worst.overhead_ratio:.3f} "
                                   f"({worst.method} / {worst.backbone}@{worst.image_size})"))
     else:
         checks.append(TargetCheck("harness overhead: harness / bare samples/s", None, OVERHEAD_TARGET, None,

@@ -87,7 +87,9 @@ def test_epoch_covers_each_index_once_per_rank_and_ranks_are_disjoint():
     union = set().union(*seen)
     assert len(union) == world * 15 and union <= set(range(n))
     # Every index is visited within a few epochs: the dropped tail changes with the shuffle.
-    loaders = [simclr_loader(indexed_images(n), batch_size=batch, seed=1, rank=r, world_size=world) for r in range(world)]
+    loaders = [
+        simclr_loader(indexed_images(n), batch_size=batch, seed=1, rank=r, world_size=world) for r in range(world)
+    ]
     visited = {i for epoch in range(8) for loader in loaders for i in loader.epoch_indices(epoch).tolist()}
     assert visited == set(range(n))
 
@@ -121,7 +123,8 @@ def test_batches_depend_on_seed_epoch_and_rank():
     loader = simclr_loader(data, seed=0)
     first, second = collect(loader, 0)[0], collect(loader, 0)[0]
     assert all(torch.equal(x, y) for x, y in zip(first, second))
-    same = TensorImages(torch.randint(0, 256, (1, 3, 12, 12), dtype=torch.uint8).expand(64, -1, -1, -1), torch.zeros(64), ["x"])
+    one_image = torch.randint(0, 256, (1, 3, 12, 12), dtype=torch.uint8).expand(64, -1, -1, -1)
+    same = TensorImages(one_image, torch.zeros(64), ["x"])
     views = [view_a for view_a, _, _ in simclr_loader(same, seed=0).epoch(0)]
     assert all(not torch.equal(views[0], other) for other in views[1:])
     other_rank = next(iter(simclr_loader(same, seed=0, rank=1, world_size=2).epoch(0)))[0]
@@ -260,9 +263,10 @@ def test_cuda_batches_match_cpu_and_resume_exactly():
     on_cpu = collect(simclr_loader(data), 0)
     for gpu_batch, cpu_batch in zip(on_gpu, on_cpu):
         assert all(t.device.type == "cuda" for t in gpu_batch)
-        # Parameters are drawn on the CPU: the same augmentation, up to float differences.
+        # Parameters are drawn on the CPU: the same augmentation, up to float differences (loose
+        # enough for TF32 matmuls in the crop; other parameters would differ by O(1)).
         for g, c in zip(gpu_batch, cpu_batch):
-            torch.testing.assert_close(g.cpu().float(), c.float(), atol=1e-4, rtol=0)
+            torch.testing.assert_close(g.cpu().float(), c.float(), atol=2e-2, rtol=0)
     tail = collect(simclr_loader(data, device=cuda), 0, start_batch=2)
     for resumed, original in zip(tail, on_gpu[2:]):
         assert all(torch.equal(x, y) for x, y in zip(resumed, original))

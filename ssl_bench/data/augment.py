@@ -561,7 +561,12 @@ class ViewPairAugmentation(nn.Module):
             if self.shared_tail:
                 both = self.tails[0](both)
             else:
-                both = torch.cat([self.tails[0](both[:batch]), self.tails[1](both[batch:])])
+                both = both.contiguous()
+                for view, tail in enumerate(self.tails):
+                    # Written back into the view's half: no copy of the half without ops.
+                    half = both[view * batch:(view + 1) * batch]
+                    if len(tail) and (out := tail(half)) is not half:
+                        half.copy_(out)
         else:
             both = torch.cat([
                 self.tails[view](self.heads[view](self._rgb(self._crop(view, self._to_unit_float(source)))))
