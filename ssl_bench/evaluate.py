@@ -105,6 +105,8 @@ SCHEMA_VERSION = 1
 RESULT = "result.json"
 FEATURES = "features.pt"
 RANDOM_INIT = "random_init"
+# Images per forward pass when extracting features; eval mode makes the features independent of it.
+EXTRACT_BATCH_SIZE = 256
 
 Log = Callable[[str], None]
 
@@ -143,7 +145,6 @@ class EvalProtocol:
     train_samples: int | None = None
     test_samples: int | None = None
     subset_seed: int = 0
-    extract_batch_size: int = 256
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
 
@@ -230,7 +231,7 @@ def cached_features(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, 
     for split, samples in (("train", protocol.train_samples), ("test", protocol.test_samples)):
         data = _eval_split(config, split, samples, protocol.subset_seed)
         splits[split] = extract_features(backbone, data, image_size=config.image_size, mean=info.mean, std=info.std,
-                                         device=device, batch_size=protocol.extract_batch_size,
+                                         device=device, batch_size=EXTRACT_BATCH_SIZE,
                                          num_workers=config.num_workers)
     atomic_torch_save({"key": key, "splits": {s: asdict(f) for s, f in splits.items()}}, path)
     return splits, False
