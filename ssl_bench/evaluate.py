@@ -446,6 +446,16 @@ def record_failure(config: RunConfig, results_dir: str | Path, error: str, proto
 # Evaluating
 
 
+def _finished_record(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, log: Log) -> dict[str, Any] | None:
+    """The run's record if it is already evaluated under this protocol (then it is reused)."""
+    existing = read_result(run_dir)
+    if not _is_done(existing, config, protocol):
+        return None
+    log(f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
+        f"kNN {existing['knn_top1']:.2f}%")
+    return existing
+
+
 def evaluate_run(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
                  log: Log = print) -> dict[str, Any]:
     """Evaluate the pre-trained run of ``config`` and write its ``result.json``; returns the record.
@@ -457,10 +467,8 @@ def evaluate_run(config: RunConfig, results_dir: str | Path, protocol: EvalProto
     """
     protocol = protocol or protocol_for(config.dataset)
     run_dir = RunDir.for_config(results_dir, config)
-    existing = read_result(run_dir)
-    if _is_done(existing, config, protocol):
-        log(f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
-            f"kNN {existing['knn_top1']:.2f}%")
+    existing = _finished_record(run_dir, config, protocol, log)
+    if existing is not None:
         return existing
     status = run_dir.read_status()
     if status["status"] == "failed":
@@ -481,10 +489,8 @@ def evaluate_baseline(config: RunConfig, results_dir: str | Path, protocol: Eval
     protocol = protocol or protocol_for(config.dataset)
     baseline = random_init_config(config)
     run_dir = RunDir.for_config(results_dir, baseline)
-    existing = read_result(run_dir)
-    if _is_done(existing, baseline, protocol):
-        log(f"[{RANDOM_INIT}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
-            f"kNN {existing['knn_top1']:.2f}%")
+    existing = _finished_record(run_dir, baseline, protocol, log)
+    if existing is not None:
         return existing
     if run_dir.read_status()["status"] != "finished":
         device = resolve_device(config.device)

@@ -335,6 +335,24 @@ def _expand_job_ids(field_value: str) -> list[str]:
     return ids
 
 
+def _job_states(command: list[str]) -> dict[str, str]:
+    """Job id -> state from `sacct -P` or `squeue` output ("ID|STATE" lines); {} if it can't run."""
+    if not shutil.which(command[0]):
+        return {}
+    try:
+        out = _slurm_command(command)
+    except subprocess.TimeoutExpired:
+        return {}
+    if out.returncode != 0:
+        return {}
+    states: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        job_field, _, state = line.partition("|")
+        for job_id in _expand_job_ids(job_field.strip()):
+            states[job_id] = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+    return states
+
+
 def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
     """SLURM state per job id ("123" or "123_4"): squeue for live jobs, sacct for ended ones.
 
@@ -345,26 +363,9 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
         return {}
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
     states: dict[str, str] = {}
-    if shutil.which("sacct"):
-        try:
-            out = _slurm_command(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(arrays)])
-        except subprocess.TimeoutExpired:
-            out = None
-        if out is not None and out.returncode == 0:
-            for line in out.stdout.splitlines():
-                job_field, _, state = line.partition("|")
-                for job_id in _expand_job_ids(job_field.strip()):
-                    states[job_id] = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
-    if shutil.which("squeue"):  # fresher than accounting for jobs still in the queue
-        try:
-            out = _slurm_command(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)])
-        except subprocess.TimeoutExpired:
-            out = None
-        if out is not None and out.returncode == 0:
-            for line in out.stdout.splitlines():
-                job_field, _, state = line.partition("|")
-                for job_id in _expand_job_ids(job_field.strip()):
-                    states[job_id] = state.strip()
+    # squeue second: fresher than accounting for jobs still in the queue.
+    states.update(_job_states(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(arrays)]))
+    states.update(_job_states(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)]))
     return {job_id: states.get(job_id, "UNKNOWN") for job_id in job_ids}
 
 

@@ -89,3 +89,15 @@ def fashion_root(tmp_path_factory) -> Path:
     from support.fake_data import write_fashion_mnist
 
     return write_fashion_mnist(tmp_path_factory.mktemp("fashion-data"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine the
+    second OpenMP thread's spin-waits made tests several times slower; restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,14 +21,7 @@ from ssl_bench.rundir import RunDir
 from ssl_bench.train import Trainer, pretrain
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine the
-    second OpenMP thread's spin-waits made these tests several times slower; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --------------------------------------------------------------------------------------------
 # kNN and linear probe on data whose accuracy is known
