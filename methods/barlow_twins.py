@@ -91,6 +91,7 @@ class BarlowTwins(Method):
     name = "barlow_twins"
     augmentation = "vicreg"  # the asymmetric BYOL-style pair, as in the official code
     loss_param_names = ("lambd",)
+    projector_options = {"hidden_bias": False}  # main.py: every projector Linear without bias
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms = barlow_twins_terms(z_a, z_b)

@@ -22,8 +22,9 @@ from tau_base (0.996 on ImageNet) to 1 over the K training steps (section 3.3); 
 this generically (``ssl_bench.method.Method.after_optimizer_step``).
 
 Heads (section 3.3): projector and predictor are both Linear(4096)-BN-ReLU-Linear(256); the last
-Linear has a bias (Haiku's default in the official code). Augmentation: BYOL's asymmetric pair
-(the "vicreg" kind: blur p 1.0 / 0.1, solarize p 0.0 / 0.2; appendix B).
+Linear has no bias (``hk.Linear(..., with_bias=False)`` in the official ``utils/networks.py``).
+Augmentation: BYOL's asymmetric pair (the "vicreg" kind: blur p 1.0 / 0.1, solarize p 0.0 / 0.2;
+appendix B).
 
 Nothing in L itself penalises collapse: any constant output with p = z' scores the minimum 0.
 BYOL avoids collapse through the predictor and the slowly moving target, so
@@ -35,14 +36,11 @@ global loss and DDP's gradient averaging gives the global-batch gradient; nothin
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
-from ssl_bench.models import build_projector
 
 
 def byol_loss(p: Tensor, z_target: Tensor) -> Tensor:
@@ -65,12 +63,6 @@ class BYOL(Method):
     uses_predictor = True
     uses_momentum_target = True  # method_params.momentum_base = tau_base
     loss_penalises_collapse = False
-
-    def build_projector(self, feature_dim: int, dims: Sequence[int]) -> nn.Module:
-        return build_projector(feature_dim, dims, last_bias=True)
-
-    def build_predictor(self, embedding_dim: int, dims: Sequence[int]) -> nn.Module:
-        return build_projector(embedding_dim, dims, last_bias=True)
 
     def loss(self, z_a: Tensor, z_b: Tensor, *, p_a: Tensor, p_b: Tensor, target_a: Tensor,
              target_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

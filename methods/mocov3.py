@@ -24,9 +24,9 @@ ssl-bench updates it right after each optimiser step with m(step) (``Method.afte
 which applies the same updates to the same parameters with the schedule read one step earlier.
 
 Heads (builder.py, ``MoCo_ResNet``): the projector is Linear(4096)-BN-ReLU-Linear(256)-BN with
-the output BN without affine parameters (``build_projector(..., last_bn=True)``; 2 layers as
-``MoCo_ResNet`` builds them, where the ViT variant uses 3); the predictor is Linear(4096)-BN-ReLU-Linear(256) without output BN or bias. The
-official hidden Linears have no bias; BN cancels one anyway.
+the output BN without affine parameters (2 layers as ``MoCo_ResNet`` builds them, where the ViT
+variant uses 3); the predictor is Linear(4096)-BN-ReLU-Linear(256) without output BN. No Linear
+has a bias (``_build_mlp``).
 
 Augmentation (main_moco.py): BYOL's asymmetric pair (blur p 1.0 / 0.1, solarize p 0.0 / 0.2,
 jitter (0.4, 0.4, 0.2, 0.1)) with RandomResizedCrop scale (0.2, 1), the ``--crop-min=.2`` of
@@ -41,17 +41,15 @@ global-batch gradient.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ssl_bench.data.augment import view_pair_configs
 from ssl_bench.distributed import gather_with_grad, rank, resolve_gather
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
-from ssl_bench.models import build_projector
 
 # BYOL's pair at full size (blur kept; small images drop it later) with MoCo v3's crop scale.
 _MOCOV3_VIEWS = tuple(dataclasses.replace(view, crop_scale=(0.2, 1.0))
@@ -89,9 +87,9 @@ class MoCoV3(Method):
     loss_param_names = ("temperature",)
     uses_predictor = True
     uses_momentum_target = True  # method_params.momentum_base = m_0
-
-    def build_projector(self, feature_dim: int, dims: Sequence[int]) -> nn.Module:
-        return build_projector(feature_dim, dims, last_bn=True)
+    # builder.py _build_mlp: Linears without bias; the projector ends in BN without affine.
+    projector_options = {"hidden_bias": False, "last_bn": True}
+    predictor_options = {"hidden_bias": False}
 
     def loss(self, z_a: Tensor, z_b: Tensor, *, p_a: Tensor, p_b: Tensor, target_a: Tensor,
              target_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -17,8 +17,7 @@ momentum target: the "target" is the same network's output, detached.
 
 Heads (section 3, "Baseline settings"; builder.py): the projector is three Linear layers, each
 followed by BN, the first two by ReLU, hidden and output 2048 wide, the output BN without
-affine parameters (``build_projector(..., last_bn=True)``; the official hidden Linears have no
-bias, which BN would cancel anyway). The predictor is a bottleneck Linear(512)-BN-ReLU-Linear(2048)
+affine parameters; the hidden Linears have no bias. The predictor is a bottleneck Linear(512)-BN-ReLU-Linear(2048)
 whose last Linear has a bias.
 
 Optimisation (section 3 and the official README): SGD, lr = 0.05 x batch / 256, cosine decay,
@@ -36,15 +35,12 @@ Distributed: L is a mean of per-sample terms; nothing is gathered (see methods/b
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_bench.data.augment import ViewConfig
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
-from ssl_bench.models import build_projector
 
 # main_simsiam.py's augmentation, the same for both views.
 _SIMSIAM_VIEW = ViewConfig(crop_scale=(0.2, 1.0), flip_p=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
@@ -70,12 +66,10 @@ class SimSiam(Method):
     method_param_names = ("fixed_predictor_lr",)
     uses_predictor = True
     loss_penalises_collapse = False
-
-    def build_projector(self, feature_dim: int, dims: Sequence[int]) -> nn.Module:
-        return build_projector(feature_dim, dims, last_bn=True)
-
-    def build_predictor(self, embedding_dim: int, dims: Sequence[int]) -> nn.Module:
-        return build_projector(embedding_dim, dims, last_bias=True)
+    # builder.py: hidden Linears without bias; the projector's last Linear keeps a frozen bias
+    # ahead of a BN without affine, which cancels it, so it is left out here.
+    projector_options = {"hidden_bias": False, "last_bn": True}
+    predictor_options = {"hidden_bias": False, "last_bias": True}
 
     def constant_lr_parameters(self) -> list[nn.Parameter]:
         if self.predictor is None or not self.method_params["fixed_predictor_lr"]:

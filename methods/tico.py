@@ -2,25 +2,35 @@
 
 Zhu, Moraes, Karakulak, Sobol, Canziani, LeCun, "TiCo: Transformation Invariance and
 Covariance Contrast for Self-Supervised Visual Representation Learning", 2022,
-arXiv:2206.10698. Follows the paper's Algorithm 1.
+arXiv:2206.10698. The loss follows the paper's Algorithm 1.
 
-With z_a, z_b L2-normalised rows of the two views (N x D) and C a running D x D estimate of
-the embeddings' second-moment matrix carried between steps (C_0 = 0):
+With z_a, z_b L2-normalised rows of the two views' embeddings (N x D) and C a running D x D
+estimate of the embeddings' second-moment matrix carried between steps (C_0 = 0):
 
     C_t = beta * C_{t-1} + (1 - beta) * Z_a^T Z_a / N
     L   = -1/N sum_n z_a[n] . z_b[n]  +  rho * 1/N sum_n z_a[n]^T C_t z_a[n]
 
-with beta = 0.9, rho = 20. The first term pulls the two views together (transformation
-invariance); the second pushes each embedding away from the directions that recent batches
-already occupy (covariance contrast), like a momentum-averaged memory bank of unlimited size.
+The first term pulls the two views together (transformation invariance); the second pushes
+each embedding away from the directions that recent batches already occupy (covariance
+contrast), like a momentum-averaged memory bank of unlimited size (the paper calls TiCo a
+variant of MoCo).
 
-We follow the paper: gradients flow through the current batch's term Z_a^T Z_a / N inside
-C_t (only C_{t-1} is a constant), and C_t is detached before it is handed to the next step.
-lightly's current ``TiCoLoss`` detaches the batch term as well and writes the invariance as
-1 - mean(z_a . z_b). The constant 1 only shifts the reported value; the detach changes the
-gradient: the current batch contributes (1 - beta) rho / N^2 * ||Z_a Z_a^T||_F^2 to the loss,
-and with Z_a^T Z_a treated as a constant only half of that term's gradient survives. The
-paper's algorithm differentiates through it, so we do too.
+Gradients flow through the current batch's term Z_a^T Z_a / N inside C_t (only C_{t-1} is a
+constant), as in Algorithm 1 and the unofficial port sayannag/TiCo-pytorch (``TiCo/main.py``);
+C_t is detached before it is handed to the next step. lightly's ``TiCoLoss``
+(``lightly/loss/tico_loss.py``) detaches the batch term as well and writes the invariance as
+1 - mean(z_a . z_b): the constant only shifts the reported value, but the detach halves the
+gradient of the batch term (1 - beta) rho / N^2 ||Z_a Z_a^T||_F^2.
+
+Architecture and views. The paper's implementation section was not available to us, so where a
+detail is not in the algorithm we follow its two public implementations, which agree:
+lightly's ImageNet benchmark (``benchmarks/imagenet/resnet50/tico.py``) and the unofficial
+port. Both take z_b from a momentum encoder, an EMA copy of backbone and projector (momentum
+0.99 rising to 1 on a cosine over the run in lightly, per step), and take the loss in one
+direction only: the online network embeds view a, the momentum encoder view b
+(``online_views = "a"``). lightly feeds them BYOL's asymmetric pair (blur 1.0 / 0.1, solarize
+0 / 0.2) and a projector Linear(4096, no bias)-BN-ReLU-Linear(256, bias). Both implementations
+give rho = 8 as the paper's value (lightly's docstring; the port's ``--rho`` help text).
 
 Distributed: the C update and both terms use the batch gathered (with gradients) from all
 ranks, N = global batch; every rank computes the same loss and the same C_t.
@@ -93,8 +103,11 @@ class TiCo(Method):
     """TiCo (Zhu et al. 2022): transformation invariance + covariance contrast with a running C."""
 
     name = "tico"
-    augmentation = "simclr"
+    augmentation = "vicreg"  # BYOL's asymmetric pair: view a online, view b to the momentum encoder
     loss_param_names = ("beta", "rho")
+    uses_momentum_target = True  # method_params.momentum_base
+    online_views = "a"
+    projector_options = {"hidden_bias": False, "last_bias": True}  # lightly's TiCoProjectionHead
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,8 +115,8 @@ class TiCo(Method):
         # weights and a resumed run continues with the same C.
         self.register_buffer("C", torch.zeros(self.embedding_dim, self.embedding_dim))
 
-    def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        terms, C_next = tico_terms(z_a, z_b, self.C, beta=self.loss_params["beta"])
+    def loss(self, z_a: Tensor, z_b: None, *, target_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        terms, C_next = tico_terms(z_a, target_b, self.C, beta=self.loss_params["beta"])
         if self.training:
             self.C.copy_(C_next)
         return terms["invariance"] + self.loss_params["rho"] * terms["contrast"], terms

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ssl_bench.train import Trainer
 
 # ------------------------------------------------------------------------------------------
-# Targets (GitHub issue 5)
+# Targets
 # ------------------------------------------------------------------------------------------
 OVERHEAD_TARGET = 0.95  # harness samples/s / bare-loop samples/s
 GRAM_TARGET = 3.0  # direct-form time / Gram-form time, VICReg at GRAM_TARGET_CASE

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ssl_bench.bench import add_bench_parser, cmd_bench
 from ssl_bench.errors import UsageError
 from ssl_bench.slurm_cli import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
+
+if TYPE_CHECKING:
+    from ssl_bench.config import RunConfig
 
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_RESULTS_DIR = "runs"
@@ -36,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--method-file", dest="method_files", action="append", default=[], metavar="PATH",
                      help="load methods from a Python file outside the repo (repeatable); see docs/adding-a-method.md")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print each run's resolved configuration (heads, optimiser groups, schedule, views, "
+                          "deviations from the cited source) and run nothing")
+    run.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run, one per line")
     add_executor_arguments(run)
 
     commands.add_parser("methods", help="list the methods and print the recipe table")
@@ -85,6 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configs = resolve_sweep(args.methods, args.dataset or [DEFAULT_DATASET], args.seeds or [args.seed],
                             overrides, args.settings)
     check_backbone_name(configs[0].backbone)
+    if args.json and not args.dry_run:
+        raise UsageError("--json goes with --dry-run")
+    if args.dry_run:
+        return print_dry_run(configs, as_json=args.json)
     if args.executor == "slurm":
         return run_on_slurm(args, configs)
 
@@ -110,6 +121,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     # other methods) stand beside the ones just run.
     print_table([args.results_dir])
     return 0 if all(r.status == "finished" for r in results) else 1
+
+
+def print_dry_run(configs: Sequence["RunConfig"], as_json: bool) -> int:
+    """Each run's resolved configuration, as ``ssl_bench.describe`` reads it from the built run."""
+    import json
+
+    from ssl_bench.describe import describe_run, dry_run_text
+
+    for index, config in enumerate(configs):
+        description = describe_run(config)
+        if as_json:
+            print(json.dumps(description, sort_keys=False))
+        else:
+            print(("\n" if index else "") + dry_run_text(description))
+    return 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

@@ -13,6 +13,10 @@ from importlib import resources
 from typing import Any, Mapping
 
 from ssl_bench.errors import UsageError, unknown_name_message
+from ssl_bench.optim import DEFAULT_LARS_ETA, LARS_VARIANTS
+
+if typing.TYPE_CHECKING:
+    from ssl_bench.data.augment import ViewConfig
 
 # Which recipe file applies to which dataset.
 RECIPE_FILES = ("fashion_mnist", "cifar", "imagenet")
@@ -35,6 +39,23 @@ class MethodRecipe:
     predictor: tuple[int, ...] = ()  # predictor widths, for methods with a predictor head
     # Other hyperparameters of the method (Method.method_param_names), e.g. BYOL's momentum_base.
     method_params: dict[str, Any] = field(default_factory=dict)
+    loss_scale: float = 1.0  # the optimised loss is loss_scale x the method's loss
+    lars_variant: str = "official"  # ssl_bench.optim.LARS_VARIANTS
+    lars_eta: float | None = None  # None: the variant's own trust coefficient
+    lr_end_factor: float = 0.001  # the cosine ends at lr_end_factor x the peak
+    zero_init_residual: bool | None = None  # None: the backbone library's default
+    sync_batchnorm: bool = True  # BatchNorm over the global batch in multi-process runs
+    # Changes to the method's head layout (build_projector options: hidden_bias, hidden_norm,
+    # last_bias, last_bn).
+    projector_options: dict[str, bool] = field(default_factory=dict)
+    predictor_options: dict[str, bool] = field(default_factory=dict)
+    # Changes to the method's two view distributions (ViewConfig fields): `views` for both,
+    # then `view_a` / `view_b` for one.
+    views: dict[str, Any] = field(default_factory=dict)
+    view_a: dict[str, Any] = field(default_factory=dict)
+    view_b: dict[str, Any] = field(default_factory=dict)
+    # Each deliberate difference from the cited source: resolved field -> why.
+    deviations: dict[str, str] = field(default_factory=dict)
 
     @property
     def lr(self) -> float:
@@ -56,6 +77,14 @@ class MethodRecipe:
                       "loss": dict(row["loss"]), "method_params": dict(row.get("method_params", {}))})
 
 
+def with_defaults(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe row's mapping over its table's ``[setting.defaults]`` (tables merge, the row wins)."""
+    merged = dict(defaults)
+    for key, value in row.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
+    return merged
+
+
 @dataclass(frozen=True)
 class RecipeTable:
     name: str  # the file's stem
@@ -65,6 +94,8 @@ class RecipeTable:
     image_size: int
     methods: dict[str, MethodRecipe]
     train_subset: int | None = None  # pre-train on a class-balanced subset of this size
+    # Row fields every row of the table starts from (a row's own values win; tables merge).
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:
@@ -73,13 +104,36 @@ def scaled_lr(base_lr: float, batch_size: int) -> float:
 
 
 @cache
-def load_recipe_table(name: str) -> RecipeTable:
+def _recipe_file(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The ``[setting]`` table of ``experiments/recipes/<name>.toml`` and its rows as mappings.
+
+    Each row is merged over the table's ``[setting.defaults]``; a table whose setting names
+    ``based_on = "<other table>"`` starts each row from that table's row of the same method
+    (its documentation, ``source`` and ``deviations``, excepted: they describe the other table).
+    """
     text = resources.files("experiments").joinpath("recipes", f"{name}.toml").read_text()
     data = tomllib.loads(text)
     setting = data.pop("setting")
+    defaults = setting.get("defaults", {})
+    known = {f.name for f in dataclasses.fields(MethodRecipe)}
+    for key in defaults:
+        if key not in known:
+            raise UsageError(unknown_name_message(
+                f"recipe field in experiments/recipes/{name}.toml [setting.defaults]:", key, known))
+    base_rows = _recipe_file(setting["based_on"])[1] if "based_on" in setting else {}
+    rows = {}
+    for method, row in data.items():
+        inherited = {k: v for k, v in base_rows.get(method, {}).items() if k not in ("source", "deviations")}
+        rows[method] = with_defaults(row, with_defaults(defaults, inherited))
+    return setting, rows
+
+
+@cache
+def load_recipe_table(name: str) -> RecipeTable:
+    setting, rows = _recipe_file(name)
     methods = {
         method: MethodRecipe.from_mapping(row, f"experiments/recipes/{name}.toml [{method}]")
-        for method, row in data.items()
+        for method, row in rows.items()
     }
     return RecipeTable(
         name=name,
@@ -89,6 +143,7 @@ def load_recipe_table(name: str) -> RecipeTable:
         image_size=setting["image_size"],
         methods=methods,
         train_subset=setting.get("train_subset"),
+        defaults=setting.get("defaults", {}),
     )
 
 
@@ -123,6 +178,19 @@ class RunConfig:
     method_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     train_subset: int | None = None
+    loss_scale: float = 1.0
+    lars_variant: str = "official"
+    lars_eta: float = 0.001
+    lr_end_factor: float = 0.001
+    zero_init_residual: bool | None = None
+    sync_batchnorm: bool = True
+    # The method's head layouts in full (build_projector options), after the recipe's changes.
+    projector_options: dict[str, bool] = field(default_factory=dict)
+    predictor_options: dict[str, bool] = field(default_factory=dict)
+    # Both views' distributions in full (ViewConfig fields), after the recipe's changes.
+    view_a: dict[str, Any] = field(default_factory=dict)
+    view_b: dict[str, Any] = field(default_factory=dict)
+    deviations: dict[str, str] = field(default_factory=dict)  # from the cited source, with reasons
     # Execution settings: they change how fast a run goes, not what it computes,
     # so they are left out of the run's identity (see `identity_hash`).
     data_root: str = "data"
@@ -135,6 +203,8 @@ class RunConfig:
     EXECUTION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset(
         {"data_root", "device", "num_workers", "checkpoint_every_steps", "download"}
     )
+    # What documents a run rather than defines it: also outside the identity.
+    DOCUMENTATION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"recipe", "deviations"})
 
     @property
     def lr(self) -> float:
@@ -160,9 +230,25 @@ class RunConfig:
             raise UsageError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer not in {"lars", "sgd", "adamw"}:
             raise UsageError(f"optimizer must be lars, sgd or adamw, got {self.optimizer!r}")
+        if self.lars_variant not in LARS_VARIANTS:
+            raise UsageError(unknown_name_message("lars_variant", self.lars_variant, LARS_VARIANTS))
+        for name in ("lars_eta", "loss_scale"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr_end_factor < 0:
+            raise UsageError(f"lr_end_factor must be >= 0, got {self.lr_end_factor}")
+        if self.view_a or self.view_b:  # a baseline, which trains nothing, has no views
+            self.view_pair()  # raises a UsageError for an impossible view distribution
         for name in ("projector", "predictor"):
             if any(width <= 0 for width in getattr(self, name)):
                 raise UsageError(f"{name} widths must be positive, got {list(getattr(self, name))}")
+
+    def view_pair(self) -> tuple[ViewConfig, ViewConfig]:
+        """The two views' distributions, as the augmentation takes them."""
+        try:
+            return view_config(self.view_a), view_config(self.view_b)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"view distribution of {self.method}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -178,7 +264,8 @@ class RunConfig:
 
     def identity_hash(self) -> str:
         """Short hash of what the run computes: same hash = same run (resumed, not repeated)."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in self.EXECUTION_FIELDS}
+        excluded = self.EXECUTION_FIELDS | self.DOCUMENTATION_FIELDS
+        identity = {k: v for k, v in self.to_dict().items() if k not in excluded}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -194,6 +281,7 @@ def resolve_config(
     method_cls = get_method(method)
     table = recipe_table_for(dataset)
     row = recipe_row(method, table)
+    view_a, view_b = resolved_views(method_cls, row)
     config = RunConfig(
         method=method,
         dataset=dataset,
@@ -212,6 +300,17 @@ def resolve_config(
         predictor=row.predictor,
         method_params=dict(row.method_params),
         train_subset=table.train_subset,
+        loss_scale=row.loss_scale,
+        lars_variant=row.lars_variant,
+        lars_eta=DEFAULT_LARS_ETA.get(row.lars_variant, 0.0) if row.lars_eta is None else row.lars_eta,
+        lr_end_factor=row.lr_end_factor,
+        zero_init_residual=row.zero_init_residual,
+        sync_batchnorm=row.sync_batchnorm,
+        projector_options=resolved_options(method_cls.projector_options, row.projector_options, "projector_options"),
+        predictor_options=resolved_options(method_cls.predictor_options, row.predictor_options, "predictor_options"),
+        view_a=view_a,
+        view_b=view_b,
+        deviations=dict(row.deviations),
     )
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -224,6 +323,48 @@ def resolve_config(
     config.validate()
     method_cls.check_hyperparameters(config.projector, config.predictor, config.loss, config.method_params)
     return config
+
+
+HEAD_OPTIONS = ("hidden_bias", "hidden_norm", "last_bias", "last_bn")
+
+
+def resolved_options(declared: Mapping[str, bool], changes: Mapping[str, bool], where: str) -> dict[str, bool]:
+    """A head's full layout: build_projector's defaults, the method's declaration, the recipe's changes."""
+    for name in changes:
+        if name not in HEAD_OPTIONS:
+            raise UsageError(unknown_name_message(f"{where} option", name, HEAD_OPTIONS))
+    defaults = {"hidden_bias": True, "hidden_norm": True, "last_bias": False, "last_bn": False}
+    return {**defaults, **declared, **changes}
+
+
+def resolved_views(method_cls: type, row: MethodRecipe) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both views' full distributions: the method's pair, then the row's ``views``, ``view_a``, ``view_b``."""
+    from ssl_bench.data.augment import view_pair_configs
+
+    kind = method_cls.augmentation
+    pair = view_pair_configs(kind, small_images=False) if isinstance(kind, str) else tuple(kind)
+    resolved = []
+    for config, own in zip(pair, (row.view_a, row.view_b), strict=True):
+        view = {**dataclasses.asdict(config), **row.views, **own}
+        # Stored as JSON has them: ranges and strengths as lists, so a config reads back equal.
+        view = {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in view.items()}
+        try:
+            view_config(view)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"{method_cls.name}'s view distribution: {error}") from None
+        resolved.append(view)
+    return resolved[0], resolved[1]
+
+
+def view_config(view: Mapping[str, Any]) -> ViewConfig:
+    """A ViewConfig from its fields as stored in a config (lists for its tuples)."""
+    from ssl_bench.data.augment import ViewConfig
+
+    fields = {f.name for f in dataclasses.fields(ViewConfig)}
+    unknown = [name for name in view if name not in fields]
+    if unknown:
+        raise ValueError(unknown_name_message("view field", unknown[0], fields))
+    return ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in view.items()})
 
 
 def recipe_row(method: str, table: RecipeTable) -> MethodRecipe:
@@ -244,13 +385,14 @@ def recipe_row(method: str, table: RecipeTable) -> MethodRecipe:
             f"no {table.name} recipe for method {method!r}: add a [{method}] row to "
             f"experiments/recipes/{table.name}.toml or a {table.name!r} entry to {method_cls.__name__}.recipes "
             f"(rows in {table.name}.toml: {', '.join(table.methods)})")
-    return MethodRecipe.from_mapping(carried, f"{method_cls.__name__}.recipes[{table.name!r}]")
+    return MethodRecipe.from_mapping(with_defaults(carried, table.defaults),
+                                     f"{method_cls.__name__}.recipes[{table.name!r}]")
 
 
-# Chosen on the command line (method, --dataset) or derived: not `--set` keys.
-NOT_SETTABLE = frozenset({"method", "dataset", "loss", "method_params", "recipe"})
 # Dictionary fields whose entries `--set table.name=value` sets (only names the recipe gave).
-PARAMETER_TABLES = ("loss", "method_params")
+PARAMETER_TABLES = ("loss", "method_params", "projector_options", "predictor_options", "view_a", "view_b")
+# Chosen on the command line (method, --dataset) or derived: not `--set` keys.
+NOT_SETTABLE = frozenset({"method", "dataset", "recipe", "deviations", *PARAMETER_TABLES})
 
 
 def apply_setting(config: RunConfig, setting: str) -> None:
@@ -265,9 +407,16 @@ def apply_setting(config: RunConfig, setting: str) -> None:
         if name not in params:
             raise UsageError(unknown_name_message(f"{table} parameter of {config.method}", name, params))
         current = params[name]
-        # Numbers parse as float (an int in a TOML file is still a float parameter); flags as bool.
-        hint = float if isinstance(current, (int, float)) and not isinstance(current, bool) else type(current)
-        params[name] = _parse_value(key, raw, hint)
+        # Numbers parse as float (an int in a TOML file is still a float parameter); flags as bool;
+        # ranges and strengths (crop_scale, jitter) as lists of floats.
+        if isinstance(current, (list, tuple)):
+            hint = tuple[float, ...]
+        elif isinstance(current, (int, float)) and not isinstance(current, bool):
+            hint = float
+        else:
+            hint = type(current)
+        value = _parse_value(key, raw, hint)
+        params[name] = list(value) if isinstance(current, (list, tuple)) else value
         return
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     if key not in fields or key in NOT_SETTABLE:
@@ -298,7 +447,8 @@ def _convert(raw: str, hint: Any) -> Any:
             raise ValueError(raw)
         return lowered in {"true", "1", "yes", "on"}
     if typing.get_origin(hint) is tuple:  # projector widths: "2048,2048,128" or "[2048, 2048, 128]"
-        return tuple(int(part) for part in raw.strip("[]()").split(",") if part.strip())
+        element = typing.get_args(hint)[0]
+        return tuple(element(part) for part in raw.strip("[]()").split(",") if part.strip())
     return hint(raw)
 
 

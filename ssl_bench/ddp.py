@@ -137,9 +137,9 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """BatchNorm -> SyncBatchNorm when there are several ranks and the device supports it."""
-    if distributed.world_size() > 1 and device.type in SYNC_BN_DEVICE_TYPES:
+def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
+    """BatchNorm -> SyncBatchNorm when ``enabled``, there are several ranks and the device supports it."""
+    if enabled and distributed.world_size() > 1 and device.type in SYNC_BN_DEVICE_TYPES:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return module
 

@@ -9,7 +9,7 @@ and the protocol's data fields); every later evaluation of that run reuses them.
 
 - **Linear probe** (offline): a linear layer on the cached features, cross-entropy, SGD with
   momentum 0.9, batch 256, weight decay 1e-6, 100 epochs, cosine decay per epoch: the VICReg
-  protocol (``main_linear.py``) and solo-learn's 100 CIFAR epochs. Two deliberate differences,
+  protocol (facebookresearch/vicreg ``evaluate.py``) and solo-learn's 100 CIFAR epochs. Two deliberate differences,
   both the usual price of probing cached features: no augmentation (VICReg crops and flips each
   epoch), and features standardised with the train split's per-dimension mean and std (like the
   BatchNorm without affine parameters of MAE's probe), so that one lr (0.1) works for every
@@ -99,7 +99,8 @@ from ssl_bench.data.loaders import eval_batches
 from ssl_bench.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.models import build_backbone
 from ssl_bench.rundir import RunDir, atomic_torch_save, atomic_write_json
-from ssl_bench.train import build_method, resolve_device
+from ssl_bench.assemble import build_method
+from ssl_bench.train import resolve_device
 
 SCHEMA_VERSION = 1
 RESULT = "result.json"
@@ -314,16 +315,16 @@ def knn_top1(train: SplitFeatures, test: SplitFeatures, config: KnnConfig, *, nu
 
 
 def random_init_config(config: RunConfig) -> RunConfig:
-    """The baseline's config: ``config``'s dataset, backbone, image size and seed, nothing trained.
+    """The baseline's config: ``config``'s dataset, backbone (and its init), image size and seed.
 
-    Built from those four fields and the execution settings only (every other field empty or at
-    its default), so that every method of one seed maps to one baseline, whatever fields
-    RunConfig grows.
+    Built from those fields and the execution settings only (every other field empty or at its
+    default), so that every method of one seed maps to one baseline, whatever fields RunConfig
+    grows.
     """
     execution = {name: getattr(config, name) for name in RunConfig.EXECUTION_FIELDS}
     return RunConfig(
         method=RANDOM_INIT, dataset=config.dataset, backbone=config.backbone, image_size=config.image_size,
-        seed=config.seed, projector=(), batch_size=0, epochs=0, warmup_epochs=0, optimizer="none",
+        seed=config.seed, zero_init_residual=config.zero_init_residual, projector=(), batch_size=0, epochs=0, warmup_epochs=0, optimizer="none",
         base_lr=0.0, weight_decay=0.0, loss={},
         recipe="random-init baseline: the untrained backbone every run of this seed starts from",
         **execution,
@@ -339,7 +340,7 @@ def initial_backbone(config: RunConfig) -> nn.Module:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        backbone, _ = build_backbone(config.backbone)
+        backbone, _ = build_backbone(config.backbone, config.zero_init_residual)
     return backbone
 
 

@@ -104,10 +104,19 @@ class Method(nn.Module):
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
     # momentum target); they become self.method_params.
     method_param_names: ClassVar[tuple[str, ...]] = ()
+    # The heads' layout (ssl_bench.models.build_projector options hidden_bias, hidden_norm,
+    # last_bias, last_bn),
+    # as the method's paper builds them; a recipe row may change them (`projector_options`).
+    projector_options: ClassVar[Mapping[str, bool]] = {}
+    predictor_options: ClassVar[Mapping[str, bool]] = {}
     # A predictor head on the projector (widths: the recipe's `predictor`); the loss gets p_a, p_b.
     uses_predictor: ClassVar[bool] = False
     # An EMA copy of backbone + projector; the loss gets its outputs as target_a, target_b.
     uses_momentum_target: ClassVar[bool] = False
+    # The views the online network embeds: "ab" (both; the loss gets z_a, z_b), or "a" (view a
+    # only, z_b None, with the momentum target embedding view b alone: target_b), for losses
+    # taken in one direction, as TiCo's public implementations take theirs.
+    online_views: ClassVar[str] = "ab"
     # Whether the loss itself scores collapsed embeddings (all samples alike) worse than diverse
     # ones whose views agree. True for contrastive and variance/decorrelation losses; False where
     # collapse is avoided by the architecture (predictor, stop-gradient, EMA) rather than the loss.
@@ -126,12 +135,21 @@ class Method(nn.Module):
         *,
         loss_params: Mapping[str, Any] | None = None,
         method_params: Mapping[str, Any] | None = None,
+        projector_options: Mapping[str, bool] | None = None,
+        predictor_options: Mapping[str, bool] | None = None,
+        loss_scale: float = 1.0,
     ) -> None:
         super().__init__()
         loss_params, method_params = dict(loss_params or {}), dict(method_params or {})
         self.check_hyperparameters(projector_dims, predictor_dims, loss_params, method_params, feature_dim=feature_dim)
         self.loss_params = loss_params
         self.method_params = method_params
+        # The run's head layouts: the class's declaration unless the recipe resolved them in full.
+        self.head_options = {
+            "projector": dict(self.projector_options if projector_options is None else projector_options),
+            "predictor": dict(self.predictor_options if predictor_options is None else predictor_options),
+        }
+        self.loss_scale = loss_scale
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.projector = self.build_projector(feature_dim, projector_dims)
@@ -185,12 +203,12 @@ class Method(nn.Module):
             raise UsageError(f"method_params.momentum_base must be in [0, 1], got {method_params['momentum_base']}")
 
     def build_projector(self, feature_dim: int, dims: Sequence[int]) -> nn.Module:
-        """The projector for the recipe's widths (Linear-BN-ReLU blocks, last Linear without bias)."""
-        return build_projector(feature_dim, dims)
+        """The projector for the recipe's widths, laid out as ``projector_options`` say."""
+        return build_projector(feature_dim, dims, **self.head_options["projector"])
 
     def build_predictor(self, embedding_dim: int, dims: Sequence[int]) -> nn.Module:
         """The predictor (with ``uses_predictor``), from the projector's output to the widths ``dims``."""
-        return build_projector(embedding_dim, dims)
+        return build_projector(embedding_dim, dims, **self.head_options["predictor"])
 
     def loss(self, z_a: Tensor, z_b: Tensor, **heads: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The method's loss on the two views' embeddings, and its named terms (for logging).
@@ -198,7 +216,8 @@ class Method(nn.Module):
         ``z_a``, ``z_b``: the online projector's outputs, (N, D) each. With ``uses_predictor``
         the harness also passes ``p_a``, ``p_b`` (predictor outputs); with
         ``uses_momentum_target``, ``target_a``, ``target_b`` (the target network's projector
-        outputs, computed without gradient). All in float32 or wider.
+        outputs, computed without gradient). All in float32 or wider. With ``online_views``
+        "a", ``z_b`` is None and only ``p_a`` and ``target_b`` are passed.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
@@ -239,24 +258,31 @@ class Method(nn.Module):
             ema_update(pairs, self.target_momentum(step, total_steps))
 
     def forward(self, x_a: Tensor, x_b: Tensor) -> StepOutput:
+        both = self.online_views == "ab"
         # Two backbone passes, as in the official code: batch-norm statistics stay per view.
-        h_a, h_b = self.backbone(x_a), self.backbone(x_b)
-        z_a, z_b = self.projector(h_a), self.projector(h_b)
+        h_a = self.backbone(x_a)
+        z_a = self.projector(h_a)
+        z_b = self.projector(self.backbone(x_b)) if both else None
         heads: dict[str, Tensor] = {}
         if self.predictor is not None:
-            heads["p_a"], heads["p_b"] = self.predictor(z_a), self.predictor(z_b)
+            heads["p_a"] = self.predictor(z_a)
+            if z_b is not None:
+                heads["p_b"] = self.predictor(z_b)
         if self.target_backbone is not None and self.target_projector is not None:
             # Targets are constants of the loss (stop-gradient): no graph is built for them.
             with torch.no_grad():
-                heads["target_a"] = self.target_projector(self.target_backbone(x_a))
+                if both:
+                    heads["target_a"] = self.target_projector(self.target_backbone(x_a))
                 heads["target_b"] = self.target_projector(self.target_backbone(x_b))
         # Losses run in float32 (or wider) even under bf16 autocast: their sums over large
         # batches and D x D statistics lose too much precision in 8-bit mantissas.
         with torch.autocast(z_a.device.type, enabled=False):
-            loss, terms = self.loss(_at_least_fp32(z_a), _at_least_fp32(z_b),
+            loss, terms = self.loss(_at_least_fp32(z_a), None if z_b is None else _at_least_fp32(z_b),
                                     **{key: _at_least_fp32(value) for key, value in heads.items()})
         return StepOutput(
-            loss=loss,
+            # The recipe's loss scale (solo-learn's scale_loss, SimCLR's sum over both views):
+            # under LARS it changes the steps of the parameters left out of the trust ratio.
+            loss=loss * self.loss_scale if self.loss_scale != 1.0 else loss,
             terms={k: v.detach() for k, v in terms.items()},
             representation=h_a,
             embedding=z_a,
@@ -291,6 +317,10 @@ def register_method(cls: type[Method]) -> type[Method]:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
     if cls.loss is Method.loss:
         raise TypeError(f"{cls.__name__} must implement loss()")
+    if cls.online_views not in ("ab", "a"):
+        raise TypeError(f"{cls.__name__}.online_views must be 'ab' or 'a', got {cls.online_views!r}")
+    if cls.online_views == "a" and not cls.uses_momentum_target:
+        raise TypeError(f"{cls.__name__}: online_views 'a' needs uses_momentum_target (view b goes to the target)")
     existing = _REGISTRY.get(name)
     # Re-registering the same class (a module imported again) is fine; another class is a clash.
     if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):

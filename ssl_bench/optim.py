@@ -12,8 +12,20 @@ both weight decay and the layer-wise adaptation. For each parameter ``p`` with g
     mu = momentum * mu + g
     p = p - lr * mu
 
-solo-learn's LARS (``eta = 0.02`` with clipping) and lightly's (``||g|| + wd ||p||`` in the
-denominator) are different algorithms; see ``ANCHORS.md``.
+solo-learn's LARS (vturrisi/solo-learn ``solo/utils/lars.py``), which every solo-learn CIFAR
+config runs with ``eta = 0.02``, ``clip_lr: True`` and ``exclude_bias_n_norm: True``, is another
+algorithm, offered here as ``variant="solo-learn"``. Per parameter not excluded, and only when
+``||p||`` and ``||g||`` are both non-zero::
+
+    r = eta * ||p|| / (||g|| + weight_decay * ||p|| + eps)      # eps = 1e-8
+    if clip_lr:
+        r = min(r / lr, 1)                                     # the step lr * r never exceeds lr
+    g = (g + weight_decay * p) * r
+    mu = momentum * mu + g
+    p = p - lr * mu
+
+Excluded (1-D) parameters, and parameters with a zero norm, take the raw gradient: no weight
+decay and no adaptation. solo-learn's learning rates reproduce its results only with this rule.
 
 The learning rate is set every step by :func:`set_scheduled_lr`: linear warmup from 0, then a
 cosine decay to ``end_factor`` times the peak, as in the same official code. Each parameter group
@@ -33,7 +45,9 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DEFAULT_LARS_ETA",
     "LARS",
+    "LARS_VARIANTS",
     "OPTIMIZERS",
     "build_optimizer",
     "parameter_groups",
@@ -42,6 +56,10 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
+LARS_VARIANTS = ("official", "solo-learn")
+# Each variant's trust coefficient in the code it follows.
+DEFAULT_LARS_ETA = {"official": 0.001, "solo-learn": 0.02}
+SOLO_LEARN_EPS = 1e-8
 
 
 def _is_excluded(p: torch.Tensor) -> bool:
@@ -54,8 +72,13 @@ def _is_excluded(p: torch.Tensor) -> bool:
     return p.ndim == 1
 
 
-def _check_hyperparameters(lr: Any, weight_decay: Any, momentum: Any, eta: Any) -> None:
+def _check_hyperparameters(lr: Any, weight_decay: Any, momentum: Any, eta: Any, variant: Any = "official",
+                           clip_lr: Any = False) -> None:
     """Raise ``ValueError`` for any LARS hyperparameter out of range."""
+    if variant not in LARS_VARIANTS:
+        raise ValueError(f"LARS: variant must be one of {', '.join(LARS_VARIANTS)}, got {variant!r}")
+    if clip_lr and variant != "solo-learn":
+        raise ValueError("LARS: clip_lr belongs to the solo-learn variant")
     for name, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum),
                         ("eta", eta)):
         # bool is a Real; a tensor lr would need a different code path (alpha= takes numbers).
@@ -77,23 +100,43 @@ def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _trust_ratios(
-    p_norms: torch.Tensor, g_norms: torch.Tensor, eta: float, dtype: torch.dtype,
-) -> torch.Tensor:
-    """``eta * ||p|| / ||g||`` elementwise, 1 where either norm is 0, cast to ``dtype``.
+class _Trust:
+    """The layer-wise factor of one parameter group: how each variant scales an update."""
 
-    Vectorised and without a host sync (no ``.item()``). Where a norm is 0 the division gives
-    inf or nan, but ``torch.where`` discards it. A ratio beyond fp16's range (tiny gradients) is
-    clamped rather than cast to inf, which would turn the update into inf * 0 = nan.
-    """
-    ratios = torch.where((p_norms > 0) & (g_norms > 0), eta * p_norms / g_norms, 1.0)
-    if ratios.dtype != dtype:
-        ratios = ratios.clamp(max=torch.finfo(dtype).max).to(dtype)
-    return ratios
+    def __init__(self, eta: float, variant: str, clip_lr: bool, lr: float) -> None:
+        self.eta, self.variant, self.clip_lr, self.lr = eta, variant, clip_lr, lr
+
+    def factors(self, p_norms: torch.Tensor, g_norms: torch.Tensor, wd: float,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, decay): the update is ``scale * g + decay * p``, elementwise per parameter.
+
+        ``g_norms`` are the norms of the raw gradients for the solo-learn variant and of
+        ``g + wd * p`` for the official one. Vectorised and without a host sync (no ``.item()``):
+        where a norm is 0 the division gives inf or nan, which ``torch.where`` discards. A ratio
+        beyond fp16's range (tiny gradients) is clamped rather than cast to inf, which would
+        turn the update into inf * 0 = nan.
+        """
+        nonzero = (p_norms > 0) & (g_norms > 0)
+        if self.variant == "official":
+            # g + wd p was formed before the norm; both norms 0 -> factor 1 on it.
+            scale = torch.where(nonzero, self.eta * p_norms / g_norms, 1.0)
+            decay = scale * wd
+        else:
+            ratio = self.eta * p_norms / (g_norms + wd * p_norms + SOLO_LEARN_EPS)
+            if self.clip_lr:
+                # min(r / lr, 1); at lr 0 the ratio is 1 (r / 0 = inf), and the step is 0 anyway.
+                ratio = (ratio / self.lr).clamp(max=1.0) if self.lr > 0 else torch.ones_like(ratio)
+            scale = torch.where(nonzero, ratio, 1.0)
+            # A zero norm skips the whole branch in solo-learn: raw gradient, no weight decay.
+            decay = torch.where(nonzero, ratio * wd, 0.0)
+        if scale.dtype != dtype:
+            limit = torch.finfo(dtype).max
+            scale, decay = scale.clamp(max=limit).to(dtype), decay.clamp(max=limit).to(dtype)
+        return scale, decay
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS with the semantics of the official VICReg / Barlow Twins code (see module docstring).
+    """LARS: the official VICReg / Barlow Twins rule, or solo-learn's (see module docstring).
 
     Args:
         params: parameters or parameter groups; a group may override ``lr``, ``weight_decay``,
@@ -102,6 +145,9 @@ class LARS(torch.optim.Optimizer):
         weight_decay: L2 penalty added to the gradient of non-1-D parameters before adaptation.
         momentum: heavy-ball momentum, ``mu <- momentum * mu + g`` (no dampening).
         eta: trust coefficient of the layer-wise adaptation.
+        variant: "official" (VICReg / Barlow Twins) or "solo-learn" (weight decay in the trust
+            ratio's denominator, ``eps``, optional clipping).
+        clip_lr: with the solo-learn variant, cap each parameter's step size at the group's lr.
         foreach: update each group with ``torch._foreach_*`` ops over all its dense parameters
             of one device and dtype at once (the default), instead of a Python loop of small
             kernels per parameter. Both give the same result up to float rounding.
@@ -119,24 +165,28 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         eta: float = 0.001,
         *,
+        variant: str = "official",
+        clip_lr: bool = False,
         foreach: bool = True,
     ) -> None:
-        _check_hyperparameters(lr, weight_decay, momentum, eta)
+        _check_hyperparameters(lr, weight_decay, momentum, eta, variant, clip_lr)
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
-                        foreach=foreach)
+                        variant=variant, clip_lr=clip_lr, foreach=foreach)
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:  # state dicts saved before the option existed
+        for group in self.param_groups:  # state dicts saved before these options existed
             group.setdefault("foreach", True)
+            group.setdefault("variant", "official")
+            group.setdefault("clip_lr", False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         # Groups may override the defaults, so check them too (the base class fills the rest).
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         _check_hyperparameters(group["lr"], group["weight_decay"], group["momentum"],
-                               group["eta"])
+                               group["eta"], group["variant"], group["clip_lr"])
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -160,7 +210,8 @@ class LARS(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         lr, wd = group["lr"], group["weight_decay"]
-        momentum, eta = group["momentum"], group["eta"]
+        momentum = group["momentum"]
+        trust = _Trust(group["eta"], group["variant"], group["clip_lr"], lr)
         # Buckets of one device and dtype, because a foreach kernel needs uniform lists.
         buckets: dict[tuple[torch.device, torch.dtype], _Bucket] = defaultdict(_Bucket)
         for p in group["params"]:
@@ -172,9 +223,9 @@ class LARS(torch.optim.Optimizer):
             if group["foreach"] and uniform and not grad.is_sparse:
                 buckets[(p.device, p.dtype)].add(p, grad, buf)
             else:
-                _single_param_update(p, grad, buf, lr, wd, momentum, eta)
+                _single_param_update(p, grad, buf, lr, wd, momentum, trust)
         for bucket in buckets.values():
-            _foreach_update(bucket, lr, wd, momentum, eta)
+            _foreach_update(bucket, lr, wd, momentum, trust)
 
 
 _Lists = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]  # params, grads, bufs
@@ -194,25 +245,26 @@ class _Bucket:
         bufs.append(buf)
 
 
-def _foreach_update(bucket: _Bucket, lr: float, wd: float, momentum: float, eta: float) -> None:
+def _foreach_update(bucket: _Bucket, lr: float, wd: float, momentum: float, trust: _Trust) -> None:
     """The LARS update for one bucket with a handful of multi-tensor kernels."""
     params, grads, bufs = bucket.adapted
+    updates: list[torch.Tensor] = []
     if params:
         norm_dtype = _norm_dtype(params[0].dtype)
-        # Out-of-place first op: the caller's p.grad must stay untouched.
-        if wd != 0:
-            updates = list(torch._foreach_add(grads, params, alpha=wd))
-        else:
-            updates = grads
         p_norms = torch.stack(torch._foreach_norm(params, 2, dtype=norm_dtype))
-        g_norms = torch.stack(torch._foreach_norm(updates, 2, dtype=norm_dtype))
-        ratio_list = list(_trust_ratios(p_norms, g_norms, eta, params[0].dtype).unbind(0))
-        if updates is grads:
-            updates = list(torch._foreach_mul(grads, ratio_list))
+        if trust.variant == "official" and wd != 0:
+            # Out of place: the caller's p.grad must stay untouched.
+            decayed = list(torch._foreach_add(grads, params, alpha=wd))
+            g_norms = torch.stack(torch._foreach_norm(decayed, 2, dtype=norm_dtype))
+            scale, _ = trust.factors(p_norms, g_norms, wd, params[0].dtype)
+            torch._foreach_mul_(decayed, list(scale.unbind(0)))
+            updates = decayed
         else:
-            torch._foreach_mul_(updates, ratio_list)
-    else:
-        updates = []
+            g_norms = torch.stack(torch._foreach_norm(grads, 2, dtype=norm_dtype))
+            scale, decay = trust.factors(p_norms, g_norms, wd, params[0].dtype)
+            updates = list(torch._foreach_mul(grads, list(scale.unbind(0))))
+            if wd != 0:
+                torch._foreach_add_(updates, torch._foreach_mul(params, list(decay.unbind(0))))
     plain_params, plain_grads, plain_bufs = bucket.plain
     all_params, all_bufs = params + plain_params, bufs + plain_bufs
     # 1-D parameters: plain heavy-ball momentum on the raw gradient.
@@ -223,18 +275,21 @@ def _foreach_update(bucket: _Bucket, lr: float, wd: float, momentum: float, eta:
 
 def _single_param_update(
     p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor,
-    lr: float, wd: float, momentum: float, eta: float,
+    lr: float, wd: float, momentum: float, trust: _Trust,
 ) -> None:
     """The LARS update for one parameter (sparse gradients, mixed dtypes, or ``foreach=False``)."""
     g = grad.to_dense() if grad.is_sparse else grad
     g = g.to(device=p.device, dtype=p.dtype)
     if not _is_excluded(p):
-        if wd != 0:
-            g = g.add(p, alpha=wd)
         norm_dtype = _norm_dtype(p.dtype)
         p_norm = torch.linalg.vector_norm(p, dtype=norm_dtype)
-        g_norm = torch.linalg.vector_norm(g, dtype=norm_dtype)
-        g = g * _trust_ratios(p_norm, g_norm, eta, p.dtype)
+        if trust.variant == "official" and wd != 0:
+            g = g.add(p, alpha=wd)
+            scale, _ = trust.factors(p_norm, torch.linalg.vector_norm(g, dtype=norm_dtype), wd, p.dtype)
+            g = g * scale
+        else:
+            scale, decay = trust.factors(p_norm, torch.linalg.vector_norm(g, dtype=norm_dtype), wd, p.dtype)
+            g = g * scale + p * decay if wd != 0 else g * scale
     buf.mul_(momentum).add_(g)
     p.add_(buf, alpha=-lr)
 
@@ -275,6 +330,7 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """Parameter groups for :func:`build_optimizer`, each with its peak lr under ``"peak_lr"``.
 
+    Each group is named (``"name"``: all, weights, biases and norms, constant lr).
     Only trainable parameters (``requires_grad``) are included. With ``bias_norm_lr`` None there
     is one group; otherwise two, always in this order: the weights (every parameter that is not
     1-D) with ``lr``, and the biases and norm parameters (1-D) with ``bias_norm_lr``, as in the
@@ -292,18 +348,18 @@ def parameter_groups(
     params = [p for p in trainable if id(p) not in constant]
     fixed = [p for p in trainable if id(p) in constant]
     if bias_norm_lr is None:
-        groups = [{"params": params, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay}]
+        groups = [{"name": "all", "params": params, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay}]
     else:
         weights = [p for p in params if not _is_excluded(p)]
         biases_and_norms = [p for p in params if _is_excluded(p)]
         groups = [
-            {"params": weights, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay},
-            {"params": biases_and_norms, "lr": bias_norm_lr, "peak_lr": bias_norm_lr,
+            {"name": "weights", "params": weights, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay},
+            {"name": "biases and norms", "params": biases_and_norms, "lr": bias_norm_lr, "peak_lr": bias_norm_lr,
              "weight_decay": weight_decay},
         ]
     if fixed:
-        groups.append({"params": fixed, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay,
-                       "constant_lr": True})
+        groups.append({"name": "constant lr", "params": fixed, "lr": lr, "peak_lr": lr,
+                       "weight_decay": weight_decay, "constant_lr": True})
     return groups
 
 
@@ -337,13 +393,15 @@ def _fused_supported(groups: list[dict[str, Any]]) -> bool:
 
 
 def build_optimizer(
-    name: str, groups: list[dict[str, Any]], momentum: float = 0.9,
+    name: str, groups: list[dict[str, Any]], momentum: float = 0.9, *,
+    lars_variant: str = "official", lars_eta: float | None = None,
 ) -> torch.optim.Optimizer:
     """The optimiser ``name`` ("lars", "sgd" or "adamw") over ``groups``.
 
     Every group must carry ``lr`` and ``weight_decay`` (as :func:`parameter_groups` makes them);
     extra keys such as ``peak_lr`` are kept. ``momentum`` is used by LARS and SGD; AdamW is plain
-    (default betas and eps).
+    (default betas and eps). ``lars_variant`` picks LARS's rule ("solo-learn" also clips, as every
+    solo-learn config does) and ``lars_eta`` its trust coefficient (None: the variant's own).
     """
     key = name.lower()
     if key not in OPTIMIZERS:
@@ -356,7 +414,11 @@ def build_optimizer(
             raise ValueError(f"build_optimizer: parameter group {index} lacks {missing}")
     lr = groups[0]["lr"]  # the default is unused: every group sets its own
     if key == "lars":
-        return LARS(groups, lr=lr, momentum=momentum)
+        if lars_variant not in LARS_VARIANTS:
+            raise ValueError(f"unknown LARS variant {lars_variant!r}; known: {', '.join(LARS_VARIANTS)}")
+        eta = DEFAULT_LARS_ETA[lars_variant] if lars_eta is None else lars_eta
+        return LARS(groups, lr=lr, momentum=momentum, eta=eta, variant=lars_variant,
+                    clip_lr=lars_variant == "solo-learn")
     if key == "sgd":
         # foreach rather than fused: fused SGD rejects sparse gradients; foreach handles all.
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)

@@ -14,16 +14,14 @@ from tqdm import tqdm
 
 from ssl_bench import ddp, distributed
 from ssl_bench.config import RunConfig
-from ssl_bench.data.augment import ViewPairAugmentation
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.memory import peak_memory_mb, reset_peak_memory
-from ssl_bench.method import Method, get_method
-from ssl_bench.models import build_backbone
 from ssl_bench.monitor import TrainingMonitor
-from ssl_bench.optim import build_optimizer, parameter_groups, set_scheduled_lr
+from ssl_bench.assemble import build_augmentation, build_method, build_run_optimizer
+from ssl_bench.optim import set_scheduled_lr
 from ssl_bench.preemption import TrainingStopped
 from ssl_bench.rundir import RunDir
 
@@ -68,13 +66,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_method(config: RunConfig) -> Method:
-    method_cls = get_method(config.method)
-    backbone, feature_dim = build_backbone(config.backbone)
-    return method_cls(backbone, feature_dim, config.projector, config.predictor,
-                      loss_params=config.loss, method_params=config.method_params)
-
-
 class Trainer:
     """Owns everything shared: data, model, optimiser, schedule, logging and checkpoints."""
 
@@ -113,18 +104,11 @@ class Trainer:
         # Several ranks: BatchNorm over the global batch where torch can (ssl_bench.ddp), and DDP
         # around the method. self.method stays the plain module (state dicts, attributes);
         # self.model is what the forward pass calls.
-        self.method = ddp.sync_batchnorm(self.method, self.device)
+        self.method = ddp.sync_batchnorm(self.method, self.device, enabled=config.sync_batchnorm)
         self.model = ddp.wrap(self.method, self.device)
-        # lr follows the global batch: base_lr x batch / 256.
-        global_batch = config.batch_size
-        self.peak_lr = config.base_lr * global_batch / 256
-        bias_norm_lr = None if config.bias_norm_base_lr is None else config.bias_norm_base_lr * global_batch / 256
-        # Only trainable parameters: a momentum target (requires_grad False) is not optimised.
-        groups = parameter_groups(self.method, lr=self.peak_lr, weight_decay=config.weight_decay,
-                                  bias_norm_lr=bias_norm_lr,
-                                  constant_lr_params=self.method.constant_lr_parameters())
-        self.optimizer = build_optimizer(config.optimizer, groups)
-        augmentation = ViewPairAugmentation(self.method.augmentation, config.image_size, info.mean, info.std)
+        self.peak_lr = config.lr
+        self.optimizer = build_run_optimizer(config, self.method)
+        augmentation = build_augmentation(config, info.mean, info.std)
         self.loader = TrainLoader(
             data, augmentation.to(self.device), self.local_batch, seed=config.seed, device=self.device,
             rank=self.rank, world_size=self.world_size, num_workers=config.num_workers,
@@ -177,7 +161,8 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------
     def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        lr = set_scheduled_lr(self.optimizer, self.step, self.total_steps, self.warmup_steps)
+        lr = set_scheduled_lr(self.optimizer, self.step, self.total_steps, self.warmup_steps,
+                              self.config.lr_end_factor)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             out = self.model(x_a, x_b)

@@ -59,7 +59,7 @@ def test_recipe_tables():
         assert all(c.blur_p == 0.0 for c in view_pair_configs(kind, small_images=True))
     with pytest.raises(UsageError, match="did you mean 'vicreg'"):
         view_pair_configs("vicrg", small_images=True)
-    assert [A.blur_kernel_size(s) for s in (224, 160, 128, 32)] == [23, 17, 13, 3]
+    assert [A.blur_kernel_size(s) for s in (224, 160, 128, 32, 4)] == [23, 17, 13, 13, 7]
 
 
 def test_small_images_default_drops_blur():

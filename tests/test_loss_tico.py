@@ -158,3 +158,60 @@ def test_rejects_c_that_is_not_d_by_d(c):
 def test_rejects_beta_outside_unit_interval():
     with pytest.raises(ValueError, match="beta"):
         tico_loss(torch.randn(4, 3), torch.randn(4, 3), torch.zeros(3, 3), beta=1.5)
+
+
+# --- the method: C is state carried from step to step ----------------------------------------
+
+def _tico_method():
+    from methods.tico import TiCo
+    from ssl_bench.models import TinyConvNet
+
+    torch.manual_seed(0)
+    return TiCo(TinyConvNet((4, 8)), 8, (12, 6), loss_params={"beta": 0.9, "rho": 8.0},
+                method_params={"momentum_base": 0.99}).double().train()
+
+
+def test_method_updates_c_each_training_step_and_uses_it_in_the_next():
+    method = _tico_method()
+    g = torch.Generator().manual_seed(3)
+    steps = [(torch.randn(10, 3, 12, 12, generator=g, dtype=torch.float64),
+              torch.randn(10, 3, 12, 12, generator=g, dtype=torch.float64)) for _ in range(3)]
+    c = torch.zeros(6, 6, dtype=torch.float64)
+    for x_a, x_b in steps:
+        # What the loss must see: the online embedding of view a, the target's of view b, and
+        # the C the previous steps left (train-mode BatchNorm: the same outputs on a re-run).
+        with torch.no_grad():
+            z_a = method.projector(method.backbone(x_a))
+            target_b = method.target_projector(method.target_backbone(x_b))
+        expected_loss, c_next = tico_loss(z_a, target_b, c, beta=0.9, rho=8.0)
+        out = method(x_a, x_b)
+        torch.testing.assert_close(out.loss.detach(), expected_loss, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(method.C, c_next, rtol=1e-12, atol=1e-12)
+        c = c_next
+    fresh, _ = tico_loss(z_a, target_b, torch.zeros(6, 6, dtype=torch.float64), beta=0.9, rho=8.0)
+    assert not torch.allclose(fresh, expected_loss)  # the carried C changed the loss
+
+
+def test_method_leaves_c_alone_outside_training():
+    method = _tico_method()
+    x = torch.randn(6, 3, 12, 12, dtype=torch.float64)
+    method(x, x.flip(0))
+    c = method.C.clone()
+    method.eval()
+    method(x.flip(0), x)
+    assert torch.equal(method.C, c) and c.abs().sum() > 0
+
+
+def test_method_takes_view_b_through_the_momentum_encoder_only():
+    method = _tico_method()
+    seen = {}
+    original = method.loss
+
+    def spy(z_a, z_b, **heads):
+        seen.update(z_b=z_b, **heads)
+        return original(z_a, z_b, **heads)
+
+    method.loss = spy
+    x = torch.randn(6, 3, 12, 12, dtype=torch.float64)
+    method(x, x.flip(0))
+    assert seen["z_b"] is None and set(seen) == {"z_b", "target_b"} and not seen["target_b"].requires_grad

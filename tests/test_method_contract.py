@@ -73,11 +73,12 @@ def loss_of_embeddings(method: Method, z_a: torch.Tensor, z_b: torch.Tensor) -> 
     """The method's loss on given embeddings, with the heads its declarations ask for: an identity
     predictor (p = z) and a target network that agrees with the online one (target = z)."""
     heads = {}
+    both = method.online_views == "ab"
     if method.uses_predictor:
-        heads.update(p_a=z_a, p_b=z_b)
+        heads.update(p_a=z_a, p_b=z_b) if both else heads.update(p_a=z_a)
     if method.uses_momentum_target:
-        heads.update(target_a=z_a.detach(), target_b=z_b.detach())
-    return method.loss(z_a, z_b, **heads)[0]
+        heads.update(target_a=z_a.detach(), target_b=z_b.detach()) if both else heads.update(target_b=z_b.detach())
+    return method.loss(z_a, z_b if both else None, **heads)[0]
 
 
 def _grads_finite(module: torch.nn.Module) -> bool:

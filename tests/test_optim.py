@@ -455,3 +455,85 @@ def test_build_optimizer_unknown_name_lists_known_ones() -> None:
     groups = parameter_groups(nn.Linear(2, 2), lr=0.1, weight_decay=0.0)
     with pytest.raises(ValueError, match="lars, sgd, adamw"):
         build_optimizer("adam", groups)
+
+
+# ----------------------------------------------------------------------------- solo-learn LARS
+# vturrisi/solo-learn solo/utils/lars.py (commit 9187ea39, lines 125-165), written out per
+# parameter with Python floats: the reference the "solo-learn" variant must reproduce.
+
+SOLO_LRS = [0.0, 0.4, 2.5, 0.05, 0.4, 1e-3, 0.8, 0.4]  # lr 0 first (warmup), then large and small
+SOLO_ETA, SOLO_WD, SOLO_EPS = 0.02, 0.05, 1e-8
+
+
+def solo_learn_reference(start: dict[str, torch.Tensor], grad_sequence: list[dict[str, torch.Tensor | None]],
+                         lrs: list[float], clip_lr: bool) -> list[dict[str, torch.Tensor]]:
+    values = {n: t.detach().clone() for n, t in start.items()}
+    buffers: dict[str, torch.Tensor] = {}
+    history = []
+    for grads, lr in zip(grad_sequence, lrs):
+        for name, p in values.items():
+            g = grads[name]
+            if g is None:
+                continue
+            d_p = g.clone()
+            p_norm, g_norm = float(torch.linalg.vector_norm(p)), float(torch.linalg.vector_norm(g))
+            if p.ndim != 1:  # exclude_bias_n_norm=True
+                if p_norm != 0 and g_norm != 0:
+                    lars_lr = SOLO_ETA * p_norm / (g_norm + p_norm * SOLO_WD + SOLO_EPS)
+                    if clip_lr:
+                        lars_lr = min(lars_lr / lr, 1.0) if lr > 0 else 1.0  # x / 0 = inf in torch
+                    d_p = (d_p + SOLO_WD * p) * lars_lr
+            # solo-learn clones the first update into the buffer: the same as 0.9 * 0 + d_p.
+            buffers[name] = d_p.clone() if name not in buffers else MOMENTUM * buffers[name] + d_p
+            values[name] = p - lr * buffers[name]
+        history.append({n: v.clone() for n, v in values.items()})
+    return history
+
+
+@pytest.mark.parametrize("clip_lr", [True, False], ids=["clip", "no-clip"])
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
+def test_solo_learn_variant_matches_solo_learn_update_rule(foreach: bool, clip_lr: bool) -> None:
+    params = make_params()
+    start = {n: p.detach().clone() for n, p in params.items()}
+    grad_sequence = make_grads(steps=len(SOLO_LRS))
+    expected = solo_learn_reference(start, grad_sequence, SOLO_LRS, clip_lr)
+    optimizer = LARS(list(params.values()), lr=SOLO_LRS[0], weight_decay=SOLO_WD, momentum=MOMENTUM, eta=SOLO_ETA,
+                     variant="solo-learn", clip_lr=clip_lr, foreach=foreach)
+    clipped = unclipped = 0
+    for step, (grads, lr) in enumerate(zip(grad_sequence, SOLO_LRS)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        apply_grads(params, grads)
+        optimizer.step()
+        for name, p in params.items():
+            torch.testing.assert_close(p.detach(), expected[step][name], rtol=0, atol=1e-12,
+                                       msg=f"{name} after step {step + 1}")
+        # Both sides of the clip were exercised: eta ||p|| / (...) above and below lr.
+        w, g = start["fc.weight"], grads["fc.weight"]
+        ratio = SOLO_ETA * float(w.norm()) / (float(g.norm()) + SOLO_WD * float(w.norm()))
+        clipped += lr > 0 and ratio > lr
+        unclipped += ratio < lr
+    assert clipped and unclipped
+
+
+def test_solo_learn_variant_differs_from_the_official_rule() -> None:
+    runs = {}
+    for variant, eta in (("official", 0.02), ("solo-learn", 0.02)):
+        params = make_params()
+        optimizer = LARS(list(params.values()), lr=0.4, weight_decay=SOLO_WD, momentum=MOMENTUM, eta=eta,
+                         variant=variant)
+        apply_grads(params, make_grads(steps=1)[0])
+        optimizer.step()
+        runs[variant] = params["fc.weight"].detach().clone()
+    assert not torch.allclose(runs["official"], runs["solo-learn"])
+
+
+def test_build_optimizer_gives_each_variant_its_own_eta() -> None:
+    groups = parameter_groups(nn.Linear(3, 2), lr=0.1, weight_decay=0.0)
+    official = build_optimizer("lars", groups)
+    solo = build_optimizer("lars", parameter_groups(nn.Linear(3, 2), lr=0.1, weight_decay=0.0),
+                           lars_variant="solo-learn")
+    assert (official.param_groups[0]["eta"], official.param_groups[0]["clip_lr"]) == (0.001, False)
+    assert (solo.param_groups[0]["eta"], solo.param_groups[0]["clip_lr"]) == (0.02, True)
+    with pytest.raises(ValueError, match="clip_lr belongs to the solo-learn variant"):
+        LARS([nn.Parameter(torch.ones(2, 2))], lr=0.1, clip_lr=True)

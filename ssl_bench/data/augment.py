@@ -14,10 +14,10 @@ The recipes (torchvision semantics, as in the papers' public code):
 
 kornia provides the crop-box sampler (torchvision's ten-try rejection sampling, vectorised) and
 the Gaussian blur. The pixel work of crop + flip, colour jitter, grayscale and solarize is a few
-tensor expressions here: built from kornia's modules, the CPU pipeline ran at about 2x the
-per-sample torchvision pipeline, short of the 3x target, because its HSV round trip for the hue
-step, its ``torch.where`` selections (~10x slower per element than arithmetic on this CPU build)
-and its crop's perspective solve took most of the time. The crop here is also antialiased when
+tensor expressions here: kornia's modules for them ran at only about 2x the per-sample
+torchvision pipeline on CPU, because their HSV round trip for the hue step, their
+``torch.where`` selections (~10x slower per element than arithmetic on this CPU build) and their
+crop's perspective solve took most of the time. The crop here is also antialiased when
 it shrinks, as torchvision's is. Each op is tested against torchvision's functional op (the
 reference semantics), and the hot paths reuse buffers in place: fresh multi-MB tensors cost page
 faults on CPU.
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -120,8 +121,13 @@ def view_pair_configs(kind: str, small_images: bool) -> tuple[ViewConfig, ViewCo
 
 
 def blur_kernel_size(image_size: int) -> int:
-    """Odd Gaussian-blur kernel of ~10% of the image side (23 at 224 px, as SimCLR/BYOL), >= 3."""
-    return max(3, int(0.1 * image_size) // 2 * 2 + 1)
+    """Odd Gaussian-blur kernel: ~10% of the image side (23 at 224 px, as SimCLR and BYOL), and at
+    least +-3 of the largest sigma (13 taps), so that small images get the blur of PIL's
+    ``GaussianBlur(radius=sigma)`` (the solo-learn, VICReg and MoCo pipelines), whose support has
+    no size limit, rather than a truncated one. Never wider than reflect padding allows.
+    """
+    covering = 2 * math.ceil(3 * BLUR_SIGMA[1]) + 1
+    return min(max(int(0.1 * image_size) // 2 * 2 + 1, covering), 2 * image_size - 1)
 
 
 # ----------------------------------------------------------------------------------------------

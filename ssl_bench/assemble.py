@@ -1,0 +1,45 @@
+"""A run's parts, built from its resolved configuration: the method, the optimiser, the views.
+
+Pre-training (``ssl_bench.train``), evaluation and ``ssl-bench run --dry-run``
+(``ssl_bench.describe``) all build through these functions, so what a dry run shows is what a
+run computes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ssl_bench.config import RunConfig, scaled_lr
+from ssl_bench.data.augment import ViewPairAugmentation
+from ssl_bench.method import Method, get_method
+from ssl_bench.models import build_backbone
+from ssl_bench.optim import build_optimizer, parameter_groups
+
+
+def build_method(config: RunConfig) -> Method:
+    """Backbone, heads and loss of the run, on the current default device."""
+    method_cls = get_method(config.method)
+    backbone, feature_dim = build_backbone(config.backbone, config.zero_init_residual)
+    return method_cls(backbone, feature_dim, config.projector, config.predictor,
+                      loss_params=config.loss, method_params=config.method_params,
+                      projector_options=config.projector_options, predictor_options=config.predictor_options,
+                      loss_scale=config.loss_scale)
+
+
+def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimizer:
+    """The optimiser over the method's trainable parameters, each group holding its peak lr.
+
+    The lr follows the global batch (``config.batch_size``): base_lr x batch / 256.
+    """
+    bias_norm_lr = None if config.bias_norm_base_lr is None else scaled_lr(config.bias_norm_base_lr, config.batch_size)
+    # Only trainable parameters: a momentum target (requires_grad False) is not optimised.
+    groups = parameter_groups(method, lr=config.lr, weight_decay=config.weight_decay, bias_norm_lr=bias_norm_lr,
+                              constant_lr_params=method.constant_lr_parameters())
+    return build_optimizer(config.optimizer, groups, lars_variant=config.lars_variant, lars_eta=config.lars_eta)
+
+
+def build_augmentation(config: RunConfig, mean: Sequence[float], std: Sequence[float]) -> ViewPairAugmentation:
+    """The two views exactly as the configuration resolves them (no implicit small-image rule)."""
+    return ViewPairAugmentation(config.view_pair(), config.image_size, mean, std, small_images=False)
