@@ -83,3 +83,23 @@ def test_torchvision_works_after_the_fix():
     assert torchvision.models.resnet18 is not None
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     assert v2.RandomHorizontalFlip(p=1.0)(image).shape == (3, 8, 8)
+
+
+def test_zero_init_residual_starts_every_residual_branch_at_zero():
+    zeroed, _ = build_backbone("resnet18_cifar", zero_init_residual=True)
+    plain, _ = build_backbone("resnet18_cifar")
+    last_bns = [block.bn2.weight for stage in (zeroed.layer1, zeroed.layer2, zeroed.layer3, zeroed.layer4)
+                for block in stage]
+    assert len(last_bns) == 8 and all(bool((w == 0).all()) for w in last_bns)
+    assert bool((plain.layer1[0].bn2.weight == 1).all())
+    with pytest.raises(UsageError, match="no residual branches"):
+        build_backbone("tiny_convnet", zero_init_residual=True)
+
+
+def test_projector_layout_options():
+    bare = build_projector(8, [16, 4], hidden_norm=False, last_bias=True)
+    assert [type(m) for m in bare] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert bare[0].bias is not None and bare[2].bias is not None
+    moco = build_projector(8, [16, 4], hidden_bias=False, last_bn=True)
+    assert [type(m) for m in moco] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
+    assert moco[0].bias is None and moco[3].bias is None and not moco[4].affine
