@@ -86,6 +86,12 @@ def scratch_copy(target: Path) -> None:
             shutil.copy2(ROOT / name, target / name)
 
 
+def pytest(tests: tuple[str, ...], scratch: Path) -> int:
+    # -p no:cacheprovider: no .pytest_cache in the scratch copy; -x: one failure is enough.
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                          cwd=scratch, capture_output=True, text=True).returncode
+
+
 def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
     path = scratch / mutation.path
     original = path.read_text()
@@ -94,12 +100,10 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
     path.write_text(original.replace(mutation.original, mutation.replacement))
     start = time.monotonic()
     try:
-        # -p no:cacheprovider: no .pytest_cache in the scratch copy; -x: one failure is enough.
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutation.tests],
-                              cwd=scratch, capture_output=True, text=True)
+        returncode = pytest(mutation.tests, scratch)
     finally:
         path.write_text(original)
-    return proc.returncode == 1, time.monotonic() - start
+    return returncode == 1, time.monotonic() - start  # 1: tests ran and failed (2+: they did not run)
 
 
 def main(argv: list[str]) -> int:
@@ -112,6 +116,10 @@ def main(argv: list[str]) -> int:
                                cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
         if not where.startswith(str(scratch)):
             raise SystemExit(f"the tests would import {where}, not the scratch copy")
+        # Control: unmutated, the same tests pass, so a red run below is the mutation's doing.
+        guarding = tuple(dict.fromkeys(test for m in chosen for test in m.tests))
+        if pytest(guarding, scratch) != 0:
+            raise SystemExit("the guarding tests fail without any mutation: fix them first")
         survivors = []
         print(f"{'mutation':<28} {'file':<22} {'caught':<7} seconds")
         for mutation in chosen:
