@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssl_bench.distributed import gather_with_grad, resolve_gather
+from ssl_bench.distributed.collectives import gather_with_grad, resolve_gather
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.data.augment import view_pair_configs
-from ssl_bench.distributed import gather_with_grad, rank, resolve_gather
+from ssl_bench.distributed.collectives import gather_with_grad, rank, resolve_gather
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
 

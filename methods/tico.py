@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_bench.distributed import gather_with_grad, resolve_gather
+from ssl_bench.distributed.collectives import gather_with_grad, resolve_gather
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
 

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any, Mapping
 
 from ssl_bench.errors import UsageError, unknown_name_message
-from ssl_bench.optim import DEFAULT_LARS_ETA, LARS_VARIANTS
+from ssl_bench.train.optim import DEFAULT_LARS_ETA, LARS_VARIANTS
 
 if typing.TYPE_CHECKING:
     from ssl_bench.data.augment import ViewConfig
@@ -40,7 +40,7 @@ class MethodRecipe:
     # Other hyperparameters of the method (Method.method_param_names), e.g. BYOL's momentum_base.
     method_params: dict[str, Any] = field(default_factory=dict)
     loss_scale: float = 1.0  # the optimised loss is loss_scale x the method's loss
-    lars_variant: str = "official"  # ssl_bench.optim.LARS_VARIANTS
+    lars_variant: str = "official"  # ssl_bench.train.optim.LARS_VARIANTS
     lars_eta: float | None = None  # None: the variant's own trust coefficient
     lr_end_factor: float = 0.001  # the cosine ends at lr_end_factor x the peak
     zero_init_residual: bool | None = None  # None: the backbone library's default
@@ -111,7 +111,7 @@ def _recipe_file(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     ``based_on = "<other table>"`` starts each row from that table's row of the same method
     (its documentation, ``source`` and ``deviations``, excepted: they describe the other table).
     """
-    text = resources.files("experiments").joinpath("recipes", f"{name}.toml").read_text()
+    text = resources.files("ssl_bench.experiments").joinpath("recipes", f"{name}.toml").read_text()
     data = tomllib.loads(text)
     setting = data.pop("setting")
     defaults = setting.get("defaults", {})

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_bench.errors import UsageError, unknown_name_message
-from ssl_bench.models import build_projector
+from ssl_bench.models.heads import build_projector
 
 if TYPE_CHECKING:
     from ssl_bench.data.augment import ViewConfig
@@ -104,7 +104,7 @@ class Method(nn.Module):
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
     # momentum target); they become self.method_params.
     method_param_names: ClassVar[tuple[str, ...]] = ()
-    # The heads' layout (ssl_bench.models.build_projector options hidden_bias, hidden_norm,
+    # The heads' layout (ssl_bench.models.backbones.build_projector options hidden_bias, hidden_norm,
     # last_bias, last_bn),
     # as the method's paper builds them; a recipe row may change them (`projector_options`).
     projector_options: ClassVar[Mapping[str, bool]] = {}
@@ -335,10 +335,10 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    import methods
+    import ssl_bench.methods as builtin
 
-    for info in pkgutil.iter_modules(methods.__path__):
-        importlib.import_module(f"methods.{info.name}")
+    for info in pkgutil.iter_modules(builtin.__path__):
+        importlib.import_module(f"{builtin.__name__}.{info.name}")
     from importlib.metadata import entry_points
 
     # An entry point names a module (its classes register themselves on import) or a Method

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-import ssl_bench  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
+import ssl_bench.data  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
 import kornia.augmentation as K
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF

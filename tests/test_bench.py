@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
-from ssl_bench import bench
-from ssl_bench.cli import main
+from ssl_bench.perf import bench
+from ssl_bench.launch.cli import main
 
 # The smallest full run: every section, one method, a tiny batch, one repeat, one torch thread
 # (a loaded 2-core CI machine runs many tiny ops much faster on one thread).

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import ssl_bench  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
+import ssl_bench.data  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
 from PIL import Image
 from torchvision import datasets as tv_datasets
 

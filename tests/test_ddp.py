@@ -1,12 +1,12 @@
 """Two gloo processes train like one process on the global batch: the harness's DDP step.
 
-What is compared. Each of 2 ranks builds the real :class:`ssl_bench.train.Trainer` (same config,
+What is compared. Each of 2 ranks builds the real :class:`ssl_bench.train.trainer.Trainer` (same config,
 same seed, so the same initial weights), takes its own shard of the first two batches from its
 loader, and runs ``Trainer.train_step`` twice: DDP forward, losses gathering across ranks,
 backward with gradient averaging, LARS step with the lr of the global batch. One process then
 builds the same Trainer without a process group and runs ``train_step`` on the concatenation of
 the two ranks' inputs (rank 0's rows, then rank 1's: the order the gathers use). Per step, the
-logged loss and each loss term must agree (the ranks average theirs, ssl_bench.ddp), as must the
+logged loss and each loss term must agree (the ranks average theirs, ssl_bench.distributed.ddp), as must the
 parameter gradients after each step and the weights after both.
 
 Why that can hold. A loss that needs global statistics gathers the embeddings with gradients,
@@ -42,11 +42,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ssl_bench import ddp, distributed
-from ssl_bench import train as train_module
+from ssl_bench.distributed import ddp
+from ssl_bench.distributed import collectives
+from ssl_bench.train import trainer as train_module
 from ssl_bench.config import resolve_config
-from ssl_bench.rundir import RunDir
-from ssl_bench.train import Trainer
+from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.trainer import Trainer
 
 WORLD = 2
 GLOBAL_BATCH = 32
@@ -144,7 +145,7 @@ def ranks(fashion_root, tmp_path_factory):
 
 def _single_process(method: str, keep_bn: bool, ranks: list[dict], data_root: Path, run_dir: Path) -> dict:
     """The same steps in this process, on the concatenation of the ranks' inputs."""
-    assert not distributed.is_distributed()
+    assert not collectives.is_distributed()
     per_rank = [r[(method, keep_bn)]["inputs"] for r in ranks]
     inputs = [tuple(torch.cat(parts) for parts in zip(*steps)) for steps in zip(*per_rank)]
     trainer = _trainer(method, keep_bn, data_root, run_dir)

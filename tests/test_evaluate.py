@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-import ssl_bench.evaluate as E
-from ssl_bench.cli import main
+import ssl_bench.eval.evaluate as E
+from ssl_bench.launch.cli import main
 from ssl_bench.config import resolve_config
-from ssl_bench.evaluate import (EvalProtocol, KnnConfig, LinearProbeConfig, SplitFeatures, evaluate_baseline,
+from ssl_bench.eval.evaluate import (EvalProtocol, KnnConfig, LinearProbeConfig, SplitFeatures, evaluate_baseline,
                                 evaluate_run, extract_features, initial_backbone, knn_scores, knn_top1, linear_probe,
                                 random_init_config, read_result, record_failure, record_running)
-from ssl_bench.rundir import RunDir
-from ssl_bench.train import Trainer, pretrain
+from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.trainer import Trainer, pretrain
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -231,7 +231,7 @@ def test_another_protocol_reuses_features_and_keeps_the_old_record(finished, fas
 
 
 def test_a_failed_run_gets_a_failed_record(fashion_root, tmp_path, monkeypatch):
-    from methods.vicreg import VICReg
+    from ssl_bench.methods.vicreg import VICReg
 
     monkeypatch.setattr(VICReg, "loss", lambda self, z_a, z_b: ((z_a * float("nan")).sum(), {}))
     config = _config(fashion_root)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.barlow_twins as barlow
-from methods.barlow_twins import barlow_twins_loss, barlow_twins_terms
+import ssl_bench.methods.barlow_twins as barlow
+from ssl_bench.methods.barlow_twins import barlow_twins_loss, barlow_twins_terms
 
 SHAPES = [(8, 4), (6, 16), (32, 32), (3, 50), (20, 7)]
 FORMS = [None, "gram", "direct"]  # None: chosen by shape

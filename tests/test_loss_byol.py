@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from methods.byol import BYOL, byol_loss
-from ssl_bench.models import TinyConvNet
+from ssl_bench.methods.byol import BYOL, byol_loss
+from ssl_bench.models.backbones import TinyConvNet
 
 SHAPES = [(8, 4), (5, 16), (32, 32), (2, 3)]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.simclr import nt_xent_loss
+from ssl_bench.methods.simclr import nt_xent_loss
 
 SHAPES = [(8, 4), (6, 16), (32, 32), (3, 50), (2, 3)]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.simsiam import SimSiam, simsiam_loss
-from ssl_bench.models import TinyConvNet
+from ssl_bench.methods.simsiam import SimSiam, simsiam_loss
+from ssl_bench.models.backbones import TinyConvNet
 
 SHAPES = [(8, 4), (5, 16), (32, 32), (2, 3)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.tico import tico_loss, tico_terms
+from ssl_bench.methods.tico import tico_loss, tico_terms
 
 SHAPES = [(8, 4), (6, 16), (32, 32), (3, 50), (20, 7)]
 
@@ -163,8 +163,8 @@ def test_rejects_beta_outside_unit_interval():
 # --- the method: C is state carried from step to step ----------------------------------------
 
 def _tico_method():
-    from methods.tico import TiCo
-    from ssl_bench.models import TinyConvNet
+    from ssl_bench.methods.tico import TiCo
+    from ssl_bench.models.backbones import TinyConvNet
 
     torch.manual_seed(0)
     return TiCo(TinyConvNet((4, 8)), 8, (12, 6), loss_params={"beta": 0.9, "rho": 8.0},

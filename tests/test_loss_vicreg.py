@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-import methods.vicreg as vicreg
-from methods.vicreg import vicreg_loss, vicreg_terms
+import ssl_bench.methods.vicreg as vicreg
+from ssl_bench.methods.vicreg import vicreg_loss, vicreg_terms
 
 SHAPES = [(8, 4), (6, 16), (32, 32), (3, 50), (20, 7)]
 FORMS = [None, "gram", "direct"]  # None: chosen by shape

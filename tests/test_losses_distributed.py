@@ -25,14 +25,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from methods.barlow_twins import barlow_twins_loss
-from methods.byol import byol_loss
-from methods.mocov3 import mocov3_loss
-from methods.simsiam import simsiam_loss
-from methods.simclr import nt_xent_loss
-from methods.tico import tico_loss
-from methods.vicreg import vicreg_loss, vicreg_terms
-from ssl_bench import distributed
+from ssl_bench.methods.barlow_twins import barlow_twins_loss
+from ssl_bench.methods.byol import byol_loss
+from ssl_bench.methods.mocov3 import mocov3_loss
+from ssl_bench.methods.simsiam import simsiam_loss
+from ssl_bench.methods.simclr import nt_xent_loss
+from ssl_bench.methods.tico import tico_loss
+from ssl_bench.methods.vicreg import vicreg_loss, vicreg_terms
+from ssl_bench.distributed import collectives
 
 WORLD = 2
 # (global N, D): N < D exercises the Gram forms on the gathered batch, N > D the direct ones.
@@ -87,13 +87,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     )
     try:
         info = {
-            "is_distributed": distributed.is_distributed(),
-            "world_size": distributed.world_size(),
-            "rank": distributed.rank(),
+            "is_distributed": collectives.is_distributed(),
+            "world_size": collectives.world_size(),
+            "rank": collectives.rank(),
         }
         # gather_with_grad alone: values concatenated in rank order; backward sums over ranks.
         x = torch.full((2, 3), float(rank + 1), dtype=torch.float64, requires_grad=True)
-        gathered = distributed.gather_with_grad(x)
+        gathered = collectives.gather_with_grad(x)
         weights = torch.arange(gathered.numel(), dtype=torch.float64).reshape(gathered.shape)
         (gathered * weights * (rank + 1)).sum().backward()
         info["gathered"] = gathered.detach()
@@ -157,11 +157,11 @@ def test_helpers_inside_the_group(rank_results):
 
 
 def test_helpers_without_a_group():
-    assert not distributed.is_distributed()
-    assert distributed.world_size() == 1 and distributed.rank() == 0
+    assert not collectives.is_distributed()
+    assert collectives.world_size() == 1 and collectives.rank() == 0
     x = torch.randn(3, 2)
-    assert distributed.gather_with_grad(x) is x
-    assert distributed.resolve_gather(None) is False and distributed.resolve_gather(True) is False
+    assert collectives.gather_with_grad(x) is x
+    assert collectives.resolve_gather(None) is False and collectives.resolve_gather(True) is False
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import ssl_bench.method as method_module
-from ssl_bench import cli
+from ssl_bench.launch import cli
 from ssl_bench.config import load_recipe_table, recipe_row, resolve_config
 from ssl_bench.errors import UsageError
 from ssl_bench.method import Method, available_methods, get_method, load_method_file, register_method
-from ssl_bench.models import TinyConvNet
-from ssl_bench.optim import build_optimizer, parameter_groups, set_scheduled_lr
+from ssl_bench.models.backbones import TinyConvNet
+from ssl_bench.train.optim import build_optimizer, parameter_groups, set_scheduled_lr
 
 TOY_METHOD = '''
 """Toy: cosine alignment of the two views (no collapse prevention; for tests only)."""
@@ -259,8 +259,8 @@ def test_constant_lr_group_keeps_its_peak_through_warmup_and_decay():
 
 
 def test_trainer_gives_simsiam_predictor_a_constant_lr_and_byol_target_no_group(fashion_root, tmp_path):
-    from ssl_bench.rundir import RunDir
-    from ssl_bench.train import Trainer
+    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.train.trainer import Trainer
 
     settings = ["batch_size=16", "train_subset=64", "image_size=16", "device=cpu", "projector=16,16,8"]
     config = resolve_config("simsiam", "fashion-mnist", {"data_root": str(fashion_root)},

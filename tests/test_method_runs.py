@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from ssl_bench import cli
+from ssl_bench.launch import cli
 from support.crash import crash_before_step
 
 NEW_METHODS = ["byol", "simsiam", "mocov3"]

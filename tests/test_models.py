@@ -14,7 +14,8 @@ from torch import nn
 import ssl_bench
 
 from ssl_bench.errors import UsageError
-from ssl_bench.models import build_backbone, build_projector
+from ssl_bench.models.backbones import build_backbone
+from ssl_bench.models.heads import build_projector
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods.byol import BYOL
+from ssl_bench.methods.byol import BYOL
 from ssl_bench.config import resolve_config
 from ssl_bench.method import cosine_momentum, ema_update, get_method
-from ssl_bench.models import TinyConvNet
-from ssl_bench.optim import build_optimizer, parameter_groups
-from ssl_bench.rundir import RunDir
-from ssl_bench.train import pretrain
+from ssl_bench.models.backbones import TinyConvNet
+from ssl_bench.train.optim import build_optimizer, parameter_groups
+from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.trainer import pretrain
 from support.crash import SimulatedCrash, crash_before_step
 
 # 64 generated images of 16 px, batch 16 -> 4 steps per epoch, 8 in 2 epochs.
@@ -146,7 +146,7 @@ def test_target_outputs_reach_the_loss_without_graph():
 
 
 def test_methods_without_a_target_do_nothing_after_a_step():
-    from methods.vicreg import VICReg
+    from ssl_bench.methods.vicreg import VICReg
 
     method = VICReg(TinyConvNet((4, 8)), 8, (12, 6),
                     loss_params={"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "eps": 1e-4})

@@ -1,4 +1,4 @@
-"""Tests for ssl_bench.optim: LARS against an independent reference, the schedule, the groups."""
+"""Tests for ssl_bench.train.optim: LARS against an independent reference, the schedule, the groups."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.optim import (
+from ssl_bench.train.optim import (
     LARS,
     build_optimizer,
     parameter_groups,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ssl_bench.config import load_recipe_table, resolve_config
-from ssl_bench.describe import describe_run, flat_view
+from ssl_bench.run.describe import describe_run, flat_view
 
 
 def linear(i: int, o: int, bias: bool) -> str:

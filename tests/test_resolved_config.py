@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from ssl_bench.cli import main
+from ssl_bench.launch.cli import main
 from ssl_bench.config import load_recipe_table, resolve_config
-from ssl_bench.describe import describe_run, flat_view
+from ssl_bench.run.describe import describe_run, flat_view
 from ssl_bench.errors import UsageError
 
 TRAINING_FIELDS = ("lars_variant", "base_lr", "weight_decay", "loss", "loss_scale", "lr_end_factor", "views",
@@ -54,7 +54,7 @@ def test_identity_follows_what_a_run_computes_not_its_documentation():
 
 
 def test_loss_scale_scales_the_optimised_loss_not_its_terms():
-    from ssl_bench.assemble import build_method
+    from ssl_bench.run.assemble import build_method
 
     torch.manual_seed(0)
     x_a, x_b = torch.randn(8, 3, 28, 28), torch.randn(8, 3, 28, 28)
@@ -99,9 +99,9 @@ def test_json_without_dry_run_is_a_usage_error(capsys):
 
 def test_the_trainer_runs_what_the_configuration_resolves(fashion_root, tmp_path):
     """The resolved fields reach the run: views, backbone init, LARS rule, schedule end value."""
-    from ssl_bench.optim import warmup_cosine
-    from ssl_bench.rundir import RunDir
-    from ssl_bench.train import Trainer
+    from ssl_bench.train.optim import warmup_cosine
+    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.train.trainer import Trainer
 
     config = resolve_config("vicreg", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, [
         "projector=32,16", "batch_size=32", "num_workers=0", "device=cpu", "train_subset=none",

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench import slurm
-from ssl_bench.cli import main
+from ssl_bench.launch import slurm
+from ssl_bench.launch.cli import main
 from ssl_bench.config import resolve_config
 
 TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
@@ -31,7 +31,7 @@ def _tiny_args(data_root: Path, results_dir: Path, *settings: str, epochs: int =
 
 def _ssl_bench(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """The command as a user runs it (a fresh process; SLURM_CONF comes from the fixture's env)."""
-    return subprocess.run([sys.executable, "-m", "ssl_bench.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ssl_bench.launch.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ssl_bench import table as table_module
-from ssl_bench.cli import main
-from ssl_bench.table import build_table, collect_runs, load_published, print_table, summarize
+from ssl_bench.report import table as table_module
+from ssl_bench.launch.cli import main
+from ssl_bench.report.table import build_table, collect_runs, load_published, print_table, summarize
 
 DATASET, BACKBONE, EPOCHS = "cifar10", "resnet18_cifar", 1000
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from ssl_bench.config import resolve_config
-from ssl_bench.rundir import RunDir
-from ssl_bench.train import pretrain
+from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.trainer import pretrain
 
 # 600 generated images, batch 64 -> 9 steps per epoch.
 TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "device=cpu"]
@@ -52,7 +52,7 @@ def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
 
 
 def _cli(args: list[str], env_root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ssl_bench.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "ssl_bench.launch.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=env_root)
 
 
@@ -101,16 +101,16 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(fashion_root, tmp_pa
 
 
 def test_nan_loss_fails_that_run_and_records_step_and_terms(fashion_root, tmp_path, monkeypatch):
-    import methods.vicreg
+    import ssl_bench.methods.vicreg
 
-    real_terms = methods.vicreg.vicreg_terms
+    real_terms = ssl_bench.methods.vicreg.vicreg_terms
 
     def poisoned(z_a, z_b, eps=1e-4, **kwargs):
         terms = real_terms(z_a, z_b, eps, **kwargs)
         terms["covariance"] = terms["covariance"] * float("nan")
         return terms
 
-    monkeypatch.setattr(methods.vicreg, "vicreg_terms", poisoned)
+    monkeypatch.setattr(ssl_bench.methods.vicreg, "vicreg_terms", poisoned)
     result = pretrain(tiny_config("vicreg", fashion_root), tmp_path, progress=False, log=lambda _: None)
     assert result.status == "failed"
     status = RunDir(result.run_dir).read_status()

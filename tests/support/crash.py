@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_bench.train import Trainer
+from ssl_bench.train.trainer import Trainer
 
 
 class SimulatedCrash(RuntimeError):

@@ -3,7 +3,7 @@
 ``ssl-bench run ... --executor slurm`` checks everything it can before it submits (sbatch
 present, partition known, the global batch splits over the GPUs, datasets readable), then
 submits every entry of the sweep as ONE submitit job array: either the whole array is accepted
-or nothing is. Each array task runs :func:`ssl_bench.sweep.run_entry`, the very function a local
+or nothing is. Each array task runs :func:`ssl_bench.launch.sweep.run_entry`, the very function a local
 run calls, into the same run directory.
 
 Inside a task, one process per GPU (``srun`` starts ``tasks_per_node`` of them per node) joins a
@@ -42,11 +42,12 @@ from typing import Any, Iterator, Sequence
 
 import submitit
 
-from ssl_bench import ddp, distributed
+from ssl_bench.distributed import ddp
+from ssl_bench.distributed import collectives
 from ssl_bench.config import RunConfig
 from ssl_bench.errors import UsageError, unknown_name_message
-from ssl_bench.preemption import StopRequest, TrainingStopped
-from ssl_bench.rundir import RunDir
+from ssl_bench.run.preemption import StopRequest, TrainingStopped
+from ssl_bench.run.rundir import RunDir
 
 MANIFEST = Path("slurm") / "jobs.jsonl"
 # SLURM states in which a job may still run (or run again): a run directory with such a job is
@@ -211,11 +212,11 @@ class SweepJob(submitit.helpers.Checkpointable):
     """One array task: join the process group, run the entry, requeue on a stop signal.
 
     Checkpointable, so submitit resubmits the same call on requeue: all state that matters is
-    in the run directory (checkpoint.pt), which :func:`ssl_bench.train.pretrain` resumes from.
+    in the run directory (checkpoint.pt), which :func:`ssl_bench.train.trainer.pretrain` resumes from.
     """
 
     def __call__(self, spec: JobSpec) -> dict[str, Any]:
-        from ssl_bench.sweep import run_entry
+        from ssl_bench.launch.sweep import run_entry
 
         from ssl_bench.method import load_method_file
 
@@ -250,7 +251,7 @@ class SweepJob(submitit.helpers.Checkpointable):
     @staticmethod
     def _requeue(stop: StopRequest, stopped: TrainingStopped, spec: JobSpec, record: dict[str, Any]) -> None:
         """Requeue the job (rank 0, through submitit's own handler) unless it was requeued enough."""
-        if distributed.rank() != 0:
+        if collectives.rank() != 0:
             # Rank 0 requeues the whole job, which ends this task; leaving first could make
             # srun tear the step down while rank 0 is still at it.
             time.sleep(300)
@@ -267,10 +268,10 @@ class SweepJob(submitit.helpers.Checkpointable):
     @staticmethod
     def _record_failure(config: RunConfig, spec: JobSpec, error: BaseException) -> None:
         """Mark the run failed in its records (rank 0), as the local loop does for a crash."""
-        if distributed.rank() != 0 or isinstance(error, (SystemExit, KeyboardInterrupt)):
+        if collectives.rank() != 0 or isinstance(error, (SystemExit, KeyboardInterrupt)):
             return
         try:
-            from ssl_bench.evaluate import record_failure
+            from ssl_bench.eval.evaluate import record_failure
 
             record_failure(config, spec.results_dir, f"{type(error).__name__}: {error}")
         except Exception as secondary:  # the original error matters more than this one
@@ -371,7 +372,7 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
 
 def _entry_is_done(config: RunConfig, results_dir: Path) -> bool:
     """Pre-trained and evaluated already: submitting it again would only wait in the queue."""
-    from ssl_bench.evaluate import read_result
+    from ssl_bench.eval.evaluate import read_result
 
     run_dir = RunDir.for_config(results_dir, config)
     result = read_result(run_dir)

@@ -9,7 +9,7 @@ a group each method gets
 - one row per run that is not finished and evaluated (failed, running, interrupted, pre-trained
   but not evaluated), with the failing step or error and the log path when known; such runs are
   never averaged in;
-- the published numbers of `results/published.csv` whose setting matches the group (dataset,
+- the published numbers of `experiments/published.csv` (shipped as package data) whose setting matches the group (dataset,
   backbone family, epochs and protocol), in rows of their own whose source reads `published: ...`.
 
 The random-init baseline (method `random_init`, 0 epochs) is a row of every group of its dataset
@@ -31,6 +31,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
@@ -40,10 +41,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ssl_bench.config import RunConfig
-from ssl_bench.evaluate import RANDOM_INIT, RESULT
-from ssl_bench.rundir import atomic_path, atomic_write_text
+from ssl_bench.eval.evaluate import RANDOM_INIT, RESULT
+from ssl_bench.run.rundir import atomic_path, atomic_write_text
 
-PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "results" / "published.csv"
+PUBLISHED_CSV = Path(str(resources.files("ssl_bench.experiments").joinpath("published.csv")))
 TABLE_STEM = "table"
 PLOTS_DIR = "plots"
 
@@ -265,7 +266,7 @@ def backbone_family(backbone: str) -> str:
 
 
 def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
-    """results/published.csv; `top1` is kept as written so its precision is the source's."""
+    """experiments/published.csv; `top1` is kept as written so its precision is the source's."""
     return pd.read_csv(path, dtype={"top1": str, "epochs": int}, keep_default_na=False)
 
 
@@ -446,7 +447,7 @@ def render_markdown(table: pd.DataFrame) -> str:
         "",
         "Top-1 accuracy (%) of finished runs: mean ± sample std over the `n` seeds. Failed and unfinished "
         "runs are listed on their own rows, never averaged in. Rows whose source reads `published: ...` "
-        "come from results/published.csv (same dataset, backbone family, epochs and protocol).",
+        "come from experiments/published.csv (same dataset, backbone family, epochs and protocol).",
     ]
     for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
         cells = [_display_cells(row, MARKDOWN) for _, row in rows.iterrows()]
@@ -569,12 +570,7 @@ def build_table(results_dirs: Sequence[Path | str], output_dir: Path | str | Non
     runs, metrics, warnings = collect_runs(roots)
     if runs.empty:
         return TableOutput(markdown="", files=[], plots_dir=out / PLOTS_DIR, plots=[], warnings=warnings)
-    if published_csv.is_file():
-        published = load_published(published_csv)
-    else:  # e.g. a non-editable install, which does not ship results/
-        warnings.append(f"no published numbers: {published_csv} not found")
-        published = pd.DataFrame(columns=["source", "dataset", "backbone", "epochs", "protocol", "method", "top1"])
-    table = summarize(runs, published)
+    table = summarize(runs, load_published(published_csv))
     markdown = render_markdown(table)
     files = []
     for suffix, text in ((".md", markdown), (".csv", render_csv(table)), (".tex", render_latex(table))):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ssl_bench import distributed
+from ssl_bench.distributed import collectives
 from ssl_bench.config import RunConfig, resolve_config
-from ssl_bench.train import RunResult
+from ssl_bench.train.trainer import RunResult
 
 
 def resolve_sweep(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
@@ -28,14 +28,14 @@ def resolve_sweep(methods: Sequence[str], datasets: Sequence[str], seeds: Sequen
 
 def sweep_entries(configs: Sequence[RunConfig]) -> list[RunConfig]:
     """The random-init baselines the configs need (each once), then the configs themselves."""
-    from ssl_bench.evaluate import random_init_config
+    from ssl_bench.eval.evaluate import random_init_config
 
     baselines = {random_init_config(c).identity_hash(): random_init_config(c) for c in configs}
     return [*baselines.values(), *configs]
 
 
 def is_baseline(config: RunConfig) -> bool:
-    from ssl_bench.evaluate import RANDOM_INIT
+    from ssl_bench.eval.evaluate import RANDOM_INIT
 
     return config.method == RANDOM_INIT
 
@@ -48,12 +48,12 @@ def run_entry(config: RunConfig, results_dir: str | Path, *, progress: bool = Tr
     Exceptions propagate (the local loop records them and goes on with the next entry; a SLURM
     job fails). In a multi-process run every rank pre-trains, and rank 0 alone evaluates.
     """
-    from ssl_bench.evaluate import evaluate_baseline, evaluate_run, record_running
-    from ssl_bench.rundir import RunDir
-    from ssl_bench.train import pretrain
+    from ssl_bench.eval.evaluate import evaluate_baseline, evaluate_run, record_running
+    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.train.trainer import pretrain
 
     run_dir = RunDir.for_config(results_dir, config)
-    main = distributed.rank() == 0
+    main = collectives.rank() == 0
     if is_baseline(config):
         status = "finished"
         if main:

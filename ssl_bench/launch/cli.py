@@ -7,9 +7,9 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Sequence
 
-from ssl_bench.bench import add_bench_parser, cmd_bench
+from ssl_bench.perf.bench import add_bench_parser, cmd_bench
 from ssl_bench.errors import UsageError
-from ssl_bench.slurm_cli import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
+from ssl_bench.launch.slurm_options import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
 
 if TYPE_CHECKING:
     from ssl_bench.config import RunConfig
@@ -70,13 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssl_bench.evaluate import record_failure
+    from ssl_bench.eval.evaluate import record_failure
     from ssl_bench.method import get_method, load_method_file
-    from ssl_bench.models import check_backbone_name
-    from ssl_bench.table import print_table
-    from ssl_bench.rundir import RunDir
-    from ssl_bench.sweep import resolve_sweep, run_entry, sweep_entries
-    from ssl_bench.train import RunResult
+    from ssl_bench.models.backbones import check_backbone_name
+    from ssl_bench.report.table import print_table
+    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.launch.sweep import resolve_sweep, run_entry, sweep_entries
+    from ssl_bench.train.trainer import RunResult
 
     for name, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size)]:
         if value is not None and value <= 0:
@@ -124,10 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_dry_run(configs: Sequence["RunConfig"], as_json: bool) -> int:
-    """Each run's resolved configuration, as ``ssl_bench.describe`` reads it from the built run."""
+    """Each run's resolved configuration, as ``ssl_bench.run.describe`` reads it from the built run."""
     import json
 
-    from ssl_bench.describe import describe_run, dry_run_text
+    from ssl_bench.run.describe import describe_run, dry_run_text
 
     for index, config in enumerate(configs):
         description = describe_run(config)
@@ -165,7 +165,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ssl_bench.table import print_table
+    from ssl_bench.report.table import print_table
 
     missing = [d for d in args.results_dirs if not Path(d).is_dir()]
     if missing:

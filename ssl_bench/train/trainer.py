@@ -12,18 +12,19 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from ssl_bench import ddp, distributed
+from ssl_bench.distributed import ddp
+from ssl_bench.distributed import collectives
 from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.errors import NonFiniteLossError
-from ssl_bench.memory import peak_memory_mb, reset_peak_memory
-from ssl_bench.monitor import TrainingMonitor
-from ssl_bench.assemble import build_augmentation, build_method, build_run_optimizer
-from ssl_bench.optim import set_scheduled_lr
-from ssl_bench.preemption import TrainingStopped
-from ssl_bench.rundir import RunDir
+from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.train.monitor import TrainingMonitor
+from ssl_bench.run.assemble import build_augmentation, build_method, build_run_optimizer
+from ssl_bench.train.optim import set_scheduled_lr
+from ssl_bench.run.preemption import TrainingStopped
+from ssl_bench.run.rundir import RunDir
 
 
 @dataclass
@@ -81,9 +82,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.channels_last = self.device.type == "cuda"
-        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.rank, self.world_size = collectives.rank(), collectives.world_size()
         self.is_main = self.rank == 0
-        # Asked before every step (e.g. a SLURM preemption flag); see ssl_bench.preemption.
+        # Asked before every step (e.g. a SLURM preemption flag); see ssl_bench.run.preemption.
         self.should_stop = should_stop
         # config.batch_size is the global batch (as in the recipes); each rank takes its share.
         self.local_batch = ddp.local_batch_size(config.batch_size, self.world_size)
@@ -101,7 +102,7 @@ class Trainer:
         self.monitor = TrainingMonitor(self.method.feature_dim, len(data.classes), self.device, seed=config.seed)
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
-        # Several ranks: BatchNorm over the global batch where torch can (ssl_bench.ddp), and DDP
+        # Several ranks: BatchNorm over the global batch where torch can (ssl_bench.distributed.ddp), and DDP
         # around the method. self.method stays the plain module (state dicts, attributes);
         # self.model is what the forward pass calls.
         self.method = ddp.sync_batchnorm(self.method, self.device, enabled=config.sync_batchnorm)
@@ -170,7 +171,7 @@ class Trainer:
         names = ["loss", *out.terms]
         read = torch.stack([t.detach().reshape(()) for t in (out.loss, *out.terms.values())]).tolist()
         values = dict(zip(names, read))
-        # Averaged over ranks: the global batch's loss, and the same on every rank (ssl_bench.ddp).
+        # Averaged over ranks: the global batch's loss, and the same on every rank (ssl_bench.distributed.ddp).
         values = ddp.mean_over_ranks(values)
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(self.step, values)

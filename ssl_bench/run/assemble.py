@@ -1,7 +1,7 @@
 """A run's parts, built from its resolved configuration: the method, the optimiser, the views.
 
-Pre-training (``ssl_bench.train``), evaluation and ``ssl-bench run --dry-run``
-(``ssl_bench.describe``) all build through these functions, so what a dry run shows is what a
+Pre-training (``ssl_bench.train.trainer``), evaluation and ``ssl-bench run --dry-run``
+(``ssl_bench.run.describe``) all build through these functions, so what a dry run shows is what a
 run computes.
 """
 
@@ -14,8 +14,8 @@ import torch
 from ssl_bench.config import RunConfig, scaled_lr
 from ssl_bench.data.augment import ViewPairAugmentation
 from ssl_bench.method import Method, get_method
-from ssl_bench.models import build_backbone
-from ssl_bench.optim import build_optimizer, parameter_groups
+from ssl_bench.models.backbones import build_backbone
+from ssl_bench.train.optim import build_optimizer, parameter_groups
 
 
 def build_method(config: RunConfig) -> Method:

@@ -1,6 +1,6 @@
 """The command-line side of SLURM runs: `run --executor slurm` options and `ssl-bench status`.
 
-Kept apart from :mod:`ssl_bench.slurm` so that building the parser imports neither torch nor
+Kept apart from :mod:`ssl_bench.launch.slurm` so that building the parser imports neither torch nor
 submitit (`ssl-bench --help` stays instant).
 """
 
@@ -15,7 +15,7 @@ from ssl_bench.errors import UsageError
 
 if TYPE_CHECKING:
     from ssl_bench.config import RunConfig
-    from ssl_bench.slurm import SlurmOptions
+    from ssl_bench.launch.slurm import SlurmOptions
 
 DEFAULT_TIME_MIN = 60
 DEFAULT_MAX_REQUEUES = 3
@@ -56,7 +56,7 @@ def add_status_parser(commands: argparse._SubParsersAction, default_results_dir:
 
 
 def slurm_options(args: argparse.Namespace) -> "SlurmOptions":
-    from ssl_bench.slurm import SlurmOptions
+    from ssl_bench.launch.slurm import SlurmOptions
 
     return SlurmOptions(
         partition=args.partition, account=args.account, qos=args.qos, time_min=args.time, nodes=args.nodes,
@@ -68,8 +68,8 @@ def slurm_options(args: argparse.Namespace) -> "SlurmOptions":
 
 def run_on_slurm(args: argparse.Namespace, configs: Sequence["RunConfig"]) -> int:
     """`ssl-bench run --executor slurm`: submit, print job ids and logs; with --wait, wait and tabulate."""
-    from ssl_bench import slurm
-    from ssl_bench.sweep import sweep_entries
+    from ssl_bench.launch import slurm
+    from ssl_bench.launch.sweep import sweep_entries
 
     results_dir = Path(args.results_dir).resolve()
     options = slurm_options(args)
@@ -96,10 +96,10 @@ def run_on_slurm(args: argparse.Namespace, configs: Sequence["RunConfig"]) -> in
     print()
     print(slurm.format_status(slurm.status_rows(results_dir)))
     print()
-    from ssl_bench.table import print_table
+    from ssl_bench.report.table import print_table
 
     print_table([results_dir])
-    from ssl_bench.rundir import RunDir
+    from ssl_bench.run.rundir import RunDir
 
     statuses = [RunDir(Path(job.run_dir)).read_status()["status"] for job in jobs]
     return 0 if all(status == "finished" for status in statuses) else 1
@@ -107,7 +107,7 @@ def run_on_slurm(args: argparse.Namespace, configs: Sequence["RunConfig"]) -> in
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`ssl-bench status [RESULTS_DIR]`."""
-    from ssl_bench import slurm
+    from ssl_bench.launch import slurm
 
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():

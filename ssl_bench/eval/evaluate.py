@@ -96,11 +96,11 @@ from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import eval_batches
-from ssl_bench.memory import peak_memory_mb, reset_peak_memory
-from ssl_bench.models import build_backbone
-from ssl_bench.rundir import RunDir, atomic_torch_save, atomic_write_json
-from ssl_bench.assemble import build_method
-from ssl_bench.train import resolve_device
+from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.models.backbones import build_backbone
+from ssl_bench.run.rundir import RunDir, atomic_torch_save, atomic_write_json
+from ssl_bench.run.assemble import build_method
+from ssl_bench.train.trainer import resolve_device
 
 SCHEMA_VERSION = 1
 RESULT = "result.json"

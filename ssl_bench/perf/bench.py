@@ -4,7 +4,7 @@ Four measurements, each printed as a table and saved (``--json``, ``--csv``) wit
 of the machine, so that figures from different machines and commits can be compared:
 
 Training step
-    samples/s of :meth:`ssl_bench.train.Trainer.train_step` (schedule, autocast forward, finite
+    samples/s of :meth:`ssl_bench.train.trainer.Trainer.train_step` (schedule, autocast forward, finite
     check, backward, optimizer step, online probe) per method and backbone, on one batch of
     synthetic in-memory images that went through the real loader. Interleaved with it, a *bare*
     PyTorch loop (:class:`BareLoop`: the same model, loss, optimizer and batch; forward,
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ssl_bench.data.augment import ViewConfig
     from ssl_bench.data.images import ImageData, TensorImages
     from ssl_bench.method import Method
-    from ssl_bench.train import Trainer
+    from ssl_bench.train.trainer import Trainer
 
 # ------------------------------------------------------------------------------------------
 # Targets
@@ -89,7 +89,7 @@ LOAD_THRESHOLD = 0.10
 QUICK_HEAD_WIDTH = 128
 # Losses whose covariance term has a Gram (N x N) and a direct (D x D) form, and the modules
 # whose private _FORM_OVERRIDE switch forces one of them.
-GRAM_FORM_MODULES = {"vicreg": "methods.vicreg", "barlow_twins": "methods.barlow_twins"}
+GRAM_FORM_MODULES = {"vicreg": "ssl_bench.methods.vicreg", "barlow_twins": "ssl_bench.methods.barlow_twins"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def resolve_settings(
 ) -> BenchSettings:
     """Fill in the device-dependent defaults and check every name (UsageError on bad input)."""
     from ssl_bench.method import get_method
-    from ssl_bench.models import check_backbone_name
+    from ssl_bench.models.backbones import check_backbone_name
 
     device = resolve_bench_device(device)
     cuda = device.startswith("cuda")
@@ -387,7 +387,7 @@ def cpu_model() -> str:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """Device, CPU, threads, versions and code revision: what a reader needs to compare figures."""
-    from ssl_bench.rundir import environment
+    from ssl_bench.run.rundir import environment
 
     info = environment(device)
     info["cpu_model"] = cpu_model()
@@ -518,8 +518,8 @@ def bench_config(method: str, spec: BackboneSpec, settings: BenchSettings) -> Ru
 def build_synthetic_trainer(config: RunConfig, run_dir: Path) -> Trainer:
     """A real Trainer for ``config`` on one batch of synthetic images (nothing read from disk)."""
     from ssl_bench.data.datasets import dataset_info
-    from ssl_bench.rundir import RunDir
-    from ssl_bench.train import Trainer
+    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.train.trainer import Trainer
 
     # The online probe needs two classes at least (imagefolder declares 0: any folders).
     classes = max(2, dataset_info(config.dataset).num_classes)
@@ -585,7 +585,7 @@ class StepResult:
 
 def bench_train_step(method: str, spec: BackboneSpec, settings: BenchSettings, log: Callable[[str], None]) -> StepResult:
     """Harness and bare loop, interleaved step by step on one batch; then one step's peak memory."""
-    from ssl_bench.optim import set_scheduled_lr
+    from ssl_bench.train.optim import set_scheduled_lr
 
     config = bench_config(method, spec, settings)
     result = StepResult(method, spec.name, spec.image_size, settings.batch_size, "", False, config.optimizer,
@@ -661,9 +661,9 @@ def compare_harness_and_bare(config: RunConfig, data: ImageData, steps: int = 2)
     every step show that both do the same forward, backward and optimizer update: the
     benchmark's harness / bare ratio compares like with like.
     """
-    from ssl_bench.optim import set_scheduled_lr
-    from ssl_bench.rundir import RunDir
-    from ssl_bench.train import Trainer
+    from ssl_bench.train.optim import set_scheduled_lr
+    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.train.trainer import Trainer
 
     pairs: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="ssl-bench-compare-") as tmp:
@@ -831,19 +831,19 @@ def bench_per_sample_pipeline(kind: str, image_size: int, settings: BenchSetting
 def _loss_function(method: str) -> Callable[[Tensor, Tensor], Tensor]:
     """The method's pure loss function with its recipe parameters (ImageNet rows)."""
     if method == "vicreg":
-        from methods.vicreg import vicreg_loss
+        from ssl_bench.methods.vicreg import vicreg_loss
 
         return vicreg_loss
     if method == "barlow_twins":
-        from methods.barlow_twins import barlow_twins_loss
+        from ssl_bench.methods.barlow_twins import barlow_twins_loss
 
         return barlow_twins_loss
     if method == "simclr":
-        from methods.simclr import nt_xent_loss
+        from ssl_bench.methods.simclr import nt_xent_loss
 
         return lambda z_a, z_b: nt_xent_loss(z_a, z_b, temperature=0.1)
     if method == "tico":
-        from methods.tico import tico_loss
+        from ssl_bench.methods.tico import tico_loss
 
         def tico(z_a: Tensor, z_b: Tensor) -> Tensor:
             covariance = torch.zeros(z_a.shape[1], z_a.shape[1], device=z_a.device, dtype=z_a.dtype)
@@ -1031,7 +1031,7 @@ class BenchReport:
         return data
 
     def write_json(self, path: Path) -> None:
-        from ssl_bench.rundir import atomic_write_json
+        from ssl_bench.run.rundir import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
 
@@ -1052,7 +1052,7 @@ class BenchReport:
         import csv
         import io
 
-        from ssl_bench.rundir import atomic_write_text
+        from ssl_bench.run.rundir import atomic_write_text
 
         rows = self.csv_rows()
         columns: list[str] = []
@@ -1215,7 +1215,7 @@ def resolve_output_path(path: Path, machine: dict[str, Any], suffix: str) -> Pat
 
 
 def add_bench_parser(commands: Any) -> None:
-    """The ``bench`` subcommand's arguments (called by ssl_bench.cli)."""
+    """The ``bench`` subcommand's arguments (called by ssl_bench.launch.cli)."""
     bench = commands.add_parser(
         "bench", help="measure training-step, data-pipeline and loss speed and memory on this machine",
         description="Training step (harness vs a bare PyTorch loop), data pipeline (vs per-sample PIL), "

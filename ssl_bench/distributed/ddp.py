@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssl_bench import distributed
+from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
 
 # Device types whose SyncBatchNorm kernels exist (torch.nn.SyncBatchNorm.forward's own list).
@@ -108,7 +108,7 @@ def backend_for(device: str) -> str:
 
 def init_process_group(env: ProcessEnv, backend: str, timeout_s: float = 600) -> None:
     """Join the default process group (no-op for a single process or when already joined)."""
-    if env.world_size <= 1 or distributed.is_distributed():
+    if env.world_size <= 1 or collectives.is_distributed():
         return
     if backend == "nccl":
         # Pick this rank's GPU by index rather than rewriting CUDA_VISIBLE_DEVICES: SLURM may
@@ -124,7 +124,7 @@ def init_process_group(env: ProcessEnv, backend: str, timeout_s: float = 600) ->
 
 
 def destroy_process_group() -> None:
-    if distributed.is_distributed():
+    if collectives.is_distributed():
         dist.destroy_process_group()
 
 
@@ -139,7 +139,7 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
 
 def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
     """BatchNorm -> SyncBatchNorm when ``enabled``, there are several ranks and the device supports it."""
-    if enabled and distributed.world_size() > 1 and device.type in SYNC_BN_DEVICE_TYPES:
+    if enabled and collectives.world_size() > 1 and device.type in SYNC_BN_DEVICE_TYPES:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return module
 
@@ -150,7 +150,7 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     Keep using the unwrapped module for state dicts and attribute access; call the wrapper for
     the forward pass, whose backward then averages gradients over ranks.
     """
-    if distributed.world_size() <= 1:
+    if collectives.world_size() <= 1:
         return module
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else None
@@ -165,19 +165,19 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     numbers, so a NaN on one rank stops all of them at the same step instead of leaving the
     others blocked in the next collective.
     """
-    if distributed.world_size() <= 1 or not values:
+    if collectives.world_size() <= 1 or not values:
         return values
     keys = sorted(values)
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    tensor /= distributed.world_size()
+    tensor /= collectives.world_size()
     return dict(zip(keys, tensor.tolist()))
 
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on at least one (identity in one process)."""
-    if distributed.world_size() <= 1:
+    if collectives.world_size() <= 1:
         return flag
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     tensor = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
@@ -186,5 +186,5 @@ def any_rank(flag: bool) -> bool:
 
 
 def barrier() -> None:
-    if distributed.world_size() > 1:
+    if collectives.world_size() > 1:
         dist.barrier()

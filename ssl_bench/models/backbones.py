@@ -1,14 +1,13 @@
-"""Backbones by name (torchvision, timm, and two small-image nets) and recipe projectors."""
+"""Backbones by name: torchvision's ResNets (with a small-image stem), timm models, a tiny conv net."""
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import torchvision  # ssl_bench.models (this package) has made the import work on CPU-only torch
 from torch import nn
 
 from ssl_bench.errors import UsageError, unknown_name_message
-
-import torchvision  # noqa: E402  (ssl_bench/__init__ has made this import work on CPU-only torch)
 
 
 def _torchvision_resnet(name: str, cifar_stem: bool, zero_init_residual: bool | None) -> tuple[nn.Module, int]:
@@ -97,32 +96,3 @@ def build_backbone(name: str, zero_init_residual: bool | None = None) -> tuple[n
     except TypeError:
         raise UsageError(f"timm model {name} has no zero_init_last option for zero_init_residual") from None
     return model, model.num_features
-
-
-def build_projector(in_dim: int, dims: Sequence[int], *, hidden_bias: bool = True, hidden_norm: bool = True,
-                    last_bias: bool = False, last_bn: bool = False) -> nn.Module:
-    """The recipes' projector (and predictor) MLP: (Linear-BN-ReLU) blocks, then a last Linear.
-
-    dims lists the output width of every Linear, e.g. VICReg's 8192-8192-8192 or SimCLR's
-    2048-2048-128. An empty list means no projector (the loss sees the representation).
-    By default the last Linear has no bias, as in the VICReg / Barlow Twins code. The published
-    heads of other methods differ from it: ``hidden_bias`` False drops the hidden Linears' biases
-    (Barlow Twins, SimSiam, MoCo v3; a bias before BatchNorm has no effect on the output),
-    ``hidden_norm`` False drops the hidden BatchNorms (solo-learn's SimCLR head:
-    Linear-ReLU-Linear), ``last_bias`` gives the last Linear a bias
-    (BYOL's heads, SimSiam's predictor, nn.Linear's default in solo-learn) and ``last_bn`` appends
-    ``BatchNorm1d(affine=False)`` (SimSiam's and MoCo v3's projectors).
-    """
-    if not dims:
-        return nn.Identity()
-    layers: list[nn.Module] = []
-    widths = [in_dim, *dims]
-    for i in range(len(dims) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1], bias=hidden_bias))
-        if hidden_norm:
-            layers.append(nn.BatchNorm1d(widths[i + 1]))
-        layers.append(nn.ReLU(inplace=True))
-    layers.append(nn.Linear(widths[-2], widths[-1], bias=last_bias))
-    if last_bn:
-        layers.append(nn.BatchNorm1d(widths[-1], affine=False))
-    return nn.Sequential(*layers)

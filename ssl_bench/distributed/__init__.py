@@ -1,0 +1,1 @@
+"""Multi-process training: collectives that carry gradients, process groups and DDP."""

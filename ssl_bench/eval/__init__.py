@@ -1,0 +1,1 @@
+"""Evaluation of a frozen backbone: linear probe and kNN on cached features."""

@@ -1,0 +1,1 @@
+"""The launch layer: the command line, sweeps of runs, and SLURM submission."""

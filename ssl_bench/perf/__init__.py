@@ -1,0 +1,1 @@
+"""Performance measurement: `ssl-bench bench` and peak-memory probes."""

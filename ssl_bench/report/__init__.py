@@ -1,0 +1,1 @@
+"""Aggregation: comparison tables and plots of run directories."""

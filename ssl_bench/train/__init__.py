@@ -1,0 +1,1 @@
+"""Pre-training: the shared loop, the optimisers and schedule, the per-epoch monitors."""
