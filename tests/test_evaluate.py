@@ -11,12 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-import ssl_bench.eval.evaluate as E
+import ssl_bench.eval.features as features_module
+import ssl_bench.run.lifecycle as lifecycle
 from ssl_bench.launch.cli import main
 from ssl_bench.config import resolve_config
-from ssl_bench.eval.evaluate import (EvalProtocol, KnnConfig, LinearProbeConfig, SplitFeatures, evaluate_baseline,
-                                evaluate_run, extract_features, initial_backbone, knn_scores, knn_top1, linear_probe,
-                                random_init_config, read_result, record_failure, record_running)
+from ssl_bench.eval.features import FEATURES, extract_features
+from ssl_bench.eval.probes import (EvalProtocol, KnnConfig, LinearProbeConfig, SplitFeatures, knn_scores, knn_top1,
+                                   linear_probe, protocol_for)
+from ssl_bench.run.lifecycle import evaluate_baseline, evaluate_run, initial_backbone, random_init_config
+from ssl_bench.run.record import read_result, record_failure, record_running
 from ssl_bench.run.rundir import RunDir
 from ssl_bench.train.trainer import Trainer, pretrain
 
@@ -159,7 +162,7 @@ def _no_extraction(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("features were extracted again")
 
-    monkeypatch.setattr(E, "extract_features", refuse)
+    monkeypatch.setattr(features_module, "extract_features", refuse)
 
 
 def test_run_writes_the_documented_record(finished, fashion_root):
@@ -176,12 +179,12 @@ def test_run_writes_the_documented_record(finished, fashion_root):
     assert record["peak_memory_mb"] > 10 and record["eval_peak_memory_mb"] > 10 and record["eval_seconds"] > 0
     assert record["epochs_done"] == 1 and math.isfinite(record["final_loss"])
     assert record["rankme_representation"] > 1 and record["online_probe_top1"] is not None
-    protocol = E.protocol_for("fashion-mnist")
+    protocol = protocol_for("fashion-mnist")
     assert record["eval_protocol"] == protocol.to_dict()
     assert record["eval_protocol_hash"] == protocol.identity_hash()
     assert record["eval_details"]["train_samples"] == 600 and record["eval_details"]["test_samples"] == 200
     assert record["device"] == "cpu"
-    cache = torch.load(run_dir.path / E.FEATURES, weights_only=True)
+    cache = torch.load(run_dir.path / FEATURES, weights_only=True)
     assert cache["splits"]["train"]["features"].shape == (600, 256)
 
 
@@ -252,7 +255,7 @@ def test_a_crash_and_an_evaluation_error_are_recorded(fashion_root, tmp_path, mo
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(E, "extract_features", broken)
+    monkeypatch.setattr(features_module, "extract_features", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         evaluate_baseline(config, tmp_path, **QUIET)
     (baseline_dir,) = (tmp_path / "fashion-mnist").glob("random_init-*")
@@ -275,6 +278,6 @@ def test_a_collapsed_encoder_scores_no_better_than_chance_by_knn(tmp_path, fashi
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.ones(len(x), 8)
 
-    monkeypatch.setattr(E, "build_backbone", lambda name, zero_init_residual=None: (Constant(), 8))
+    monkeypatch.setattr(lifecycle, "build_backbone", lambda name, zero_init_residual=None: (Constant(), 8))
     record = evaluate_baseline(_config(fashion_root), tmp_path, EvalProtocol(linear=FAST_LINEAR), **QUIET)
     assert record["knn_top1"] <= 15 and record["linear_top1"] <= 15

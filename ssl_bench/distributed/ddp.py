@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
 
@@ -102,8 +103,7 @@ def _first_slurm_host() -> str:
 
 def backend_for(device: str) -> str:
     """NCCL for GPU runs, gloo for CPU ones (``device`` is RunConfig.device: auto, cpu, cuda...)."""
-    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return "nccl" if wants_cuda else "gloo"
+    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
 
 
 def init_process_group(env: ProcessEnv, backend: str, timeout_s: float = 600) -> None:

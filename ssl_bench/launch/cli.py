@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from typing import TYPE_CHECKING, Sequence
 
 from ssl_bench.perf.bench import add_bench_parser, cmd_bench
@@ -70,12 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssl_bench.eval.evaluate import record_failure
+    from ssl_bench.launch.sweep import resolve_sweep, sweep_entries
     from ssl_bench.method import get_method, load_method_file
     from ssl_bench.models.backbones import check_backbone_name
     from ssl_bench.report.table import print_table
+    from ssl_bench.run.lifecycle import run_entry
+    from ssl_bench.run.record import ERROR_LOG
     from ssl_bench.run.rundir import RunDir
-    from ssl_bench.launch.sweep import resolve_sweep, run_entry, sweep_entries
     from ssl_bench.train.trainer import RunResult
 
     for name, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size)]:
@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     results: list[RunResult] = []
     # The random-init baselines (once per dataset/backbone/image size/seed) show what pre-training
-    # bought. run_entry is also what each SLURM job runs (ssl_bench/sweep.py).
+    # bought. run_entry is also what each SLURM job runs, and records a crash itself.
     for config in sweep_entries(configs):
         try:
             results.append(run_entry(config, args.results_dir, progress=not args.no_progress))
@@ -109,13 +109,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         except Exception as error:  # one method's crash must not cost the others their runs
             run_dir = RunDir.for_config(args.results_dir, config)
-            log_path = run_dir.path / "error.log"
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(traceback.format_exc())
-            print(f"ssl-bench: {config.method} failed: {type(error).__name__}: {error} (traceback: {log_path})",
+            message = f"{type(error).__name__}: {error}"
+            print(f"ssl-bench: {config.method} failed: {message} (traceback: {run_dir.path / ERROR_LOG})",
                   file=sys.stderr)
-            record_failure(config, args.results_dir, f"{type(error).__name__}: {error}")
-            results.append(RunResult(config.method, run_dir.path, "failed", error=f"{type(error).__name__}: {error}"))
+            results.append(RunResult(config.method, run_dir.path, "failed", error=message))
     print()
     # The same table `ssl-bench table <results-dir>` prints: earlier runs there (other seeds,
     # other methods) stand beside the ones just run.

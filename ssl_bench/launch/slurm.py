@@ -3,7 +3,7 @@
 ``ssl-bench run ... --executor slurm`` checks everything it can before it submits (sbatch
 present, partition known, the global batch splits over the GPUs, datasets readable), then
 submits every entry of the sweep as ONE submitit job array: either the whole array is accepted
-or nothing is. Each array task runs :func:`ssl_bench.launch.sweep.run_entry`, the very function a local
+or nothing is. Each array task runs :func:`ssl_bench.run.lifecycle.run_entry`, the very function a local
 run calls, into the same run directory.
 
 Inside a task, one process per GPU (``srun`` starts ``tasks_per_node`` of them per node) joins a
@@ -33,7 +33,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict, dataclass, field
@@ -42,11 +41,11 @@ from typing import Any, Iterator, Sequence
 
 import submitit
 
-from ssl_bench.distributed import ddp
-from ssl_bench.distributed import collectives
 from ssl_bench.config import RunConfig
+from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.run.preemption import StopRequest, TrainingStopped
+from ssl_bench.run.record import is_done
 from ssl_bench.run.rundir import RunDir
 
 MANIFEST = Path("slurm") / "jobs.jsonl"
@@ -216,7 +215,7 @@ class SweepJob(submitit.helpers.Checkpointable):
     """
 
     def __call__(self, spec: JobSpec) -> dict[str, Any]:
-        from ssl_bench.launch.sweep import run_entry
+        from ssl_bench.run.lifecycle import run_entry
 
         from ssl_bench.method import load_method_file
 
@@ -237,9 +236,6 @@ class SweepJob(submitit.helpers.Checkpointable):
                 except TrainingStopped as stopped:
                     self._requeue(stop, stopped, spec, record)
                     raise  # not requeued (not rank 0, or no submitit handler): the task ends here
-                except BaseException as error:
-                    self._record_failure(config, spec, error)
-                    raise
         finally:
             ddp.destroy_process_group()
         if result.status != "finished":
@@ -264,18 +260,6 @@ class SweepJob(submitit.helpers.Checkpointable):
               f"(restart {record['restart_count'] + 1} of at most {spec.max_requeues})", flush=True)
         # submitit's handler: calls checkpoint() (resubmit this same call), `scontrol requeue`, exit.
         stop.forward_to_previous_handler()
-
-    @staticmethod
-    def _record_failure(config: RunConfig, spec: JobSpec, error: BaseException) -> None:
-        """Mark the run failed in its records (rank 0), as the local loop does for a crash."""
-        if collectives.rank() != 0 or isinstance(error, (SystemExit, KeyboardInterrupt)):
-            return
-        try:
-            from ssl_bench.eval.evaluate import record_failure
-
-            record_failure(config, spec.results_dir, f"{type(error).__name__}: {error}")
-        except Exception as secondary:  # the original error matters more than this one
-            print(f"could not record the failure: {secondary}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------
@@ -370,16 +354,6 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
     return {job_id: states.get(job_id, "UNKNOWN") for job_id in job_ids}
 
 
-def _entry_is_done(config: RunConfig, results_dir: Path) -> bool:
-    """Pre-trained and evaluated already: submitting it again would only wait in the queue."""
-    from ssl_bench.eval.evaluate import read_result
-
-    run_dir = RunDir.for_config(results_dir, config)
-    result = read_result(run_dir)
-    return (run_dir.read_status()["status"] == "finished" and result is not None
-            and result.get("status") == "finished" and result.get("identity_hash") == config.identity_hash())
-
-
 def submit_sweep(entries: Sequence[RunConfig], results_dir: str | Path, options: SlurmOptions, *,
                  method_files: Sequence[str | Path] = (), folder: str | Path | None = None) -> list[SubmittedJob]:
     """Check, then submit the entries that still need work as one job array; returns its jobs.
@@ -403,7 +377,7 @@ def submit_sweep(entries: Sequence[RunConfig], results_dir: str | Path, options:
         previous = running.get(run_dir)
         if previous is not None and live.get(previous.job_id) in ACTIVE_STATES:
             print(f"[{config.method}] already queued as job {previous.job_id} ({live[previous.job_id]}): {run_dir}")
-        elif _entry_is_done(config, results_dir):
+        elif is_done(config, results_dir):
             print(f"[{config.method}] already finished: {run_dir}")
         else:
             todo.append(config)

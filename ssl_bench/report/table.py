@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ssl_bench.config import RunConfig
-from ssl_bench.eval.evaluate import RANDOM_INIT, RESULT
+from ssl_bench.run.record import RANDOM_INIT, RESULT
 from ssl_bench.run.rundir import atomic_path, atomic_write_text
 
 PUBLISHED_CSV = Path(str(resources.files("ssl_bench.experiments").joinpath("published.csv")))

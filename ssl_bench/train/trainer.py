@@ -21,6 +21,7 @@ from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.train.monitor import TrainingMonitor
+from ssl_bench.device import resolve_device
 from ssl_bench.run.assemble import build_augmentation, build_method, build_run_optimizer
 from ssl_bench.train.optim import set_scheduled_lr
 from ssl_bench.run.preemption import TrainingStopped
@@ -59,12 +60,6 @@ class EpochAccumulator:
 
     def means(self) -> dict[str, float]:
         return {key: total / max(self.steps, 1) for key, total in self.sums.items()}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Trainer:

@@ -1,0 +1,203 @@
+"""One run's life: pre-train (or, for the baseline, nothing), evaluate, record.
+
+:func:`run_entry` carries out one entry of a sweep, the same whether the executor is local (a
+loop in the command's process) or SLURM (one array task per entry), so a run directory does not
+depend on where it was computed. Whatever happens, the run leaves a record
+(``ssl_bench.run.record``): a crash is recorded as a failure, with its traceback in ``error.log``.
+
+The random-init baseline
+------------------------
+The same protocol on the untrained backbone every method of that seed starts from (the trainer
+seeds torch with the run's seed, then builds the backbone first), recorded as its own run
+directory: method ``random_init``, epochs 0, every method-specific field blanked
+(:func:`random_init_config`), so all methods of one dataset/backbone/image size/seed share it.
+It is recognised and reused like any run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ssl_bench.config import RunConfig
+from ssl_bench.distributed import collectives
+from ssl_bench.errors import UsageError
+from ssl_bench.eval.features import cached_features
+from ssl_bench.eval.probes import EvalProtocol, knn_top1, linear_probe, protocol_for
+from ssl_bench.models.backbones import build_backbone
+from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.device import resolve_device
+from ssl_bench.run.assemble import build_method
+from ssl_bench.run.record import (RANDOM_INIT, Log, base_record, finished_record, record_failure,
+                                  record_running, write_failure, write_record)
+from ssl_bench.run.preemption import TrainingStopped
+from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.trainer import RunResult, pretrain
+
+
+# --------------------------------------------------------------------------------------------
+# The random-init baseline
+
+
+def random_init_config(config: RunConfig) -> RunConfig:
+    """The baseline's config: ``config``'s dataset, backbone (and its init), image size and seed.
+
+    Built from those fields and the execution settings only (every other field empty or at its
+    default), so that every method of one seed maps to one baseline, whatever fields RunConfig
+    grows.
+    """
+    execution = {name: getattr(config, name) for name in RunConfig.EXECUTION_FIELDS}
+    return RunConfig(
+        method=RANDOM_INIT, dataset=config.dataset, backbone=config.backbone, image_size=config.image_size,
+        seed=config.seed, zero_init_residual=config.zero_init_residual, projector=(), batch_size=0, epochs=0, warmup_epochs=0, optimizer="none",
+        base_lr=0.0, weight_decay=0.0, loss={},
+        recipe="random-init baseline: the untrained backbone every run of this seed starts from",
+        **execution,
+    )
+
+
+def initial_backbone(config: RunConfig) -> nn.Module:
+    """The backbone as initialised for ``config.seed``, before any training step.
+
+    The trainer calls ``torch.manual_seed(seed)`` and then builds the method, whose backbone is
+    built first; repeating the seed and the backbone build gives the same weights. The global
+    RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        backbone, _ = build_backbone(config.backbone, config.zero_init_residual)
+    return backbone
+
+
+def pretrained_backbone(config: RunConfig, run_dir: RunDir) -> nn.Module:
+    """The backbone of the run's last checkpoint."""
+    state = run_dir.load_checkpoint(map_location="cpu")
+    if state["identity_hash"] != config.identity_hash():
+        raise RuntimeError(f"checkpoint in {run_dir.path} belongs to another configuration")
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights we overwrite anyway
+        method = build_method(config)
+    method.load_state_dict(state["method"])
+    return method.backbone
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating
+
+
+def evaluate_run(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
+                 log: Log = print) -> dict[str, Any]:
+    """Evaluate the pre-trained run of ``config`` and write its ``result.json``; returns the record.
+
+    Whatever state the run is in, it leaves a record: finished (evaluated now, or earlier with the
+    same protocol: then nothing is recomputed), failed (pre-training failed: its error from
+    status.json), or running (pre-training not finished). An evaluation error is recorded as a
+    failure and raised.
+    """
+    protocol = protocol or protocol_for(config.dataset)
+    run_dir = RunDir.for_config(results_dir, config)
+    existing = finished_record(run_dir, config, protocol, log)
+    if existing is not None:
+        return existing
+    status = run_dir.read_status()
+    if status["status"] == "failed":
+        record = {**base_record(config, run_dir, protocol, "failed"), "error": status.get("error")}
+        write_record(run_dir, record, log)
+        return record
+    if status["status"] != "finished":
+        record = base_record(config, run_dir, protocol, "running")
+        write_record(run_dir, record, log)
+        return record
+    return _evaluate(run_dir, config, protocol, lambda: pretrained_backbone(config, run_dir),
+                     epochs_done=status.get("epochs_done", config.epochs), log=log)
+
+
+def evaluate_baseline(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
+                      log: Log = print) -> dict[str, Any]:
+    """Evaluate the random-init baseline of ``config`` (its own run directory); returns its record."""
+    protocol = protocol or protocol_for(config.dataset)
+    baseline = random_init_config(config)
+    run_dir = RunDir.for_config(results_dir, baseline)
+    existing = finished_record(run_dir, baseline, protocol, log)
+    if existing is not None:
+        return existing
+    if run_dir.read_status()["status"] != "finished":
+        device = resolve_device(config.device)
+        run_dir.write_config(baseline)
+        run_dir.write_environment(device)
+        # Nothing to train: "finished" at once, so that it reads like any finished run.
+        run_dir.write_status("finished", epochs_done=0, train_seconds=0.0)
+    return _evaluate(run_dir, baseline, protocol, lambda: initial_backbone(baseline), epochs_done=0, log=log)
+
+
+def _evaluate(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, load_backbone: Callable[[], nn.Module], *,
+              epochs_done: int, log: Log) -> dict[str, Any]:
+    device = resolve_device(config.device)
+    record = base_record(config, run_dir, protocol, "running")
+    write_record(run_dir, record, log)  # a reader sees "running" while this evaluation goes on
+    try:
+        reset_peak_memory(device)
+        start = time.perf_counter()
+        splits, was_cached = cached_features(run_dir, config, protocol, load_backbone, device,
+                                             epochs_done=epochs_done, log=log)
+        extracted = time.perf_counter()
+        train, test = splits["train"], splits["test"]
+        # Classes from the labels present (ImageFolder data has no fixed class count).
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        linear = linear_probe(train, test, protocol.linear, num_classes=num_classes, seed=config.seed, device=device)
+        probed = time.perf_counter()
+        knn = knn_top1(train, test, protocol.knn, num_classes=num_classes, device=device)
+        done = time.perf_counter()
+    except Exception as error:
+        write_failure(run_dir, config, error, protocol, prefix="evaluation failed: ", log=log)
+        raise
+    record.update(
+        status="finished", linear_top1=linear, knn_top1=knn, eval_seconds=done - start,
+        eval_peak_memory_mb=peak_memory_mb(device), device=str(device), updated=time.time(),
+        eval_details={
+            "train_samples": len(train.labels), "test_samples": len(test.labels),
+            "feature_dim": train.features.shape[1], "features_cached": was_cached,
+            "extract_seconds": extracted - start, "linear_seconds": probed - extracted, "knn_seconds": done - probed,
+        },
+    )
+    write_record(run_dir, record, log)
+    log(f"[{config.method}] linear probe {linear:.2f}%, kNN {knn:.2f}% ({len(train.labels)} train / "
+        f"{len(test.labels)} test images, {done - start:.1f}s{', cached features' if was_cached else ''})")
+    return record
+
+
+def is_baseline(config: RunConfig) -> bool:
+    return config.method == RANDOM_INIT
+
+
+def run_entry(config: RunConfig, results_dir: str | Path, *, progress: bool = True, log: Log = print,
+              should_stop: Callable[[], bool] | None = None, status_extra: dict[str, Any] | None = None) -> RunResult:
+    """Carry out one sweep entry: a baseline is evaluated; a method is pre-trained, then evaluated.
+
+    In a multi-process run every rank pre-trains, and rank 0 alone evaluates and writes records.
+    A crash is recorded (rank 0: a failed record, the traceback in ``error.log``) and raised: the
+    local loop goes on with the next entry, a SLURM task fails. Not recorded: bad input
+    (UsageError, raised before anything is written), and a stop on request (TrainingStopped,
+    checkpointed to resume).
+    """
+    main = collectives.rank() == 0
+    try:
+        if is_baseline(config):
+            status = evaluate_baseline(config, results_dir, log=log)["status"] if main else "finished"
+            return RunResult(config.method, RunDir.for_config(results_dir, config).path, status, train_seconds=0.0)
+        if main:
+            record_running(config, results_dir, log=log)
+        result = pretrain(config, results_dir, progress=progress, log=log, should_stop=should_stop,
+                          status_extra=status_extra)
+        if main:
+            evaluate_run(config, results_dir, log=log)  # records a failed pre-training as failed, too
+        return result
+    except (UsageError, TrainingStopped):
+        raise
+    except Exception as error:
+        if main:
+            record_failure(config, results_dir, error, log=log)
+        raise

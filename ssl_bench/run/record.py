@@ -1,0 +1,182 @@
+"""A run's record, ``result.json``: running, failed or finished, and whether it is done.
+
+The record: ``result.json``
+---------------------------
+Written atomically into every run directory (the baseline's included) by :func:`record_running`,
+:func:`record_failure` and the evaluation (``ssl_bench.run.lifecycle``); read it with
+:func:`read_result`. ``ssl-bench table`` reads exactly these fields, whose names are stable:
+
+==========================  ============================================================
+``schema_version``          1
+``status``                  ``"finished"`` (pre-trained and evaluated), ``"failed"``, or
+                            ``"running"`` (pre-training or evaluation not done yet)
+``method``                  method name; ``"random_init"`` for the baseline
+``dataset``, ``backbone``   as in the run's config
+``epochs``, ``seed``        as in the run's config (epochs 0 for the baseline)
+``identity_hash``           ``RunConfig.identity_hash()``: the hash in the directory name
+``linear_top1``             offline linear probe, test top-1 in % (null unless finished)
+``knn_top1``                weighted kNN, test top-1 in % (null unless finished)
+``epochs_done``             epochs pre-trained
+``final_loss``              mean loss of the last epoch (null for the baseline)
+``online_probe_top1``       last epoch's online-probe train accuracy in % (see monitor.py)
+``embedding_std``           last epoch's mean per-dimension std of normalised embeddings
+``rankme_representation``   last epoch's RankMe of the representation
+``rankme_embedding``        last epoch's RankMe of the embedding
+``pretrain_seconds``        wall time in training steps over all resumptions (0 for baseline)
+``samples_per_second``      pre-training throughput (null for the baseline)
+``peak_memory_mb``          peak memory of pre-training: CUDA ``max_memory_allocated``, or
+                            the process's peak RSS on CPU (see memory.py); null for baseline
+``eval_seconds``            wall time of the evaluation that produced the numbers
+``eval_peak_memory_mb``     peak memory of that evaluation, measured like ``peak_memory_mb``
+``eval_details``            ``train_samples``, ``test_samples``, ``feature_dim``,
+                            ``features_cached`` (reused features.pt), ``extract_seconds``,
+                            ``linear_seconds``, ``knn_seconds``
+``eval_protocol``           the :class:`EvalProtocol` used, as a dict
+``eval_protocol_hash``      short hash of ``eval_protocol``
+``device``                  the device evaluation ran on (null before evaluation)
+``config``                  the resolved RunConfig, as in config.json
+``error``                   the error message of a failed run or evaluation, else null
+``updated``                 Unix time of the write
+==========================  ============================================================
+
+Re-running is safe: a run whose record is finished for the same identity and protocol is
+skipped. A record is never replaced silently: a finished record of another protocol is kept
+as ``result-<its protocol hash>.json`` before the new one is written, with a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ssl_bench.config import RunConfig
+from ssl_bench.eval.probes import EvalProtocol, protocol_for
+from ssl_bench.run.rundir import RunDir, atomic_write_json
+
+SCHEMA_VERSION = 1
+RESULT = "result.json"
+ERROR_LOG = "error.log"  # the traceback of a crash
+RANDOM_INIT = "random_init"  # the method name of the random-init baseline's records
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+def read_result(run_dir: RunDir | str | Path) -> dict[str, Any] | None:
+    """The run's ``result.json``, or None when it has none."""
+    path = _as_run_dir(run_dir).path / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _as_run_dir(run_dir: RunDir | str | Path) -> RunDir:
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+
+
+def _is_done(record: dict[str, Any] | None, config: RunConfig, protocol: EvalProtocol) -> bool:
+    return (record is not None and record["status"] == "finished"
+            and record["identity_hash"] == config.identity_hash()
+            and record["eval_protocol_hash"] == protocol.identity_hash())
+
+
+def is_done(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None) -> bool:
+    """Pre-trained and evaluated under ``protocol`` (the dataset's by default): nothing left to do.
+
+    The one test of "already done", for the local loop and for SLURM submission alike.
+    """
+    protocol = protocol or protocol_for(config.dataset)
+    return _is_done(read_result(RunDir.for_config(results_dir, config)), config, protocol)
+
+
+def finished_record(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, log: Log) -> dict[str, Any] | None:
+    """The run's record if it is already evaluated under this protocol (then it is reused)."""
+    existing = read_result(run_dir)
+    if not _is_done(existing, config, protocol):
+        return None
+    log(f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
+        f"kNN {existing['knn_top1']:.2f}%")
+    return existing
+
+
+def base_record(config: RunConfig, run_dir: RunDir, protocol: EvalProtocol, status: str) -> dict[str, Any]:
+    """Every field of the record; what the run directory already knows is filled in."""
+    run_status = run_dir.read_status()
+    last = (run_dir.read_metrics() or [{}])[-1]
+    is_baseline = config.method == RANDOM_INIT
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "method": config.method,
+        "dataset": config.dataset,
+        "backbone": config.backbone,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "identity_hash": config.identity_hash(),
+        "linear_top1": None,
+        "knn_top1": None,
+        "epochs_done": run_status.get("epochs_done", len(run_dir.read_metrics())),
+        "final_loss": run_status.get("final_loss"),
+        "online_probe_top1": last.get("online_probe_top1"),
+        "embedding_std": last.get("embedding_std"),
+        "rankme_representation": last.get("rankme_representation"),
+        "rankme_embedding": last.get("rankme_embedding"),
+        "pretrain_seconds": 0.0 if is_baseline else run_status.get("train_seconds"),
+        "samples_per_second": run_status.get("samples_per_second"),
+        "peak_memory_mb": run_status.get("peak_memory_mb"),
+        "eval_seconds": None,
+        "eval_peak_memory_mb": None,
+        "eval_details": None,
+        "eval_protocol": protocol.to_dict(),
+        "eval_protocol_hash": protocol.identity_hash(),
+        "device": None,
+        "config": config.to_dict(),
+        "error": None,
+        "updated": time.time(),
+    }
+
+
+def write_record(run_dir: RunDir, record: dict[str, Any], log: Log) -> None:
+    """Write ``result.json``, first setting aside a finished record of another protocol."""
+    path = run_dir.path / RESULT
+    previous = read_result(run_dir)
+    if (previous is not None and previous["status"] == "finished"
+            and previous.get("eval_protocol_hash") != record["eval_protocol_hash"]):
+        kept = run_dir.path / f"result-{previous.get('eval_protocol_hash')}.json"
+        atomic_write_json(kept, previous)
+        log(f"[{record['method']}] kept the record of protocol {previous.get('eval_protocol_hash')} as {kept}")
+    atomic_write_json(path, record)
+
+
+def record_running(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
+                   log: Log = print) -> None:
+    """Mark the run as running (before pre-training starts), unless it is already finished."""
+    protocol = protocol or protocol_for(config.dataset)
+    run_dir = RunDir.for_config(results_dir, config)
+    if not _is_done(read_result(run_dir), config, protocol):
+        write_record(run_dir, base_record(config, run_dir, protocol, "running"), log)
+
+
+def record_failure(config: RunConfig, results_dir: str | Path, error: BaseException | str,
+                   protocol: EvalProtocol | None = None, *, log: Log = print) -> dict[str, Any]:
+    """Write a failed record of the run of ``config`` in ``results_dir``; returns it (see :func:`write_failure`)."""
+    protocol = protocol or protocol_for(config.dataset)
+    return write_failure(RunDir.for_config(results_dir, config), config, error, protocol, log=log)
+
+
+def write_failure(run_dir: RunDir, config: RunConfig, error: BaseException | str, protocol: EvalProtocol, *,
+                  prefix: str = "", log: Log = print) -> dict[str, Any]:
+    """Write a failed record into ``run_dir``; returns it. An exception (a crash the caller caught)
+    is recorded as ``prefix + "Type: message"``, its traceback in the run directory's ``error.log``."""
+    if isinstance(error, BaseException):
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        lines = traceback.format_exception(type(error), error, error.__traceback__)
+        (run_dir.path / ERROR_LOG).write_text("".join(lines))
+        error = f"{type(error).__name__}: {error}"
+    record = {**base_record(config, run_dir, protocol, "failed"), "error": prefix + error}
+    write_record(run_dir, record, log)
+    return record
