@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ssl_bench.report import table as table_module
+from ssl_bench.report.runs import NOT_EVALUATED
 from ssl_bench.launch.cli import main
 from ssl_bench.report.table import build_table, collect_runs, load_published, print_table, summarize
 
@@ -245,7 +246,7 @@ def test_pre_trained_but_not_evaluated_and_interrupted_runs_are_listed(tmp_path)
     runs, _, warnings = collect_runs([root])
     table = summarize(runs, load_published())
     assert warnings == [] and ours(table, "simclr")["n"] == 1
-    pending = ours(table, "simclr", table_module.NOT_EVALUATED)
+    pending = ours(table, "simclr", NOT_EVALUATED)
     assert pending["seeds"] == "1" and pending["pretrain_seconds"] == 50.0
     interrupted = ours(table, "simclr", "interrupted")
     assert interrupted["note"] == f"epoch 3/1000 done; log: {DATASET}/simclr-{BACKBONE}-e{EPOCHS}-s2-sim{EPOCHS}20.3/simclr_0_log.err"
@@ -258,3 +259,12 @@ def test_published_csv_is_well_formed():
     assert set(published["protocol"]) == {"linear", "knn"}
     assert published["top1"].astype(float).between(0, 100).all()
     assert not published.duplicated(["source", "dataset", "backbone", "epochs", "protocol", "method"]).any()
+
+
+def test_the_committed_demo_table_regenerates_byte_identically(tmp_path):
+    """results/fashion-mnist-demo holds the records of a real run and the table made from them."""
+    demo = Path(__file__).resolve().parents[1] / "results" / "fashion-mnist-demo"
+    output = build_table([demo], tmp_path)
+    assert output.files and not output.warnings
+    for suffix in (".md", ".csv", ".tex"):
+        assert (tmp_path / f"table{suffix}").read_bytes() == (demo / f"table{suffix}").read_bytes(), suffix
