@@ -23,7 +23,7 @@ this generically (``ssl_bench.method.Method.after_optimizer_step``).
 
 Heads (section 3.3): projector and predictor are both Linear(4096)-BN-ReLU-Linear(256); the last
 Linear has no bias (``hk.Linear(..., with_bias=False)`` in the official ``utils/networks.py``).
-Augmentation: BYOL's asymmetric pair (the "vicreg" kind: blur p 1.0 / 0.1, solarize p 0.0 / 0.2;
+Augmentation: BYOL's asymmetric pair (the "asymmetric" kind: blur p 1.0 / 0.1, solarize p 0.0 / 0.2;
 appendix B).
 
 Nothing in L itself penalises collapse: any constant output with p = z' scores the minimum 0.
@@ -59,7 +59,7 @@ class BYOL(Method):
     """BYOL (Grill et al. 2020): predict a momentum target's projection of the other view."""
 
     name = "byol"
-    augmentation = "vicreg"  # BYOL's own asymmetric pair
+    augmentation = "asymmetric"  # BYOL's own asymmetric pair
     uses_predictor = True
     uses_momentum_target = True  # method_params.momentum_base = tau_base
     loss_penalises_collapse = False

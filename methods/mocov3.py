@@ -53,7 +53,7 @@ from ssl_bench.method import Method, register_method
 
 # BYOL's pair at full size (blur kept; small images drop it later) with MoCo v3's crop scale.
 _MOCOV3_VIEWS = tuple(dataclasses.replace(view, crop_scale=(0.2, 1.0))
-                      for view in view_pair_configs("vicreg", small_images=False))
+                      for view in view_pair_configs("asymmetric", small_images=False))
 
 
 def mocov3_loss(q: Tensor, k: Tensor, temperature: float = 1.0, *, gather: bool | None = None) -> Tensor:

@@ -78,7 +78,7 @@ class SimCLR(Method):
     """SimCLR (Chen et al. 2020): NT-Xent over two symmetric views, negatives from the batch."""
 
     name = "simclr"
-    augmentation = "simclr"
+    augmentation = "symmetric"
     loss_param_names = ("temperature",)
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -95,7 +95,12 @@ def tico_loss(
 ) -> tuple[Tensor, Tensor]:
     """TiCo loss ``invariance + rho * contrast`` and the detached C_t for the next step."""
     terms, c_next = tico_terms(z_a, z_b, C, beta=beta, gather=gather)
-    return terms["invariance"] + rho * terms["contrast"], c_next
+    return weighted_loss(terms, rho), c_next
+
+
+def weighted_loss(terms: dict[str, Tensor], rho: float) -> Tensor:
+    """``invariance + rho * contrast`` from :func:`tico_terms`' terms."""
+    return terms["invariance"] + rho * terms["contrast"]
 
 
 @register_method
@@ -103,7 +108,7 @@ class TiCo(Method):
     """TiCo (Zhu et al. 2022): transformation invariance + covariance contrast with a running C."""
 
     name = "tico"
-    augmentation = "vicreg"  # BYOL's asymmetric pair: view a online, view b to the momentum encoder
+    augmentation = "asymmetric"  # BYOL's asymmetric pair: view a online, view b to the momentum encoder
     loss_param_names = ("beta", "rho")
     uses_momentum_target = True  # method_params.momentum_base
     online_views = "a"
@@ -119,4 +124,4 @@ class TiCo(Method):
         terms, C_next = tico_terms(z_a, target_b, self.C, beta=self.loss_params["beta"])
         if self.training:
             self.C.copy_(C_next)
-        return terms["invariance"] + self.loss_params["rho"] * terms["contrast"], terms
+        return weighted_loss(terms, self.loss_params["rho"]), terms

@@ -23,7 +23,9 @@ Gram form: C(Z) is D x D, which at D = 8192 costs O(N D^2) time and 256 MiB per 
 Its squared Frobenius norm equals that of the N x N Gram matrix, ||Zc^T Zc||_F = ||Zc Zc^T||_F,
 and the diagonal entries are column sums of squares, so when N < D the penalty is computed as
 (||Zc Zc^T||_F^2 - sum_j (sum_n zc[n, j]^2)^2) / ((N - 1)^2 D) in O(N^2 D), with no D x D
-tensor. Both forms give the same value and gradient up to rounding. The direct form zeroes the
+tensor; when N >= D the direct D x D form is cheaper and used. ``form="gram"`` or
+``form="direct"`` (``vicreg_terms``, ``vicreg_loss``) forces one form whatever the shape.
+Both forms give the same value and gradient up to rounding. The direct form zeroes the
 diagonal exactly; the Gram form subtracts it, which costs no accuracy in practice because with
 N < D the covariance has rank below D and cannot be near-diagonal (fp32 relative error about
 1e-7 against fp64, even at N = D - 1).
@@ -39,14 +41,15 @@ from ssl_bench.distributed.collectives import gather_with_grad, resolve_gather
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
 
-# Private switch for tests and benchmarks: None chooses by shape; "gram" or "direct" forces a form.
-_FORM_OVERRIDE: str | None = None
 
+def _off_diagonal_sq_sum(zc: Tensor, form: str | None = None) -> Tensor:
+    """sum_{i != j} (Zc^T Zc)_ij^2 for centred Zc of shape (N, D).
 
-def _off_diagonal_sq_sum(zc: Tensor) -> Tensor:
-    """sum_{i != j} (Zc^T Zc)_ij^2 for centred Zc of shape (N, D), in the cheaper of two forms."""
+    ``form``: "gram" (N x N) or "direct" (D x D); None takes the cheaper, "gram" when N < D.
+    """
     n, d = zc.shape
-    form = _FORM_OVERRIDE or ("gram" if n < d else "direct")
+    if form is None:
+        form = "gram" if n < d else "direct"
     if form == "gram":
         # ||Zc^T Zc||_F^2 = ||Zc Zc^T||_F^2 (N x N), minus the diagonal of Zc^T Zc, which is
         # each column's sum of squares.
@@ -64,27 +67,30 @@ def _variance_penalty(z: Tensor, eps: float) -> Tensor:
     return F.relu(1.0 - std).mean()
 
 
-def _covariance_penalty(z: Tensor) -> Tensor:
+def _covariance_penalty(z: Tensor, form: str | None = None) -> Tensor:
     """1/D sum_{i != j} C_ij^2 with C the unbiased covariance of the columns of z."""
     n, d = z.shape
     zc = z - z.mean(dim=0)
-    return _off_diagonal_sq_sum(zc) / ((n - 1) ** 2 * d)
+    return _off_diagonal_sq_sum(zc, form) / ((n - 1) ** 2 * d)
 
 
-def vicreg_terms(z_a: Tensor, z_b: Tensor, eps: float = 1e-4, *, gather: bool | None = None) -> dict[str, Tensor]:
+def vicreg_terms(
+    z_a: Tensor, z_b: Tensor, eps: float = 1e-4, *, gather: bool | None = None, form: str | None = None
+) -> dict[str, Tensor]:
     """The three unweighted VICReg terms: ``invariance``, ``variance``, ``covariance``.
 
     ``variance`` is the mean of the two branches' variance penalties, ``covariance`` the sum
     of their covariance penalties (see the module docstring). ``gather``: compute variance
     and covariance on the batch of all ranks; None = whenever torch.distributed runs with
-    more than one rank.
+    more than one rank. ``form``: how the covariance penalty is computed, "gram" or "direct";
+    None chooses by shape (see the module docstring). Any other value is a ValueError.
     """
     check_embedding_pair(z_a, z_b)
     invariance = F.mse_loss(z_a, z_b)  # local batch, also under DDP
     if resolve_gather(gather):
         z_a, z_b = gather_with_grad(z_a), gather_with_grad(z_b)
     variance = 0.5 * (_variance_penalty(z_a, eps) + _variance_penalty(z_b, eps))
-    covariance = _covariance_penalty(z_a) + _covariance_penalty(z_b)
+    covariance = _covariance_penalty(z_a, form) + _covariance_penalty(z_b, form)
     return {"invariance": invariance, "variance": variance, "covariance": covariance}
 
 
@@ -97,9 +103,18 @@ def vicreg_loss(
     eps: float = 1e-4,
     *,
     gather: bool | None = None,
+    form: str | None = None,
 ) -> Tensor:
-    """VICReg loss: sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance."""
-    terms = vicreg_terms(z_a, z_b, eps=eps, gather=gather)
+    """VICReg loss: sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance.
+
+    ``gather`` and ``form`` as in :func:`vicreg_terms`.
+    """
+    terms = vicreg_terms(z_a, z_b, eps=eps, gather=gather, form=form)
+    return weighted_loss(terms, sim_coeff, std_coeff, cov_coeff)
+
+
+def weighted_loss(terms: dict[str, Tensor], sim_coeff: float, std_coeff: float, cov_coeff: float) -> Tensor:
+    """``sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance`` of :func:`vicreg_terms`."""
     return sim_coeff * terms["invariance"] + std_coeff * terms["variance"] + cov_coeff * terms["covariance"]
 
 
@@ -108,11 +123,10 @@ class VICReg(Method):
     """VICReg (Bardes et al. 2022): invariance + variance + covariance regularisation."""
 
     name = "vicreg"
-    augmentation = "vicreg"
+    augmentation = "asymmetric"
     loss_param_names = ("sim_coeff", "std_coeff", "cov_coeff", "eps")
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.loss_params
         terms = vicreg_terms(z_a, z_b, eps=p["eps"])
-        loss = p["sim_coeff"] * terms["invariance"] + p["std_coeff"] * terms["variance"] + p["cov_coeff"] * terms["covariance"]
-        return loss, terms
+        return weighted_loss(terms, p["sim_coeff"], p["std_coeff"], p["cov_coeff"]), terms

@@ -172,7 +172,7 @@ class RunConfig:
     base_lr: float
     weight_decay: float
     loss: dict[str, float]
-    recipe: str  # where the hyperparameters came from
+    source: str  # the recipe table and the source its row cites
     bias_norm_base_lr: float | None = None
     predictor: tuple[int, ...] = ()
     method_params: dict[str, Any] = field(default_factory=dict)
@@ -204,7 +204,7 @@ class RunConfig:
         {"data_root", "device", "num_workers", "checkpoint_every_steps", "download"}
     )
     # What documents a run rather than defines it: also outside the identity.
-    DOCUMENTATION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"recipe", "deviations"})
+    DOCUMENTATION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"source", "deviations"})
 
     @property
     def lr(self) -> float:
@@ -295,7 +295,7 @@ def resolve_config(
         base_lr=row.base_lr,
         weight_decay=row.weight_decay,
         loss=dict(row.loss),
-        recipe=f"{table.name}: {row.source}",
+        source=f"{table.name}: {row.source}",
         bias_norm_base_lr=row.bias_norm_base_lr,
         predictor=row.predictor,
         method_params=dict(row.method_params),
@@ -392,7 +392,7 @@ def recipe_row(method: str, table: RecipeTable) -> MethodRecipe:
 # Dictionary fields whose entries `--set table.name=value` sets (only names the recipe gave).
 PARAMETER_TABLES = ("loss", "method_params", "projector_options", "predictor_options", "view_a", "view_b")
 # Chosen on the command line (method, --dataset) or derived: not `--set` keys.
-NOT_SETTABLE = frozenset({"method", "dataset", "recipe", "deviations", *PARAMETER_TABLES})
+NOT_SETTABLE = frozenset({"method", "dataset", "source", "deviations", *PARAMETER_TABLES})
 
 
 def apply_setting(config: RunConfig, setting: str) -> None:

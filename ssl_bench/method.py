@@ -96,9 +96,9 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str]
-    # The two views' augmentations: "simclr" (symmetric), "vicreg" (asymmetric: BYOL's pair), or
+    # The two views' augmentations: "symmetric" (SimCLR's), "asymmetric" (BYOL's pair), or
     # a pair of ssl_bench.data.augment.ViewConfig for any other published pipeline.
-    augmentation: ClassVar[str | tuple[ViewConfig, ViewConfig]] = "simclr"
+    augmentation: ClassVar[str | tuple[ViewConfig, ViewConfig]] = "symmetric"
     # The recipe's `loss` table must give exactly these; they become self.loss_params.
     loss_param_names: ClassVar[tuple[str, ...]] = ()
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a

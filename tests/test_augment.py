@@ -50,21 +50,21 @@ def constant_images(n: int, rgb: tuple[int, int, int], size: int = 32) -> torch.
 
 
 def test_recipe_tables():
-    a, b = view_pair_configs("simclr", small_images=False)
+    a, b = view_pair_configs("symmetric", small_images=False)
     assert a == b == ViewConfig((0.08, 1.0), 0.5, (0.8, 0.8, 0.8, 0.2), 0.8, 0.2, 0.5, 0.0)
-    a, b = view_pair_configs("vicreg", small_images=False)
+    a, b = view_pair_configs("asymmetric", small_images=False)
     assert (a.jitter, a.jitter_p, a.grayscale_p, a.crop_scale) == ((0.4, 0.4, 0.2, 0.1), 0.8, 0.2, (0.08, 1.0))
     assert (a.blur_p, a.solarize_p, b.blur_p, b.solarize_p) == (1.0, 0.0, 0.1, 0.2)
     for kind in A.KINDS:
         assert all(c.blur_p == 0.0 for c in view_pair_configs(kind, small_images=True))
-    with pytest.raises(UsageError, match="did you mean 'vicreg'"):
-        view_pair_configs("vicrg", small_images=True)
+    with pytest.raises(UsageError, match="did you mean 'asymmetric'"):
+        view_pair_configs("asymetric", small_images=True)
     assert [A.blur_kernel_size(s) for s in (224, 160, 128, 32, 4)] == [23, 17, 13, 13, 7]
 
 
 def test_small_images_default_drops_blur():
-    assert not any(isinstance(m, K.RandomGaussianBlur) for m in ViewPairAugmentation("vicreg", 96, MEAN, STD).modules())
-    big = ViewPairAugmentation("vicreg", 224, MEAN, STD)
+    assert not any(isinstance(m, K.RandomGaussianBlur) for m in ViewPairAugmentation("asymmetric", 96, MEAN, STD).modules())
+    big = ViewPairAugmentation("asymmetric", 224, MEAN, STD)
     blurs = [m for m in big.modules() if isinstance(m, K.RandomGaussianBlur)]
     assert [m.p for m in blurs] == [1.0, 0.1]
     assert blurs[0].flags["kernel_size"] == (23, 23)
@@ -163,7 +163,7 @@ def test_output_shapes_and_dtype(kind, channels):
 
 
 def test_crop_false_takes_ready_crops_and_checks_their_size():
-    aug = ViewPairAugmentation("vicreg", 16, MEAN, STD, crop=False)
+    aug = ViewPairAugmentation("asymmetric", 16, MEAN, STD, crop=False)
     first = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     second = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     view_a, view_b = aug(first, second)
@@ -187,12 +187,12 @@ def test_grayscale_input_gives_three_equal_channels():
     # (every colour op maps a gray image to a gray image).
     plain = ViewPairAugmentation((OFF, OFF), 20, (0.5,) * 3, (0.25,) * 3, crop=False)(images)[0]
     torch.testing.assert_close(plain * 0.25 + 0.5, images.expand(-1, 3, -1, -1) / 255, atol=1e-6, rtol=0)
-    for view in ViewPairAugmentation("simclr", 16, (0.5,) * 3, (0.25,) * 3)(images):
+    for view in ViewPairAugmentation("symmetric", 16, (0.5,) * 3, (0.25,) * 3)(images):
         assert (view.amax(1) - view.amin(1)).abs().max() < 1e-6
 
 
 def test_seeded_calls_repeat_and_views_differ():
-    aug = ViewPairAugmentation("vicreg", 16, MEAN, STD)
+    aug = ViewPairAugmentation("asymmetric", 16, MEAN, STD)
     images = torch.randint(0, 256, (8, 3, 20, 20), dtype=torch.uint8)
     torch.manual_seed(3)
     first = aug(images)
@@ -217,7 +217,7 @@ def _half_dark_half_bright(n: int, size: int = 16) -> torch.Tensor:
 def test_flip_rate(crop):
     """Full SimCLR recipe (whole-image crop): colour ops keep a gray image's left/right order."""
     torch.manual_seed(4)
-    config = dataclasses.replace(view_pair_configs("simclr", small_images=True)[0], crop_scale=(1.0, 1.0))
+    config = dataclasses.replace(view_pair_configs("symmetric", small_images=True)[0], crop_scale=(1.0, 1.0))
     aug = ViewPairAugmentation((config, config), 16, MEAN, STD, crop=crop)
     n = 1000
     views = torch.cat(aug(_half_dark_half_bright(n)))
@@ -268,7 +268,7 @@ def test_jitter_rate_and_factor_ranges():
 def test_solarize_rate_per_view():
     """VICReg: view a never solarized, view b with p 0.2; a 0.8 gray image turns into 0.2."""
     torch.manual_seed(7)
-    a, b = (dataclasses.replace(c, jitter_p=0.0) for c in view_pair_configs("vicreg", small_images=True))
+    a, b = (dataclasses.replace(c, jitter_p=0.0) for c in view_pair_configs("asymmetric", small_images=True))
     aug = ViewPairAugmentation((a, b), 16, MEAN, STD)
     n = 1000
     view_a, view_b = (unnormalise(v) for v in aug(constant_images(n, (204, 204, 204))))
@@ -307,7 +307,7 @@ def _blur_views(configs: tuple[ViewConfig, ViewConfig], n: int, size: int) -> tu
 
 
 def _vicreg_blur_configs() -> tuple[ViewConfig, ViewConfig]:
-    a, b = view_pair_configs("vicreg", small_images=False)
+    a, b = view_pair_configs("asymmetric", small_images=False)
     return dataclasses.replace(a, jitter_p=0.0, solarize_p=0.0), dataclasses.replace(b, jitter_p=0.0, solarize_p=0.0)
 
 
@@ -341,7 +341,7 @@ def test_blur_rates_and_sigma_distribution():
 
 def test_no_blur_for_small_images():
     torch.manual_seed(9)
-    a, b = (dataclasses.replace(c, jitter_p=0.0, solarize_p=0.0) for c in view_pair_configs("vicreg", False))
+    a, b = (dataclasses.replace(c, jitter_p=0.0, solarize_p=0.0) for c in view_pair_configs("asymmetric", False))
     views = ViewPairAugmentation((a, b), 64, (0.0,) * 3, (1.0,) * 3, crop=False)(_impulses(32, 64))
     assert all((_blur_sigmas(v, 64) == 0).all() for v in views)
 

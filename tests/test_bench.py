@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
 import torch
 
-from ssl_bench.perf import bench
 from ssl_bench.launch.cli import main
+from ssl_bench.method import get_method
+from ssl_bench.perf.losses import LossResult, bench_loss, loss_value
+from ssl_bench.perf.machine import machine_slug
+from ssl_bench.perf.pipeline import PipelineResult
+from ssl_bench.perf.report import check_targets
+from ssl_bench.perf.settings import BackboneSpec, parse_backbone, resolve_settings
+from ssl_bench.perf.step import StepResult, bench_config, compare_harness_and_bare
+from ssl_bench.perf.synthetic import synthetic_images
 
 # The smallest full run: every section, one method, a tiny batch, one repeat, one torch thread
 # (a loaded 2-core CI machine runs many tiny ops much faster on one thread).
@@ -46,7 +54,8 @@ def test_quick_bench_runs_end_to_end_and_writes_json_and_csv(tmp_path, capsys):
     assert "peak_memory_mb" in step and "step_memory_mb" in step
 
     pipelines = {(p["pipeline"], p["recipe"]) for p in report["pipeline"]}
-    assert pipelines == {("ssl-bench", "vicreg"), ("per-sample", "vicreg")}
+    kind = get_method("vicreg").augmentation  # VICReg's recipe augmentation, in both pipelines
+    assert pipelines == {("ssl-bench", kind), ("per-sample", kind)}
     assert all(p["samples_per_s"] > 0 for p in report["pipeline"])
 
     losses = {r["form"]: r for r in report["loss"]}
@@ -73,17 +82,17 @@ def test_a_json_directory_gets_the_machine_name(tmp_path):
     assert main([*QUICK, "--sections", "loss", "--json", str(out)]) == 0
     (written,) = out.glob("*.json")
     report = json.loads(written.read_text())
-    assert written.stem == bench.machine_slug(report["machine"]) and written.stem.startswith("cpu-")
+    assert written.stem == machine_slug(report["machine"]) and written.stem.startswith("cpu-")
     assert report["train_step"] == [] and report["pipeline"] == [] and len(report["loss"]) == 2
 
 
 @pytest.mark.parametrize("method", ["vicreg", "tico", "simclr", "barlow_twins"])
 def test_bare_loop_takes_the_same_steps_as_the_harness(method):
     """The reference loop computes the harness's loss, and its update gives the same next loss."""
-    settings = bench.resolve_settings(methods=[method], quick=True, batch_size=8, device="cpu")
-    config = bench.bench_config(method, settings.backbones[0], settings)
-    data = bench.synthetic_images(8, 16)
-    pairs = bench.compare_harness_and_bare(config, data, steps=2)
+    settings = resolve_settings(methods=[method], quick=True, batch_size=8, device="cpu")
+    config = bench_config(method, settings.backbones[0], settings)
+    data = synthetic_images(8, 16)
+    pairs = compare_harness_and_bare(config, data, steps=2)
     for harness_loss, bare_loss in pairs:
         assert harness_loss == pytest.approx(bare_loss, rel=1e-6, abs=1e-7)
     # The first update changed the weights (the lr is not 0), so the second comparison has teeth.
@@ -96,29 +105,31 @@ def test_gram_and_direct_forms_compute_the_same_loss(method, n, d):
     generator = torch.Generator().manual_seed(0)
     z_a = torch.randn(n, d, generator=generator)
     z_b = z_a + 0.5 * torch.randn(n, d, generator=generator)
-    gram = bench.loss_value(method, z_a, z_b, "gram")
-    direct = bench.loss_value(method, z_a, z_b, "direct")
+    gram = loss_value(method, z_a, z_b, "gram")
+    direct = loss_value(method, z_a, z_b, "direct")
     assert gram == pytest.approx(direct, rel=1e-5)
-    module = __import__(bench.GRAM_FORM_MODULES[method], fromlist=["_FORM_OVERRIDE"])
-    assert module._FORM_OVERRIDE is None  # the switch is restored after each use
+    # The form is an argument of each call, not a module switch: nothing is left set, and the
+    # method's own loss (its form chosen by shape) gives the same value.
+    assert not hasattr(sys.modules[get_method(method).__module__], "_FORM_OVERRIDE")
+    assert loss_value(method, z_a, z_b) == pytest.approx(direct, rel=1e-5)
 
 
 def test_bench_loss_times_both_forms_on_the_same_inputs():
-    settings = bench.resolve_settings(methods=["barlow_twins"], quick=True, repeats=1, warmup=0, device="cpu")
-    results = [bench.bench_loss(case, settings) for case in settings.loss_cases]
+    settings = resolve_settings(methods=["barlow_twins"], quick=True, repeats=1, warmup=0, device="cpu")
+    results = [bench_loss(case, settings) for case in settings.loss_cases]
     assert [r.form for r in results] == ["gram", "direct"]
     assert results[0].loss == pytest.approx(results[1].loss, rel=1e-5)
 
 
-def _step(ratio: float) -> bench.StepResult:
-    return bench.StepResult("vicreg", "tiny_convnet", 32, 8, "fp32", False, "lars", [8], overhead_ratio=ratio)
+def _step(ratio: float) -> StepResult:
+    return StepResult("vicreg", "tiny_convnet", 32, 8, "fp32", False, "lars", [8], overhead_ratio=ratio)
 
 
 def test_targets_pass_fail_and_not_measured():
-    losses = [bench.LossResult("vicreg", 512, 8192, "gram", ms=10.0), bench.LossResult("vicreg", 512, 8192, "direct", ms=45.0)]
-    pipelines = [bench.PipelineResult("ssl-bench", "simclr", 32, 8, 0, samples_per_s=900.0),
-                 bench.PipelineResult("per-sample", "simclr", 32, 8, 2, samples_per_s=400.0)]
-    checks = bench.check_targets([_step(0.99), _step(0.97), _step(0.5)], pipelines, losses)
+    losses = [LossResult("vicreg", 512, 8192, "gram", ms=10.0), LossResult("vicreg", 512, 8192, "direct", ms=45.0)]
+    pipelines = [PipelineResult("ssl-bench", "simclr", 32, 8, 0, samples_per_s=900.0),
+                 PipelineResult("per-sample", "simclr", 32, 8, 2, samples_per_s=400.0)]
+    checks = check_targets([_step(0.99), _step(0.97), _step(0.5)], pipelines, losses)
     by_name = {c.name.split(":")[0]: c for c in checks}
     assert by_name["harness overhead"].verdict == "PASS"  # the median: one outlier does not decide
     assert by_name["harness overhead"].value == pytest.approx(0.97)
@@ -126,7 +137,7 @@ def test_targets_pass_fail_and_not_measured():
     assert by_name["Gram-form speed-up"].verdict == "PASS" and by_name["Gram-form speed-up"].value == pytest.approx(4.5)
     assert by_name["pipeline speed-up"].verdict == "FAIL" and by_name["pipeline speed-up"].value == pytest.approx(2.25)
 
-    empty = bench.check_targets([], [], [])
+    empty = check_targets([], [], [])
     assert {c.verdict for c in empty} == {"n/a"}
 
 
@@ -148,9 +159,9 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys):
 
 
 def test_backbone_specs_and_defaults():
-    assert bench.parse_backbone("resnet50@224", 32) == bench.BackboneSpec("resnet50", 224)
-    assert bench.parse_backbone("tiny_convnet", 32) == bench.BackboneSpec("tiny_convnet", 32)
-    settings = bench.resolve_settings(device="cpu")
+    assert parse_backbone("resnet50@224", 32) == BackboneSpec("resnet50", 224)
+    assert parse_backbone("tiny_convnet", 32) == BackboneSpec("tiny_convnet", 32)
+    settings = resolve_settings(device="cpu")
     assert [str(b) for b in settings.backbones] == ["tiny_convnet@32", "resnet18@32"]
     assert settings.batch_size == 128 and settings.loss_sizes == "cpu"
     cases = {(c.method, c.n, c.d, c.form) for c in settings.loss_cases}

@@ -38,7 +38,7 @@ def simclr_loader(data, **kwargs) -> TrainLoader:
     options = dict(seed=0, device=CPU)
     options.update(kwargs)
     batch_size = options.pop("batch_size", 8)
-    return TrainLoader(data, ViewPairAugmentation("simclr", 8, MEAN, STD), batch_size, **options)
+    return TrainLoader(data, ViewPairAugmentation("symmetric", 8, MEAN, STD), batch_size, **options)
 
 
 # ---------------------------------------------------------------------------------------------

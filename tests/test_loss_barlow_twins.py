@@ -8,18 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ssl_bench.methods.barlow_twins as barlow
 from ssl_bench.methods.barlow_twins import barlow_twins_loss, barlow_twins_terms
 
 SHAPES = [(8, 4), (6, 16), (32, 32), (3, 50), (20, 7)]
 FORMS = [None, "gram", "direct"]  # None: chosen by shape
 BN_EPS = 1e-5
-
-
-@pytest.fixture
-def form(request, monkeypatch):
-    monkeypatch.setattr(barlow, "_FORM_OVERRIDE", request.param)
-    return request.param
 
 
 def _views(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,11 +36,11 @@ def reference_terms(z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Ten
     }
 
 
-@pytest.mark.parametrize("form", FORMS, indirect=True)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_terms_match_reference_values_and_gradients(shape, form):
     z_a, z_b = _views(*shape, seed=shape[0] * 100 + shape[1])
-    got = barlow_twins_terms(z_a, z_b)
+    got = barlow_twins_terms(z_a, z_b, form=form)
     want = reference_terms(z_a, z_b)
     assert set(got) == {"on_diagonal", "off_diagonal"}
     for key in want:
@@ -57,7 +50,7 @@ def test_terms_match_reference_values_and_gradients(shape, form):
         for gi, wi in zip(g, w):
             torch.testing.assert_close(gi, wi, rtol=1e-8, atol=1e-11, msg=key)
 
-    loss = barlow_twins_loss(z_a, z_b, lambd=0.0051)
+    loss = barlow_twins_loss(z_a, z_b, lambd=0.0051, form=form)
     expected = want["on_diagonal"] + 0.0051 * want["off_diagonal"]
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     for gi, wi in zip(torch.autograd.grad(loss, (z_a, z_b)), torch.autograd.grad(expected, (z_a, z_b))):
@@ -74,22 +67,17 @@ def test_matches_batchnorm1d_module_and_explicit_loops():
     on = sum((1 - c[i][i]) ** 2 for i in range(d))
     off = sum(c[i][j] ** 2 for i in range(d) for j in range(d) if i != j)
     for f in ("gram", "direct"):
-        barlow._FORM_OVERRIDE = f
-        try:
-            terms = barlow_twins_terms(z_a.detach(), z_b.detach())
-        finally:
-            barlow._FORM_OVERRIDE = None
+        terms = barlow_twins_terms(z_a.detach(), z_b.detach(), form=f)
         assert terms["on_diagonal"].item() == pytest.approx(on.item(), rel=1e-12)
         assert terms["off_diagonal"].item() == pytest.approx(off.item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(6, 16), (24, 10)])
-def test_gram_and_direct_forms_agree(shape, monkeypatch):
+def test_gram_and_direct_forms_agree(shape):
     z_a, z_b = _views(*shape, seed=7)
     results = {}
     for f in ("gram", "direct"):
-        monkeypatch.setattr(barlow, "_FORM_OVERRIDE", f)
-        loss = barlow_twins_loss(z_a, z_b, lambd=0.5)
+        loss = barlow_twins_loss(z_a, z_b, lambd=0.5, form=f)
         results[f] = (loss, *torch.autograd.grad(loss, (z_a, z_b)))
     for g, d in zip(results["gram"], results["direct"]):
         torch.testing.assert_close(g, d, rtol=1e-11, atol=1e-13)
@@ -116,7 +104,7 @@ def test_gram_form_is_chosen_when_n_below_d_and_keeps_no_d_by_d_tensor():
     assert (n, n) in _saved_tensor_shapes(lambda: barlow_twins_loss(z_a, z_b))
 
 
-@pytest.mark.parametrize("form", ["gram", "direct"], indirect=True)
+@pytest.mark.parametrize("form", ["gram", "direct"])
 @pytest.mark.parametrize("n, d", [(8, 4), (16, 15)])
 def test_whitened_identical_views_give_zero(n, d, form):
     # Non-constant columns of a Hadamard matrix: +-1 entries, zero mean, biased variance 1,
@@ -127,11 +115,11 @@ def test_whitened_identical_views_give_zero(n, d, form):
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     z = h[:, 1 : d + 1]
-    terms = barlow_twins_terms(z, z.clone())
+    terms = barlow_twins_terms(z, z.clone(), form=form)
     # The direct form zeroes the diagonal (exact); the Gram form subtracts it (rounding left).
     assert terms["off_diagonal"].item() == pytest.approx(0.0, abs=1e-24 if form == "direct" else 1e-12)
     assert terms["on_diagonal"].item() == pytest.approx(d * (1 - 1 / (1 + BN_EPS)) ** 2, rel=1e-6)
-    assert barlow_twins_loss(z, z.clone()).item() < 1e-8
+    assert barlow_twins_loss(z, z.clone(), form=form).item() < 1e-8
 
 
 def test_opposite_views_by_hand():
@@ -148,10 +136,19 @@ def test_loss_is_on_plus_lambda_off():
     torch.testing.assert_close(barlow_twins_loss(z_a, z_b, lambd=0.3), t["on_diagonal"] + 0.3 * t["off_diagonal"])
 
 
-@pytest.mark.parametrize("form", ["gram", "direct"], indirect=True)
+@pytest.mark.parametrize("form", ["gram", "direct"])
 def test_gradcheck(form):
     z_a, z_b = _views(4, 6, seed=9)
-    assert torch.autograd.gradcheck(lambda a, b: barlow_twins_loss(a, b, lambd=0.1), (z_a, z_b))
+    assert torch.autograd.gradcheck(lambda a, b: barlow_twins_loss(a, b, lambd=0.1, form=form), (z_a, z_b))
+
+
+@pytest.mark.parametrize("form", ["", "Gram", "diagonal"])
+def test_rejects_unknown_form(form):
+    z_a, z_b = _views(6, 9, seed=5)
+    with pytest.raises(ValueError, match="unknown form"):
+        barlow_twins_terms(z_a, z_b, form=form)
+    with pytest.raises(ValueError, match="unknown form"):
+        barlow_twins_loss(z_a, z_b, form=form)
 
 
 def test_float32():

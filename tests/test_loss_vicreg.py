@@ -7,17 +7,10 @@ import math
 import pytest
 import torch
 
-import ssl_bench.methods.vicreg as vicreg
 from ssl_bench.methods.vicreg import vicreg_loss, vicreg_terms
 
 SHAPES = [(8, 4), (6, 16), (32, 32), (3, 50), (20, 7)]
 FORMS = [None, "gram", "direct"]  # None: chosen by shape
-
-
-@pytest.fixture
-def form(request, monkeypatch):
-    monkeypatch.setattr(vicreg, "_FORM_OVERRIDE", request.param)
-    return request.param
 
 
 def _views(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,11 +42,11 @@ def reference_terms(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-4) -> 
     }
 
 
-@pytest.mark.parametrize("form", FORMS, indirect=True)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_terms_match_reference_values_and_gradients(shape, form):
     z_a, z_b = _views(*shape, seed=shape[0] * 100 + shape[1])
-    got = vicreg_terms(z_a, z_b)
+    got = vicreg_terms(z_a, z_b, form=form)
     want = reference_terms(z_a, z_b)
     assert set(got) == {"invariance", "variance", "covariance"}
     for key in want:
@@ -65,7 +58,7 @@ def test_terms_match_reference_values_and_gradients(shape, form):
         for gi, wi in zip(g, w):
             torch.testing.assert_close(gi, wi, rtol=1e-9, atol=1e-12, msg=key)
 
-    loss = vicreg_loss(z_a, z_b)
+    loss = vicreg_loss(z_a, z_b, form=form)
     expected = 25 * want["invariance"] + 25 * want["variance"] + want["covariance"]
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     for gi, wi in zip(torch.autograd.grad(loss, (z_a, z_b)), torch.autograd.grad(expected, (z_a, z_b))):
@@ -73,12 +66,11 @@ def test_terms_match_reference_values_and_gradients(shape, form):
 
 
 @pytest.mark.parametrize("shape", [(6, 16), (24, 10)])
-def test_gram_and_direct_forms_agree(shape, monkeypatch):
+def test_gram_and_direct_forms_agree(shape):
     z_a, z_b = _views(*shape, seed=7)
     results = {}
     for f in ("gram", "direct"):
-        monkeypatch.setattr(vicreg, "_FORM_OVERRIDE", f)
-        loss = vicreg_loss(z_a, z_b)
+        loss = vicreg_loss(z_a, z_b, form=f)
         results[f] = (loss, *torch.autograd.grad(loss, (z_a, z_b)))
     for g, d in zip(results["gram"], results["direct"]):
         torch.testing.assert_close(g, d, rtol=1e-11, atol=1e-13)
@@ -144,11 +136,7 @@ def test_covariance_by_explicit_loops_on_small_d():
     cov = [[sum((z[k, i] - mean[i]) * (z[k, j] - mean[j]) for k in range(n)) / (n - 1) for j in range(d)] for i in range(d)]
     off = sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
     for f in ("gram", "direct"):
-        vicreg._FORM_OVERRIDE = f
-        try:
-            got = vicreg_terms(z, z.clone())["covariance"]
-        finally:
-            vicreg._FORM_OVERRIDE = None
+        got = vicreg_terms(z, z.clone(), form=f)["covariance"]
         assert got.item() == pytest.approx(2 * off.item(), rel=1e-12)
 
 
@@ -157,11 +145,7 @@ def test_perfectly_correlated_pair_by_hand():
     # off-diagonal squares 2 * 4 = 8, / D = 4 per branch, 8 for the two branches.
     z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
     for f in ("gram", "direct"):
-        vicreg._FORM_OVERRIDE = f
-        try:
-            terms = vicreg_terms(z, z.clone())
-        finally:
-            vicreg._FORM_OVERRIDE = None
+        terms = vicreg_terms(z, z.clone(), form=f)
         assert terms["covariance"].item() == pytest.approx(8.0, rel=1e-12)
         assert terms["variance"].item() == 0.0  # std = sqrt(2 + eps) > 1
 
@@ -174,10 +158,19 @@ def test_loss_is_weighted_sum_of_terms():
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("form", ["gram", "direct"], indirect=True)
+@pytest.mark.parametrize("form", ["gram", "direct"])
 def test_gradcheck(form):
     z_a, z_b = _views(4, 6, seed=9)
-    assert torch.autograd.gradcheck(vicreg_loss, (z_a, z_b))
+    assert torch.autograd.gradcheck(lambda a, b: vicreg_loss(a, b, form=form), (z_a, z_b))
+
+
+@pytest.mark.parametrize("form", ["", "Gram", "diagonal"])
+def test_rejects_unknown_form(form):
+    z_a, z_b = _views(6, 9, seed=5)
+    with pytest.raises(ValueError, match="unknown form"):
+        vicreg_terms(z_a, z_b, form=form)
+    with pytest.raises(ValueError, match="unknown form"):
+        vicreg_loss(z_a, z_b, form=form)
 
 
 def test_float32():

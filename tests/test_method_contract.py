@@ -41,13 +41,8 @@ METHODS = available_methods()
 N, IMAGE, FEATURES = 8, 12, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a busy machine loses a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one intra-op thread (the conftest fixture), for every test here.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_method(name: str, seed: int = 0) -> Method:

@@ -107,7 +107,7 @@ def test_carried_recipe_is_used_where_the_table_has_no_row(registry, tmp_path):
     load_method_file(_write_toy(tmp_path))
     config = resolve_config("toy_align", "fashion-mnist", settings=["loss.scale=3"])
     assert config.projector == (32, 16) and config.optimizer == "sgd" and config.loss == {"scale": 3.0}
-    assert config.recipe == "fashion_mnist: toy recipe carried by the method"
+    assert config.source == "fashion_mnist: toy recipe carried by the method"
     with pytest.raises(UsageError, match="no imagenet recipe"):
         resolve_config("toy_align", "imagenet")
 

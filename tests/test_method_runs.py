@@ -17,13 +17,8 @@ from support.crash import crash_before_step
 NEW_METHODS = ["byol", "simsiam", "mocov3"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny batches gain nothing from two, and a busy machine loses a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one intra-op thread (the conftest fixture), for every test here.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

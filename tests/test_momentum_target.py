@@ -33,14 +33,8 @@ TINY = {
 COMMON = ["batch_size=16", "train_subset=64", "image_size=16", "num_workers=0", "device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny batches gain nothing from a second one, and on a busy
-    2-core machine its spin-waits made the runs here 5-10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one intra-op thread (the conftest fixture), for every test here.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(method: str, data_root: Path, extra: list[str] = ()):

@@ -46,7 +46,7 @@ def test_identity_follows_what_a_run_computes_not_its_documentation():
     config = resolve_config("vicreg", "cifar10")
     base = config.identity_hash()
     config.deviations = {"schedule.form": "reworded"}
-    config.recipe = "another wording"
+    config.source = "another wording"
     assert config.identity_hash() == base
     for setting in ("view_b.blur_p=0.5", "loss_scale=2", "lars_variant=official", "projector_options.last_bias=false",
                     "zero_init_residual=true", "lr_end_factor=0.001"):

@@ -6,11 +6,13 @@ intra-op threads, per-sample colour jitter in the main process is ~50x slower th
 
 The recipes (torchvision semantics, as in the papers' public code):
 
-- SimCLR: RandomResizedCrop scale (0.08, 1), flip 0.5, colour jitter (0.8, 0.8, 0.8, 0.2) with
-  p 0.8, grayscale p 0.2, Gaussian blur p 0.5; both views alike.
-- VICReg / Barlow Twins / BYOL (kind "vicreg"): jitter (0.4, 0.4, 0.2, 0.1), and asymmetric
-  views: blur p 1.0 / 0.1, solarize p 0.0 / 0.2.
-- Small images (side <= 96: Fashion-MNIST, CIFAR, STL): no blur.
+- "symmetric" (SimCLR): RandomResizedCrop scale (0.08, 1), flip 0.5, colour jitter
+  (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2, Gaussian blur p 0.5; both views alike.
+- "asymmetric" (BYOL's pair, also used by VICReg, Barlow Twins, MoCo v3 and TiCo): jitter
+  (0.4, 0.4, 0.2, 0.1), and blur p 1.0 / 0.1, solarize p 0.0 / 0.2 for the two views.
+
+A run's recipe row can change any field of either view (``views``, ``view_a``, ``view_b``): the
+CIFAR rows, for instance, turn the blur off as solo-learn does.
 
 kornia provides the crop-box sampler (torchvision's ten-try rejection sampling, vectorised) and
 the Gaussian blur. The pixel work of crop + flip, colour jitter, grayscale and solarize is a few
@@ -63,7 +65,7 @@ __all__ = [
     "ViewPairAugmentation",
 ]
 
-KINDS = ("simclr", "vicreg")
+KINDS = ("symmetric", "asymmetric")
 SMALL_IMAGE_MAX_SIDE = 96
 # torchvision's RandomResizedCrop default aspect-ratio range (width / height).
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -102,14 +104,15 @@ class ViewConfig:
 
 
 def view_pair_configs(kind: str, small_images: bool) -> tuple[ViewConfig, ViewConfig]:
-    """The two view distributions of a recipe: ``kind`` is "simclr" or "vicreg" (also Barlow, BYOL).
+    """The two view distributions of ``kind``: "symmetric" (SimCLR's) or "asymmetric" (BYOL's pair).
 
-    ``small_images`` (side <= 96) drops the Gaussian blur, as CIFAR-sized recipes do.
+    ``small_images`` drops the Gaussian blur (for callers that build views from a kind alone;
+    runs take their views from the recipe, which says where the blur is off).
     """
-    if kind == "simclr":
+    if kind == "symmetric":
         view_a = ViewConfig((0.08, 1.0), 0.5, (0.8, 0.8, 0.8, 0.2), 0.8, 0.2, blur_p=0.5, solarize_p=0.0)
         view_b = view_a
-    elif kind == "vicreg":
+    elif kind == "asymmetric":
         view_a = ViewConfig((0.08, 1.0), 0.5, (0.4, 0.4, 0.2, 0.1), 0.8, 0.2, blur_p=1.0, solarize_p=0.0)
         view_b = dataclasses.replace(view_a, blur_p=0.1, solarize_p=0.2)
     else:
@@ -455,7 +458,7 @@ def _tail_key(config: ViewConfig) -> tuple[Any, ...]:
 class ViewPairAugmentation(nn.Module):
     """Two augmented, normalised views of a uint8 batch, computed on the batch's device.
 
-    kind: "simclr" or "vicreg" (VICReg / Barlow Twins / BYOL), or an explicit pair of
+    kind: "symmetric" or "asymmetric" (see :func:`view_pair_configs`), or an explicit pair of
     :class:`ViewConfig` (custom recipes; tests that switch single ops on and off).
     image_size: side S of the square views. mean, std: per-channel normalisation (3 values each).
     small_images: drop the blur; default ``image_size <= 96``.

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Sequence
 
-from ssl_bench.perf.bench import add_bench_parser, cmd_bench
+from ssl_bench.perf.cli import add_bench_parser, cmd_bench
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.slurm_options import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
 

@@ -20,16 +20,20 @@ import torch
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start measuring a new phase's peak on ``device`` (best effort on CPU, see the module doc)."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start measuring a new phase's peak on ``device`` (best effort on CPU, see the module doc).
+
+    Returns whether the peak was reset: False on a CPU where ``/proc/self/clear_refs`` is unavailable.
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
+        return True
     try:
         # "5" resets only the peak-RSS high-water mark (proc(5)); no other effect on the process.
         _CLEAR_REFS.write_text("5")
     except OSError:
-        pass
+        return False
+    return True
 
 
 def peak_memory_mb(device: torch.device) -> float:

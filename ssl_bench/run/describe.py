@@ -111,7 +111,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
         "method": config.method,
         "dataset": config.dataset,
         "seed": config.seed,
-        "recipe": config.recipe,
+        "source": config.source,
         "deviations": dict(config.deviations),
         "data": {"train_subset": config.train_subset, "image_size": config.image_size,
                  "mean": list(info.mean), "std": list(info.std)},

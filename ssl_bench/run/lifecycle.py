@@ -55,7 +55,7 @@ def random_init_config(config: RunConfig) -> RunConfig:
         method=RANDOM_INIT, dataset=config.dataset, backbone=config.backbone, image_size=config.image_size,
         seed=config.seed, zero_init_residual=config.zero_init_residual, projector=(), batch_size=0, epochs=0, warmup_epochs=0, optimizer="none",
         base_lr=0.0, weight_decay=0.0, loss={},
-        recipe="random-init baseline: the untrained backbone every run of this seed starts from",
+        source="random-init baseline: the untrained backbone every run of this seed starts from",
         **execution,
     )
 
