@@ -64,6 +64,7 @@ class BYOL(Method):
     uses_momentum_target = True  # method_params.momentum_base = tau_base
     loss_penalises_collapse = False
 
-    def loss(self, z_a: Tensor, z_b: Tensor, *, p_a: Tensor, p_b: Tensor, target_a: Tensor,
-             target_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, z_a: Tensor, z_b: Tensor, *, p_a: Tensor, p_b: Tensor, target_a: Tensor, target_b: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         return byol_loss(p_a, target_b) + byol_loss(p_b, target_a), {}

@@ -52,8 +52,9 @@ from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
 
 # BYOL's pair at full size (blur kept; small images drop it later) with MoCo v3's crop scale.
-_MOCOV3_VIEWS = tuple(dataclasses.replace(view, crop_scale=(0.2, 1.0))
-                      for view in view_pair_configs("asymmetric", small_images=False))
+_MOCOV3_VIEWS = tuple(
+    dataclasses.replace(view, crop_scale=(0.2, 1.0)) for view in view_pair_configs("asymmetric", small_images=False)
+)
 
 
 def mocov3_loss(q: Tensor, k: Tensor, temperature: float = 1.0, *, gather: bool | None = None) -> Tensor:
@@ -91,7 +92,8 @@ class MoCoV3(Method):
     projector_options = {"hidden_bias": False, "last_bn": True}
     predictor_options = {"hidden_bias": False}
 
-    def loss(self, z_a: Tensor, z_b: Tensor, *, p_a: Tensor, p_b: Tensor, target_a: Tensor,
-             target_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, z_a: Tensor, z_b: Tensor, *, p_a: Tensor, p_b: Tensor, target_a: Tensor, target_b: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         temperature = self.loss_params["temperature"]
         return mocov3_loss(p_a, target_b, temperature) + mocov3_loss(p_b, target_a, temperature), {}

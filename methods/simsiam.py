@@ -43,8 +43,15 @@ from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
 
 # main_simsiam.py's augmentation, the same for both views.
-_SIMSIAM_VIEW = ViewConfig(crop_scale=(0.2, 1.0), flip_p=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
-                           grayscale_p=0.2, blur_p=0.5, solarize_p=0.0)
+_SIMSIAM_VIEW = ViewConfig(
+    crop_scale=(0.2, 1.0),
+    flip_p=0.5,
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_p=0.8,
+    grayscale_p=0.2,
+    blur_p=0.5,
+    solarize_p=0.0,
+)
 
 
 def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:

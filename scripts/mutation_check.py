@@ -1,8 +1,9 @@
 """Remove each piece of method state, schedule and recipe plumbing in turn; a test must go red.
 
-Each mutation below replaces one exact snippet of the committed code (the state or rule it
-names) in a scratch copy of the repository and runs the tests that guard it. The check passes
-when every mutation makes at least one of those tests fail. Run from the repository root:
+Each mutation below replaces one exact snippet of the code (the state or rule it names) in the
+checkout, runs the tests that guard it, and puts the file back (also when interrupted). The files
+it mutates must have no uncommitted changes. The check passes when every mutation makes at
+least one of those tests fail. Run from the repository root:
 
     .venv/bin/python scripts/mutation_check.py            # every mutation (a few minutes)
     .venv/bin/python scripts/mutation_check.py tico-c     # the ones whose name contains "tico-c"
@@ -10,10 +11,8 @@ when every mutation makes at least one of those tests fail. Run from the reposit
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,65 +30,161 @@ class Mutation:
 
 
 MUTATIONS = [
-    Mutation("tico-c-update", "methods/tico.py", "            self.C.copy_(C_next)", "            pass",
-             ("tests/test_loss_tico.py", "tests/test_momentum_target.py::test_a_crashed_run_resumes_to_the_same_weights_target_included")),
-    Mutation("tico-c-batch-gradient", "methods/tico.py", "(1.0 - beta) * (u_a.T @ u_a) / n",
-             "(1.0 - beta) * (u_a.T @ u_a).detach() / n", ("tests/test_loss_tico.py",)),
+    Mutation(
+        "tico-c-update",
+        "methods/tico.py",
+        "            self.C.copy_(C_next)",
+        "            pass",
+        (
+            "tests/test_loss_tico.py",
+            "tests/test_momentum_target.py::test_a_crashed_run_resumes_to_the_same_weights_target_included",
+        ),
+    ),
+    Mutation(
+        "tico-c-batch-gradient",
+        "methods/tico.py",
+        "(1.0 - beta) * (u_a.T @ u_a) / n",
+        "(1.0 - beta) * (u_a.T @ u_a).detach() / n",
+        ("tests/test_loss_tico.py",),
+    ),
     Mutation("tico-momentum-views", "methods/tico.py", '    online_views = "a"\n', "", ("tests/test_loss_tico.py",)),
-    Mutation("ema-update", "ssl_bench/method.py", "            ema_update(pairs, self.target_momentum(step, total_steps))",
-             "            pass", ("tests/test_momentum_target.py",)),
-    Mutation("momentum-schedule", "ssl_bench/method.py",
-             "    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0", "    return base",
-             ("tests/test_momentum_target.py",)),
-    Mutation("target-frozen", "ssl_bench/method.py", "copy.deepcopy(backbone).requires_grad_(False)",
-             "copy.deepcopy(backbone)", ("tests/test_momentum_target.py",)),
-    Mutation("byol-stop-gradient", "methods/byol.py", "F.normalize(z_target.detach(), dim=1)",
-             "F.normalize(z_target, dim=1)", ("tests/test_loss_byol.py",)),
-    Mutation("simsiam-stop-gradient", "methods/simsiam.py", "F.normalize(z.detach(), dim=1)", "F.normalize(z, dim=1)",
-             ("tests/test_loss_simsiam.py",)),
-    Mutation("simsiam-fixed-predictor-lr", "methods/simsiam.py", "        return list(self.predictor.parameters())",
-             "        return []", ("tests/test_loss_simsiam.py",)),
-    Mutation("mocov3-keys-constant", "methods/mocov3.py", "k = F.normalize(k.detach(), dim=1)",
-             "k = F.normalize(k, dim=1)", ("tests/test_loss_mocov3.py",)),
-    Mutation("warmup", "ssl_bench/optim.py", "        return peak_lr * step / warmup_steps", "        return peak_lr",
-             ("tests/test_optim.py",)),
-    Mutation("lars-exclusion", "ssl_bench/optim.py", "    return p.ndim == 1", "    return False", ("tests/test_optim.py",)),
-    Mutation("solo-learn-clip", "ssl_bench/optim.py", "            if self.clip_lr:", "            if False:",
-             ("tests/test_optim.py",)),
-    Mutation("solo-learn-denominator", "ssl_bench/optim.py", "(g_norms + wd * p_norms + SOLO_LEARN_EPS)",
-             "(g_norms + SOLO_LEARN_EPS)", ("tests/test_optim.py",)),
-    Mutation("loss-scale", "ssl_bench/method.py",
-             "loss=loss * self.loss_scale if self.loss_scale != 1.0 else loss,", "loss=loss,",
-             ("tests/test_resolved_config.py",)),
-    Mutation("schedule-end-value", "ssl_bench/train.py", "                              self.config.lr_end_factor)",
-             "                              0.001)", ("tests/test_resolved_config.py",)),
-    Mutation("recipe-views", "ssl_bench/assemble.py", "ViewPairAugmentation(config.view_pair(),",
-             "ViewPairAugmentation(get_method(config.method).augmentation,",
-             ("tests/test_resolved_config.py", "tests/test_recipe_fidelity.py")),
-    Mutation("zero-init-residual", "ssl_bench/assemble.py",
-             "build_backbone(config.backbone, config.zero_init_residual)", "build_backbone(config.backbone)",
-             ("tests/test_resolved_config.py",)),
-    Mutation("head-options", "ssl_bench/method.py",
-             'build_projector(feature_dim, dims, **self.head_options["projector"])',
-             "build_projector(feature_dim, dims)", ("tests/test_recipe_fidelity.py",)),
-    Mutation("lars-variant", "ssl_bench/assemble.py", "lars_variant=config.lars_variant,", "",
-             ("tests/test_recipe_fidelity.py", "tests/test_resolved_config.py")),
+    Mutation(
+        "ema-update",
+        "ssl_bench/method.py",
+        "            ema_update(pairs, self.target_momentum(step, total_steps))",
+        "            pass",
+        ("tests/test_momentum_target.py",),
+    ),
+    Mutation(
+        "momentum-schedule",
+        "ssl_bench/method.py",
+        "    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0",
+        "    return base",
+        ("tests/test_momentum_target.py",),
+    ),
+    Mutation(
+        "target-frozen",
+        "ssl_bench/method.py",
+        "copy.deepcopy(backbone).requires_grad_(False)",
+        "copy.deepcopy(backbone)",
+        ("tests/test_momentum_target.py",),
+    ),
+    Mutation(
+        "byol-stop-gradient",
+        "methods/byol.py",
+        "F.normalize(z_target.detach(), dim=1)",
+        "F.normalize(z_target, dim=1)",
+        ("tests/test_loss_byol.py",),
+    ),
+    Mutation(
+        "simsiam-stop-gradient",
+        "methods/simsiam.py",
+        "F.normalize(z.detach(), dim=1)",
+        "F.normalize(z, dim=1)",
+        ("tests/test_loss_simsiam.py",),
+    ),
+    Mutation(
+        "simsiam-fixed-predictor-lr",
+        "methods/simsiam.py",
+        "        return list(self.predictor.parameters())",
+        "        return []",
+        ("tests/test_loss_simsiam.py",),
+    ),
+    Mutation(
+        "mocov3-keys-constant",
+        "methods/mocov3.py",
+        "k = F.normalize(k.detach(), dim=1)",
+        "k = F.normalize(k, dim=1)",
+        ("tests/test_loss_mocov3.py",),
+    ),
+    Mutation(
+        "warmup",
+        "ssl_bench/train/optim.py",
+        "        return peak_lr * step / warmup_steps",
+        "        return peak_lr",
+        ("tests/test_optim.py",),
+    ),
+    Mutation(
+        "lars-exclusion",
+        "ssl_bench/train/optim.py",
+        "    return p.ndim == 1",
+        "    return False",
+        ("tests/test_optim.py",),
+    ),
+    Mutation(
+        "solo-learn-clip",
+        "ssl_bench/train/optim.py",
+        "            if self.clip_lr:",
+        "            if False:",
+        ("tests/test_optim.py",),
+    ),
+    Mutation(
+        "solo-learn-denominator",
+        "ssl_bench/train/optim.py",
+        "(g_norms + wd * p_norms + SOLO_LEARN_EPS)",
+        "(g_norms + SOLO_LEARN_EPS)",
+        ("tests/test_optim.py",),
+    ),
+    Mutation(
+        "loss-scale",
+        "ssl_bench/method.py",
+        "loss=loss * self.loss_scale if self.loss_scale != 1.0 else loss,",
+        "loss=loss,",
+        ("tests/test_resolved_config.py",),
+    ),
+    Mutation(
+        "schedule-end-value",
+        "ssl_bench/train/trainer.py",
+        "                              self.config.lr_end_factor)",
+        "                              0.001)",
+        ("tests/test_resolved_config.py",),
+    ),
+    Mutation(
+        "recipe-views",
+        "ssl_bench/run/assemble.py",
+        "ViewPairAugmentation(config.view_pair(),",
+        "ViewPairAugmentation(get_method(config.method).augmentation,",
+        ("tests/test_resolved_config.py", "tests/test_recipe_fidelity.py"),
+    ),
+    Mutation(
+        "zero-init-residual",
+        "ssl_bench/run/assemble.py",
+        "build_backbone(config.backbone, config.zero_init_residual)",
+        "build_backbone(config.backbone)",
+        ("tests/test_resolved_config.py",),
+    ),
+    Mutation(
+        "head-options",
+        "ssl_bench/method.py",
+        'build_projector(feature_dim, dims, **self.head_options["projector"])',
+        "build_projector(feature_dim, dims)",
+        ("tests/test_recipe_fidelity.py",),
+    ),
+    Mutation(
+        "lars-variant",
+        "ssl_bench/run/assemble.py",
+        "lars_variant=config.lars_variant,",
+        "",
+        ("tests/test_recipe_fidelity.py", "tests/test_resolved_config.py"),
+    ),
 ]
 
 
-def scratch_copy(target: Path) -> None:
-    """The tracked files as they are in the working tree."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in files.decode().split("\0"):
-        if name and (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
+def _uncommitted(paths: list[str]) -> list[str]:
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return [line[3:] for line in status.splitlines()]
 
 
 def pytest(tests: tuple[str, ...], scratch: Path) -> int:
     # -p no:cacheprovider: no .pytest_cache in the scratch copy; -x: one failure is enough.
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                          cwd=scratch, capture_output=True, text=True).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+    ).returncode
 
 
 def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
@@ -100,7 +195,7 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
     path.write_text(original.replace(mutation.original, mutation.replacement))
     start = time.monotonic()
     try:
-        returncode = pytest(mutation.tests, scratch)
+        returncode = pytest(mutation.tests)
     finally:
         path.write_text(original)
     return returncode == 1, time.monotonic() - start  # 1: tests ran and failed (2+: they did not run)
@@ -108,25 +203,20 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
 
 def main(argv: list[str]) -> int:
     chosen = [m for m in MUTATIONS if not argv or any(word in m.name for word in argv)]
-    with tempfile.TemporaryDirectory(prefix="ssl-bench-mutation-") as tmp:
-        scratch = Path(tmp)
-        scratch_copy(scratch)
-        # The scratch copy must be what the tests import, not the installed checkout.
-        where = subprocess.run([sys.executable, "-c", "import ssl_bench, methods; print(ssl_bench.__file__)"],
-                               cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
-        if not where.startswith(str(scratch)):
-            raise SystemExit(f"the tests would import {where}, not the scratch copy")
-        # Control: unmutated, the same tests pass, so a red run below is the mutation's doing.
-        guarding = tuple(dict.fromkeys(test for m in chosen for test in m.tests))
-        if pytest(guarding, scratch) != 0:
-            raise SystemExit("the guarding tests fail without any mutation: fix them first")
-        survivors = []
-        print(f"{'mutation':<28} {'file':<22} {'caught':<7} seconds")
-        for mutation in chosen:
-            caught, seconds = run(mutation, scratch)
-            print(f"{mutation.name:<28} {mutation.path:<22} {'yes' if caught else 'NO':<7} {seconds:.0f}", flush=True)
-            if not caught:
-                survivors.append(mutation.name)
+    dirty = _uncommitted(sorted({m.path for m in chosen}))
+    if dirty:
+        raise SystemExit(f"commit or stash these first, the check edits them: {', '.join(dirty)}")
+    # Control: unmutated, the same tests pass, so a red run below is the mutation's doing.
+    guarding = tuple(dict.fromkeys(test for m in chosen for test in m.tests))
+    if pytest(guarding) != 0:
+        raise SystemExit("the guarding tests fail without any mutation: fix them first")
+    survivors = []
+    print(f"{'mutation':<28} {'file':<22} {'caught':<7} seconds")
+    for mutation in chosen:
+        caught, seconds = run(mutation)
+        print(f"{mutation.name:<28} {mutation.path:<22} {'yes' if caught else 'NO':<7} {seconds:.0f}", flush=True)
+        if not caught:
+            survivors.append(mutation.name)
     print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutations caught by a failing test")
     if survivors:
         print("survived: " + ", ".join(survivors))

@@ -29,12 +29,8 @@ def import_torchvision():
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         _schema_library = torch.library.Library("torchvision", "DEF")
-        _schema_library.define(
-            "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-        )
-        _schema_library.define(
-            "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-        )
+        _schema_library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _schema_library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         import torchvision
     return torchvision
 

@@ -7,10 +7,11 @@ import hashlib
 import json
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.train.optim import DEFAULT_LARS_ETA, LARS_VARIANTS
@@ -62,19 +63,29 @@ class MethodRecipe:
         return scaled_lr(self.base_lr, self.batch_size)
 
     @classmethod
-    def from_mapping(cls, row: Mapping[str, Any], where: str) -> "MethodRecipe":
+    def from_mapping(cls, row: Mapping[str, Any], where: str) -> MethodRecipe:
         """A row from a TOML table or a method's ``recipes``; ``where`` names it in errors."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in row:
             if key not in fields:
                 raise UsageError(unknown_name_message(f"recipe field in {where}:", key, fields))
-        required = [name for name, f in fields.items()
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            name
+            for name, f in fields.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [name for name in required if name not in row]
         if missing:
             raise UsageError(f"{where} lacks the recipe field(s) {', '.join(missing)}")
-        return cls(**{**row, "projector": tuple(row["projector"]), "predictor": tuple(row.get("predictor", ())),
-                      "loss": dict(row["loss"]), "method_params": dict(row.get("method_params", {}))})
+        return cls(
+            **{
+                **row,
+                "projector": tuple(row["projector"]),
+                "predictor": tuple(row.get("predictor", ())),
+                "loss": dict(row["loss"]),
+                "method_params": dict(row.get("method_params", {})),
+            }
+        )
 
 
 def with_defaults(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,8 +129,9 @@ def _recipe_file(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     known = {f.name for f in dataclasses.fields(MethodRecipe)}
     for key in defaults:
         if key not in known:
-            raise UsageError(unknown_name_message(
-                f"recipe field in experiments/recipes/{name}.toml [setting.defaults]:", key, known))
+            raise UsageError(
+                unknown_name_message(f"recipe field in experiments/recipes/{name}.toml [setting.defaults]:", key, known)
+            )
     base_rows = _recipe_file(setting["based_on"])[1] if "based_on" in setting else {}
     rows = {}
     for method, row in data.items():
@@ -257,10 +269,15 @@ class RunConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known}, "projector": tuple(data["projector"]),
-                      "predictor": tuple(data.get("predictor", ()))})
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in known},
+                "projector": tuple(data["projector"]),
+                "predictor": tuple(data.get("predictor", ())),
+            }
+        )
 
     def identity_hash(self) -> str:
         """Short hash of what the run computes: same hash = same run (resumed, not repeated)."""
@@ -384,9 +401,11 @@ def recipe_row(method: str, table: RecipeTable) -> MethodRecipe:
         raise UsageError(
             f"no {table.name} recipe for method {method!r}: add a [{method}] row to "
             f"experiments/recipes/{table.name}.toml or a {table.name!r} entry to {method_cls.__name__}.recipes "
-            f"(rows in {table.name}.toml: {', '.join(table.methods)})")
-    return MethodRecipe.from_mapping(with_defaults(carried, table.defaults),
-                                     f"{method_cls.__name__}.recipes[{table.name!r}]")
+            f"(rows in {table.name}.toml: {', '.join(table.methods)})"
+        )
+    return MethodRecipe.from_mapping(
+        with_defaults(carried, table.defaults), f"{method_cls.__name__}.recipes[{table.name!r}]"
+    )
 
 
 # Dictionary fields whose entries `--set table.name=value` sets (only names the recipe gave).
@@ -486,4 +505,3 @@ def recipe_rows() -> list[dict[str, Any]]:
                 }
             )
     return rows
-

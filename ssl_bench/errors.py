@@ -1,7 +1,7 @@
 """Errors the command line reports as one line (exit status 2) instead of a traceback."""
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class UsageError(Exception):

@@ -33,9 +33,10 @@ import math
 import pkgutil
 import sys
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -192,13 +193,19 @@ class Method(nn.Module):
         embedding_dim = projector_dims[-1] if projector_dims else feature_dim
         if cls.uses_predictor:
             if not predictor_dims:
-                raise UsageError(f"{cls.name} needs a predictor: give its widths as `predictor` in the recipe "
-                                 "(e.g. --set predictor=4096,256)")
+                raise UsageError(
+                    f"{cls.name} needs a predictor: give its widths as `predictor` in the recipe "
+                    "(e.g. --set predictor=4096,256)"
+                )
             if embedding_dim is not None and predictor_dims[-1] != embedding_dim:
-                raise UsageError(f"{cls.name}'s predictor must end at the embedding width {embedding_dim} "
-                                 f"(its outputs are compared with projector outputs); got {list(predictor_dims)}")
+                raise UsageError(
+                    f"{cls.name}'s predictor must end at the embedding width {embedding_dim} "
+                    f"(its outputs are compared with projector outputs); got {list(predictor_dims)}"
+                )
         elif predictor_dims:
-            raise UsageError(f"{cls.name} has no predictor, but the recipe gives predictor widths {list(predictor_dims)}")
+            raise UsageError(
+                f"{cls.name} has no predictor, but the recipe gives predictor widths {list(predictor_dims)}"
+            )
         if cls.uses_momentum_target and not 0.0 <= method_params["momentum_base"] <= 1.0:
             raise UsageError(f"method_params.momentum_base must be in [0, 1], got {method_params['momentum_base']}")
 
@@ -277,8 +284,11 @@ class Method(nn.Module):
         # Losses run in float32 (or wider) even under bf16 autocast: their sums over large
         # batches and D x D statistics lose too much precision in 8-bit mantissas.
         with torch.autocast(z_a.device.type, enabled=False):
-            loss, terms = self.loss(_at_least_fp32(z_a), None if z_b is None else _at_least_fp32(z_b),
-                                    **{key: _at_least_fp32(value) for key, value in heads.items()})
+            loss, terms = self.loss(
+                _at_least_fp32(z_a),
+                None if z_b is None else _at_least_fp32(z_b),
+                **{key: _at_least_fp32(value) for key, value in heads.items()},
+            )
         return StepOutput(
             # The recipe's loss scale (solo-learn's scale_loss, SimCLR's sum over both views):
             # under LARS it changes the steps of the parameters left out of the trust ratio.
@@ -349,8 +359,10 @@ def _discover() -> None:
             if isinstance(loaded, type) and issubclass(loaded, Method):
                 register_method(loaded)
         except Exception as error:  # a broken plug-in must not take the other methods down with it
-            warnings.warn(f"ssl-bench: skipping method plug-in {entry.name!r} ({entry.value}): "
-                          f"{type(error).__name__}: {error}", stacklevel=2)
+            warnings.warn(
+                f"ssl-bench: skipping method plug-in {entry.name!r} ({entry.value}): {type(error).__name__}: {error}",
+                stacklevel=2,
+            )
 
 
 def load_method_file(path: str | Path) -> list[str]:
@@ -397,11 +409,11 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Method",
     "StepOutput",
+    "available_methods",
     "cosine_momentum",
     "ema_update",
-    "register_method",
     "get_method",
-    "available_methods",
     "load_method_file",
+    "register_method",
     "unknown_name_message",
 ]

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Before any test module imports torchvision: ssl_bench.data makes that import work on a
+# CPU-only torch (ssl_bench._torchvision_compat).
+import ssl_bench.data  # noqa: F401
+
 # tests/support/ holds helpers (importable as ``support.*``); make sure that works whatever
 # pytest's import mode or rootdir.
 _TESTS_DIR = str(Path(__file__).resolve().parent)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import kornia.augmentation as K
 import pytest
 import torch
-
-import ssl_bench.data  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
-import kornia.augmentation as K
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 
@@ -63,7 +61,9 @@ def test_recipe_tables():
 
 
 def test_small_images_default_drops_blur():
-    assert not any(isinstance(m, K.RandomGaussianBlur) for m in ViewPairAugmentation("asymmetric", 96, MEAN, STD).modules())
+    assert not any(
+        isinstance(m, K.RandomGaussianBlur) for m in ViewPairAugmentation("asymmetric", 96, MEAN, STD).modules()
+    )
     big = ViewPairAugmentation("asymmetric", 224, MEAN, STD)
     blurs = [m for m in big.modules() if isinstance(m, K.RandomGaussianBlur)]
     assert [m.p for m in blurs] == [1.0, 0.1]
@@ -110,10 +110,14 @@ def test_resized_crop_matches_torchvision(size):
     images = torch.rand(6, 3, 30, 24)
     boxes = torch.tensor([[0, 0, 24, 30], [3, 5, 10, 12], [10, 2, 14, 28], [0, 0, 1, 1], [23, 29, 1, 1], [4, 9, 17, 8]])
     ours = A.resized_crop(images, boxes.float(), size)
-    reference = torch.stack([
-        TF.resized_crop(img, top=int(t), left=int(l), height=int(h), width=int(w), size=[size, size], antialias=True)
-        for img, (l, t, w, h) in zip(images, boxes)
-    ])
+    reference = torch.stack(
+        [
+            TF.resized_crop(
+                img, top=int(t), left=int(l), height=int(h), width=int(w), size=[size, size], antialias=True
+            )
+            for img, (l, t, w, h) in zip(images, boxes)
+        ]
+    )
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
     # The flip folded into the column weights is RandomHorizontalFlip after the crop.
     flip = torch.tensor([True, False, True, True, False, True])
@@ -132,10 +136,13 @@ def test_crop_boxes_follow_torchvision_distribution():
     # w and h are rounded to whole pixels, which can take a box a little outside the ranges.
     assert area.min() >= 0.08 * 0.8 and area.max() <= 1.0
     assert (w / h).min() >= 0.75 * 0.85 and (w / h).max() <= 4 / 3 * 1.15
-    reference = torch.tensor([
-        T.RandomResizedCrop.get_params(torch.empty(1, height, width), [0.08, 1.0], [3 / 4, 4 / 3])[2:]
-        for _ in range(n)
-    ], dtype=torch.float32)
+    reference = torch.tensor(
+        [
+            T.RandomResizedCrop.get_params(torch.empty(1, height, width), [0.08, 1.0], [3 / 4, 4 / 3])[2:]
+            for _ in range(n)
+        ],
+        dtype=torch.float32,
+    )
     ref_area = reference[:, 0] * reference[:, 1] / (height * width)
     tolerance = 4 * math.sqrt((area.var() + ref_area.var()).item() / n)
     assert abs(area.mean() - ref_area.mean()) <= tolerance
@@ -209,7 +216,7 @@ def test_seeded_calls_repeat_and_views_differ():
 
 def _half_dark_half_bright(n: int, size: int = 16) -> torch.Tensor:
     images = torch.full((n, 1, size, size), 50, dtype=torch.uint8)
-    images[..., size // 2:] = 200
+    images[..., size // 2 :] = 200
     return images
 
 
@@ -238,7 +245,7 @@ def test_grayscale_rate(kind):
     images = torch.zeros(n, 3, 24, 24, dtype=torch.uint8)
     stripes = torch.tensor([[200, 30, 60], [30, 200, 60], [60, 30, 200]], dtype=torch.uint8)
     for i, colour in enumerate(stripes):
-        images[:, :, :, i * 8:(i + 1) * 8] = colour.view(1, 3, 1, 1)
+        images[:, :, :, i * 8 : (i + 1) * 8] = colour.view(1, 3, 1, 1)
     views = unnormalise(torch.cat(ViewPairAugmentation(kind, 16, MEAN, STD)(images)))
     channel_spread = (views.amax(1) - views.amin(1)).amax(dim=(1, 2))
     assert_rate(channel_spread < 1e-5, 0.2, f"{kind} grayscale")

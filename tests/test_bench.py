@@ -24,8 +24,22 @@ from ssl_bench.perf.synthetic import synthetic_images
 
 # The smallest full run: every section, one method, a tiny batch, one repeat, one torch thread
 # (a loaded 2-core CI machine runs many tiny ops much faster on one thread).
-QUICK = ["bench", "--quick", "--methods", "vicreg", "--batch-size", "8", "--repeats", "1", "--warmup", "0",
-         "--workers", "0", "--threads", "1"]
+QUICK = [
+    "bench",
+    "--quick",
+    "--methods",
+    "vicreg",
+    "--batch-size",
+    "8",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--workers",
+    "0",
+    "--threads",
+    "1",
+]
 
 
 def test_quick_bench_runs_end_to_end_and_writes_json_and_csv(tmp_path, capsys):
@@ -44,8 +58,7 @@ def test_quick_bench_runs_end_to_end_and_writes_json_and_csv(tmp_path, capsys):
     for key in ("device", "device_name", "cpu_model", "cpu_threads", "torch", "git_commit", "python"):
         assert key in machine
     assert machine["torch"] == torch.__version__ and machine["device"] == "cpu"
-    assert set(report["load"]) >= {"load_average_start", "load_average_end", "other_processes_cpu_share",
-                                   "under_load"}
+    assert set(report["load"]) >= {"load_average_start", "load_average_end", "other_processes_cpu_share", "under_load"}
 
     (step,) = report["train_step"]
     assert step["method"] == "vicreg" and step["backbone"] == "tiny_convnet" and step["error"] is None
@@ -127,8 +140,10 @@ def _step(ratio: float) -> StepResult:
 
 def test_targets_pass_fail_and_not_measured():
     losses = [LossResult("vicreg", 512, 8192, "gram", ms=10.0), LossResult("vicreg", 512, 8192, "direct", ms=45.0)]
-    pipelines = [PipelineResult("ssl-bench", "simclr", 32, 8, 0, samples_per_s=900.0),
-                 PipelineResult("per-sample", "simclr", 32, 8, 2, samples_per_s=400.0)]
+    pipelines = [
+        PipelineResult("ssl-bench", "simclr", 32, 8, 0, samples_per_s=900.0),
+        PipelineResult("per-sample", "simclr", 32, 8, 2, samples_per_s=400.0),
+    ]
     checks = check_targets([_step(0.99), _step(0.97), _step(0.5)], pipelines, losses)
     by_name = {c.name.split(":")[0]: c for c in checks}
     assert by_name["harness overhead"].verdict == "PASS"  # the median: one outlier does not decide
@@ -141,11 +156,14 @@ def test_targets_pass_fail_and_not_measured():
     assert {c.verdict for c in empty} == {"n/a"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--backbones", "resnet18@x"], "image size"),
-    (["--methods", "vicrg"], "unknown method"),
-    (["--batch-size", "0"], "--batch-size must be positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backbones", "resnet18@x"], "image size"),
+        (["--methods", "vicrg"], "unknown method"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+    ],
+)
 def test_bad_input_is_a_one_line_error(args, message, capsys):
     assert main(["bench", "--quick", *args]) == 2
     err = capsys.readouterr().err

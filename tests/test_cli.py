@@ -36,7 +36,9 @@ def test_missing_dataset_names_where_it_looked(tmp_path, capsys):
 
 
 def test_console_script_reports_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "ssl_bench.launch.cli", "run", "barlow"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.launch.cli", "run", "barlow"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("ssl-bench: error: unknown method 'barlow'")
     assert "Traceback" not in proc.stderr
@@ -45,7 +47,9 @@ def test_console_script_reports_without_traceback():
 def test_methods_prints_the_recipe_table(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    assert "| imagenet      | barlow_twins |         8192 |    2048 | LARS        | 1.6 (biases and norms 0.0384)" in out
+    assert (
+        "| imagenet      | barlow_twins |         8192 |    2048 | LARS        | 1.6 (biases and norms 0.0384)" in out
+    )
     for name in ("simclr", "tico", "vicreg", "barlow_twins"):
         assert name in out
 
@@ -54,9 +58,28 @@ def test_a_nan_in_one_method_does_not_stop_the_others(fashion_root, tmp_path, mo
     import ssl_bench.methods.simclr
 
     monkeypatch.setattr(ssl_bench.methods.simclr, "nt_xent_loss", lambda z_a, z_b, **_: (z_a * float("nan")).sum())
-    code = main(["run", "simclr", "vicreg", "--epochs", "1", "--data-root", str(fashion_root),
-                 "--results-dir", str(tmp_path), "--no-progress", "--batch-size", "64",
-                 "--set", "projector=32,32", "--set", "train_subset=none", "--set", "num_workers=0"])
+    code = main(
+        [
+            "run",
+            "simclr",
+            "vicreg",
+            "--epochs",
+            "1",
+            "--data-root",
+            str(fashion_root),
+            "--results-dir",
+            str(tmp_path),
+            "--no-progress",
+            "--batch-size",
+            "64",
+            "--set",
+            "projector=32,32",
+            "--set",
+            "train_subset=none",
+            "--set",
+            "num_workers=0",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "non-finite loss at step 0" in out

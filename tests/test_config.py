@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_bench.config import load_recipe_table, recipe_rows, resolve_config, scaled_lr
+from ssl_bench.config import recipe_rows, resolve_config
 from ssl_bench.errors import UsageError
+
 
 def test_recipe_rows_print_the_cheatsheet_columns():
     rows = {(r["setting"], r["method"]): r for r in recipe_rows()}
@@ -37,8 +38,15 @@ def test_set_parses_by_field_type():
     config = resolve_config(
         "simclr",
         "cifar10",
-        settings=["projector=64, 32", "loss.temperature=0.5", "train_subset=none", "base_lr=1e-3",
-                  "download=true", "seed=7", "bias_norm_base_lr=0.01"],
+        settings=[
+            "projector=64, 32",
+            "loss.temperature=0.5",
+            "train_subset=none",
+            "base_lr=1e-3",
+            "download=true",
+            "seed=7",
+            "bias_norm_base_lr=0.01",
+        ],
     )
     assert config.projector == (64, 32)
     assert config.loss == {"temperature": 0.5}

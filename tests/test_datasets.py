@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import ssl_bench.data  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
 from PIL import Image
 from torchvision import datasets as tv_datasets
 
@@ -80,17 +78,23 @@ def cifar10_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
     labels = torch.arange(n_train + CIFAR10_TEST) % 10
     for b in range(5):
         part = slice(b * CIFAR10_TRAIN_PER_BATCH, (b + 1) * CIFAR10_TRAIN_PER_BATCH)
-        _write_pickle(folder / f"data_batch_{b + 1}", {
-            "batch_label": f"training batch {b + 1} of 5",
-            "labels": labels[part].tolist(),
-            "data": _cifar_rows(images[part]),
-            "filenames": [f"img_{i}.png" for i in range(CIFAR10_TRAIN_PER_BATCH)],
-        })
-    _write_pickle(folder / "test_batch", {
-        "batch_label": "testing batch 1 of 1",
-        "labels": labels[n_train:].tolist(),
-        "data": _cifar_rows(images[n_train:]),
-    })
+        _write_pickle(
+            folder / f"data_batch_{b + 1}",
+            {
+                "batch_label": f"training batch {b + 1} of 5",
+                "labels": labels[part].tolist(),
+                "data": _cifar_rows(images[part]),
+                "filenames": [f"img_{i}.png" for i in range(CIFAR10_TRAIN_PER_BATCH)],
+            },
+        )
+    _write_pickle(
+        folder / "test_batch",
+        {
+            "batch_label": "testing batch 1 of 1",
+            "labels": labels[n_train:].tolist(),
+            "data": _cifar_rows(images[n_train:]),
+        },
+    )
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _write_pickle(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 4, "num_vis": 3072})
     _trust_generated_files(monkeypatch, tv_datasets.CIFAR10, folder)
@@ -152,16 +156,22 @@ def test_cifar100_round_trip(tmp_path, monkeypatch):
     images[7, 2, 30, 0] = 200  # blue, row 30, column 0
     fine = [0, 99, 5, 42, 17, 3, 64, 88, 1, 2, 3, 4]
     for name, part in (("train", slice(0, 8)), ("test", slice(8, 12))):
-        _write_pickle(folder / name, {
-            "filenames": ["x.png"] * len(fine[part]),
-            "fine_labels": fine[part],
-            "coarse_labels": [f % 20 for f in fine[part]],
-            "data": _cifar_rows(images[part]),
-        })
-    _write_pickle(folder / "meta", {
-        "fine_label_names": [f"fine{i:02d}" for i in range(100)],
-        "coarse_label_names": [f"coarse{i:02d}" for i in range(20)],
-    })
+        _write_pickle(
+            folder / name,
+            {
+                "filenames": ["x.png"] * len(fine[part]),
+                "fine_labels": fine[part],
+                "coarse_labels": [f % 20 for f in fine[part]],
+                "data": _cifar_rows(images[part]),
+            },
+        )
+    _write_pickle(
+        folder / "meta",
+        {
+            "fine_label_names": [f"fine{i:02d}" for i in range(100)],
+            "coarse_label_names": [f"coarse{i:02d}" for i in range(20)],
+        },
+    )
     _trust_generated_files(monkeypatch, tv_datasets.CIFAR100, folder)
 
     train = D.load_split("cifar100", tmp_path, "train")
@@ -319,7 +329,10 @@ def test_fashion_mnist_copied_from_system_package(tmp_path, system_dir):
     _check_fashion(root, arrays)
     raw = root / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == [
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
     ]  # unzipped, and no temporary files left behind
 
 
@@ -411,12 +424,12 @@ def test_imagefolder_samples_and_pixels(folder_root):
     assert torch.bincount(train.labels).tolist() == [6, 6]
     assert all(not path.endswith(".txt") for path, _ in train.samples)
 
-    png_index = [i for i, (path, _) in enumerate(train.samples) if path.endswith("dog/1.png")][0]
+    png_index = next(i for i, (path, _) in enumerate(train.samples) if path.endswith("dog/1.png"))
     image, label = train[png_index]
     assert label == 1 and image.mode == "RGB" and image.size == (21, 16)  # PIL size is (width, height)
     assert np.array_equal(np.asarray(image), _pattern(101, (21, 16)))  # PNG is lossless
 
-    jpeg_index = [i for i, (path, _) in enumerate(train.samples) if path.endswith("cat/2.JPEG")][0]
+    jpeg_index = next(i for i, (path, _) in enumerate(train.samples) if path.endswith("cat/2.JPEG"))
     image, label = train[jpeg_index]
     assert label == 0 and image.mode == "RGB" and image.size == (22, 16)
     difference = np.abs(np.asarray(image).astype(int) - _pattern(2, (22, 16)).astype(int))
@@ -430,7 +443,7 @@ def test_imagefolder_samples_and_pixels(folder_root):
 def test_grayscale_image_loads_as_rgb(folder_root):
     Image.fromarray(np.full((8, 8), 77, dtype=np.uint8), mode="L").save(folder_root / "val" / "cat" / "gray.png")
     test = D.load_split("imagefolder", folder_root, "test")
-    index = [i for i, (path, _) in enumerate(test.samples) if path.endswith("gray.png")][0]
+    index = next(i for i, (path, _) in enumerate(test.samples) if path.endswith("gray.png"))
     image, _ = test[index]
     assert image.mode == "RGB" and np.asarray(image)[0, 0].tolist() == [77, 77, 77]
 
@@ -486,7 +499,9 @@ def test_registry_and_infos():
     assert D.dataset_info("cifar100").num_classes == 100
 
 
-@pytest.mark.parametrize("typo, suggestion", [("cifar-10", "cifar10"), ("fashion_mnist", "fashion-mnist"), ("imagenet-100", "imagenet100")])
+@pytest.mark.parametrize(
+    "typo, suggestion", [("cifar-10", "cifar10"), ("fashion_mnist", "fashion-mnist"), ("imagenet-100", "imagenet100")]
+)
 def test_unknown_dataset_suggests_close_name(typo, suggestion, tmp_path):
     with pytest.raises(UsageError, match=f"did you mean '{suggestion}'"):
         D.dataset_info(typo)

@@ -42,11 +42,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ssl_bench.distributed import ddp
-from ssl_bench.distributed import collectives
-from ssl_bench.train import trainer as train_module
 from ssl_bench.config import resolve_config
+from ssl_bench.distributed import collectives, ddp
 from ssl_bench.run.rundir import RunDir
+from ssl_bench.train import trainer as train_module
 from ssl_bench.train.trainer import Trainer
 
 WORLD = 2
@@ -61,8 +60,15 @@ def _config(method: str, data_root: Path):
     # warmup 0: step 0 already has a non-zero lr. No bias on the last Linear: VICReg's loss is
     # blind to it (every term compares or centres the embeddings), so its gradient is rounding
     # noise that no two summation orders share.
-    settings = ["projector=64,32", f"batch_size={GLOBAL_BATCH}", "num_workers=0", "device=cpu",
-                "train_subset=none", "warmup_epochs=0", "projector_options.last_bias=false"]
+    settings = [
+        "projector=64,32",
+        f"batch_size={GLOBAL_BATCH}",
+        "num_workers=0",
+        "device=cpu",
+        "train_subset=none",
+        "warmup_epochs=0",
+        "projector_options.last_bias=false",
+    ]
     return resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root)}, settings)
 
 
@@ -89,14 +95,18 @@ def _steps(trainer: Trainer, inputs: list[tuple[torch.Tensor, ...]]) -> dict:
         values.append(trainer.train_step(x_a, x_b, labels))
         trainer.step += 1
         grads.append({name: p.grad.clone() for name, p in trainer.method.named_parameters() if p.grad is not None})
-    return {"values": values, "grads": grads,
-            "weights": {k: v.clone() for k, v in trainer.method.state_dict().items()}}
+    return {"values": values, "grads": grads, "weights": {k: v.clone() for k, v in trainer.method.state_dict().items()}}
 
 
 def _worker(rank: int, port: int, data_root: str, out_dir: str) -> None:
     torch.set_num_threads(1)  # two processes on a 2-core machine
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     try:
         results = {}
         for method, keep_bn in CASES:
@@ -104,8 +114,11 @@ def _worker(rank: int, port: int, data_root: str, out_dir: str) -> None:
             batches = trainer.loader.epoch(0)
             inputs = [next(batches) for _ in range(STEPS)]
             results[(method, keep_bn)] = {
-                "inputs": inputs, "local_batch": trainer.local_batch, "peak_lr": trainer.peak_lr,
-                "wrapped": type(trainer.model).__name__, **_steps(trainer, inputs),
+                "inputs": inputs,
+                "local_batch": trainer.local_batch,
+                "peak_lr": trainer.peak_lr,
+                "wrapped": type(trainer.model).__name__,
+                **_steps(trainer, inputs),
             }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -131,8 +144,13 @@ def ranks(fashion_root, tmp_path_factory):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     out_dir = tmp_path_factory.mktemp("ddp")
-    context = mp.start_processes(_worker, args=(_free_port(), str(fashion_root), str(out_dir)), nprocs=WORLD,
-                                 join=False, start_method=_start_method())
+    context = mp.start_processes(
+        _worker,
+        args=(_free_port(), str(fashion_root), str(out_dir)),
+        nprocs=WORLD,
+        join=False,
+        start_method=_start_method(),
+    )
     deadline = time.monotonic() + 180  # a stuck collective must fail the test, not hang the suite
     while not context.join(timeout=1):  # raises if a worker failed
         if time.monotonic() > deadline:
@@ -202,8 +220,15 @@ def test_slurm_and_torchrun_environments(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert ddp.slurm_env() is None  # a batch script, not an srun step: one process
-    env = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1",
-           "SLURM_JOB_ID": "812", "SLURM_RESTART_COUNT": "0", "SLURM_STEP_NODELIST": "gpu[07-08]"}
+    env = {
+        "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": "3",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_ID": "812",
+        "SLURM_RESTART_COUNT": "0",
+        "SLURM_STEP_NODELIST": "gpu[07-08]",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     first = ddp.slurm_env()

@@ -44,9 +44,12 @@ def test_the_doc_has_the_blocks_this_test_runs():
 @pytest.mark.slow
 def test_walk_through_runs_as_written(tmp_path, fashion_root):
     (tmp_path / "data").symlink_to(fashion_root, target_is_directory=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           # One intra-op thread: tiny batches gain nothing from more, and a busy machine loses a lot.
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # One intra-op thread: tiny batches gain nothing from more, and a busy machine loses a lot.
+        "OMP_NUM_THREADS": "1",
+    }
     for index, (kind, target, body) in enumerate(doc_blocks()):
         if kind == "file":
             path = tmp_path / target
@@ -57,7 +60,9 @@ def test_walk_through_runs_as_written(tmp_path, fashion_root):
             continue
         command = ["bash", "-euo", "pipefail", "-c", body] if kind == "bash" else [sys.executable, "-c", body]
         proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"block {index} ({kind}) failed:\n{body}\n--- output:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, (
+            f"block {index} ({kind}) failed:\n{body}\n--- output:\n{proc.stdout}\n{proc.stderr}"
+        )
     # The two runs finished, were evaluated and logged their loss terms.
     runs = {path.name.split("-")[0]: path for path in (tmp_path / "runs" / "fashion-mnist").iterdir()}
     assert {"align_uniform", "predict_target", "random_init"} <= set(runs)

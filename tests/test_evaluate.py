@@ -13,16 +13,23 @@ from torch import nn
 
 import ssl_bench.eval.features as features_module
 import ssl_bench.run.lifecycle as lifecycle
-from ssl_bench.launch.cli import main
 from ssl_bench.config import resolve_config
 from ssl_bench.eval.features import FEATURES, extract_features
-from ssl_bench.eval.probes import (EvalProtocol, KnnConfig, LinearProbeConfig, SplitFeatures, knn_scores, knn_top1,
-                                   linear_probe, protocol_for)
+from ssl_bench.eval.probes import (
+    EvalProtocol,
+    KnnConfig,
+    LinearProbeConfig,
+    SplitFeatures,
+    knn_scores,
+    knn_top1,
+    linear_probe,
+    protocol_for,
+)
+from ssl_bench.launch.cli import main
 from ssl_bench.run.lifecycle import evaluate_baseline, evaluate_run, initial_backbone, random_init_config
 from ssl_bench.run.record import read_result, record_failure, record_running
 from ssl_bench.run.rundir import RunDir
 from ssl_bench.train.trainer import Trainer, pretrain
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,7 +115,9 @@ def test_features_come_from_the_frozen_backbone_in_eval_mode(fashion_root):
 
 
 def test_every_method_of_a_seed_shares_one_baseline(fashion_root):
-    configs = [resolve_config(m, "fashion-mnist", {"data_root": str(fashion_root)}) for m in ("simclr", "vicreg", "byol")]
+    configs = [
+        resolve_config(m, "fashion-mnist", {"data_root": str(fashion_root)}) for m in ("simclr", "vicreg", "byol")
+    ]
     baselines = {random_init_config(c).identity_hash() for c in configs}
     assert len(baselines) == 1
     baseline = random_init_config(configs[0])
@@ -119,8 +128,12 @@ def test_every_method_of_a_seed_shares_one_baseline(fashion_root):
 
 
 def test_baseline_backbone_is_the_trainers_initial_backbone(fashion_root, tmp_path):
-    config = resolve_config("simclr", "fashion-mnist", {"data_root": str(fashion_root), "seed": 3},
-                            ["train_subset=none", "num_workers=0", "device=cpu"])
+    config = resolve_config(
+        "simclr",
+        "fashion-mnist",
+        {"data_root": str(fashion_root), "seed": 3},
+        ["train_subset=none", "num_workers=0", "device=cpu"],
+    )
     trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
     expected = trainer.method.backbone.state_dict()
     got = initial_backbone(random_init_config(config)).state_dict()
@@ -134,26 +147,62 @@ def test_baseline_backbone_is_the_trainers_initial_backbone(fashion_root, tmp_pa
 # 256 of the 600 generated images in batches of 32: 8 steps per epoch.
 TINY = ["projector=32,32", "num_workers=0", "device=cpu", "train_subset=256"]
 RECORD_FIELDS = {
-    "schema_version", "status", "method", "dataset", "backbone", "epochs", "seed", "identity_hash", "linear_top1",
-    "knn_top1", "epochs_done", "final_loss", "online_probe_top1", "embedding_std", "rankme_representation",
-    "rankme_embedding", "pretrain_seconds", "samples_per_second", "peak_memory_mb", "eval_seconds",
-    "eval_peak_memory_mb", "eval_details", "eval_protocol", "eval_protocol_hash", "device", "config", "error",
+    "schema_version",
+    "status",
+    "method",
+    "dataset",
+    "backbone",
+    "epochs",
+    "seed",
+    "identity_hash",
+    "linear_top1",
+    "knn_top1",
+    "epochs_done",
+    "final_loss",
+    "online_probe_top1",
+    "embedding_std",
+    "rankme_representation",
+    "rankme_embedding",
+    "pretrain_seconds",
+    "samples_per_second",
+    "peak_memory_mb",
+    "eval_seconds",
+    "eval_peak_memory_mb",
+    "eval_details",
+    "eval_protocol",
+    "eval_protocol_hash",
+    "device",
+    "config",
+    "error",
     "updated",
 }
 QUIET = {"log": lambda _: None}
 
 
 def _config(data_root: Path, method: str = "vicreg", extra: list[str] = ()):
-    return resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root), "batch_size": 32},
-                          [*TINY, *extra])
+    return resolve_config(
+        method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root), "batch_size": 32}, [*TINY, *extra]
+    )
 
 
 @pytest.fixture(scope="module")
 def finished(fashion_root, tmp_path_factory) -> Path:
     """A results directory after `ssl-bench run vicreg` (1 epoch): the baseline and the run, evaluated."""
     results = tmp_path_factory.mktemp("results")
-    args = ["run", "vicreg", "--epochs", "1", "--batch-size", "32", "--data-root", str(fashion_root),
-            "--results-dir", str(results), "--no-progress", *[a for s in TINY for a in ("--set", s)]]
+    args = [
+        "run",
+        "vicreg",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--data-root",
+        str(fashion_root),
+        "--results-dir",
+        str(results),
+        "--no-progress",
+        *[a for s in TINY for a in ("--set", s)],
+    ]
     assert main(args) == 0
     return results
 
@@ -171,8 +220,13 @@ def test_run_writes_the_documented_record(finished, fashion_root):
     record = read_result(run_dir)
     assert set(record) == RECORD_FIELDS
     assert record["status"] == "finished" and record["error"] is None
-    assert (record["method"], record["dataset"], record["backbone"], record["epochs"], record["seed"]) == \
-        ("vicreg", "fashion-mnist", "tiny_convnet", 1, 0)
+    assert (record["method"], record["dataset"], record["backbone"], record["epochs"], record["seed"]) == (
+        "vicreg",
+        "fashion-mnist",
+        "tiny_convnet",
+        1,
+        0,
+    )
     assert record["identity_hash"] == config.identity_hash() and record["config"] == config.to_dict()
     assert 0 <= record["linear_top1"] <= 100 and 0 <= record["knn_top1"] <= 100
     assert record["pretrain_seconds"] > 0 and record["samples_per_second"] > 0
@@ -193,8 +247,25 @@ def test_a_second_run_skips_what_is_done(finished, fashion_root, monkeypatch, ca
     run_dir = RunDir.for_config(finished, config)
     before = read_result(run_dir)
     _no_extraction(monkeypatch)
-    assert main(["run", "vicreg", "--epochs", "1", "--batch-size", "32", "--data-root", str(fashion_root),
-                 "--results-dir", str(finished), "--no-progress", *[a for s in TINY for a in ("--set", s)]]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "vicreg",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--data-root",
+                str(fashion_root),
+                "--results-dir",
+                str(finished),
+                "--no-progress",
+                *[a for s in TINY for a in ("--set", s)],
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "already finished" in out and "already evaluated" in out
     assert read_result(run_dir) == before

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import ssl_bench.data  # noqa: F401  (patches torchvision's import on a CPU-only torch; must come first)
 from PIL import Image
 from torchvision.transforms import CenterCrop, Resize
 from torchvision.transforms.functional import pil_to_tensor

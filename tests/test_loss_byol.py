@@ -78,11 +78,14 @@ def test_float32_agrees_with_float64():
     assert loss32.item() == pytest.approx(byol_loss(p, z).item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("p, z, match", [
-    (torch.randn(4, 3), torch.randn(4, 5), "same shape"),
-    (torch.randn(4), torch.randn(4), "2-D"),
-    (torch.randn(1, 3), torch.randn(1, 3), "at least 2"),
-])
+@pytest.mark.parametrize(
+    "p, z, match",
+    [
+        (torch.randn(4, 3), torch.randn(4, 5), "same shape"),
+        (torch.randn(4), torch.randn(4), "2-D"),
+        (torch.randn(1, 3), torch.randn(1, 3), "at least 2"),
+    ],
+)
 def test_rejects_bad_inputs(p, z, match):
     with pytest.raises(ValueError, match=match):
         byol_loss(p, z)

@@ -83,8 +83,14 @@ def test_rejects_mismatched_shapes():
 
 
 def test_method_loss_is_the_symmetrised_sum():
-    method = MoCoV3(TinyConvNet((4, 8)), 8, (16, 6), (16, 6), loss_params={"temperature": 0.5},
-                    method_params={"momentum_base": 0.99})
+    method = MoCoV3(
+        TinyConvNet((4, 8)),
+        8,
+        (16, 6),
+        (16, 6),
+        loss_params={"temperature": 0.5},
+        method_params={"momentum_base": 0.99},
+    )
     g = torch.Generator().manual_seed(7)
     z_a, z_b, p_a, p_b, t_a, t_b = (torch.randn(5, 6, generator=g, dtype=torch.float64) for _ in range(6))
     loss, _ = method.loss(z_a, z_b, p_a=p_a, p_b=p_b, target_a=t_a, target_b=t_b)

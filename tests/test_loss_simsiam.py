@@ -67,10 +67,13 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda x: simsiam_loss(x, z), (p,))
 
 
-@pytest.mark.parametrize("p, z, match", [
-    (torch.randn(4, 3), torch.randn(4, 5), "same shape"),
-    (torch.randn(1, 3), torch.randn(1, 3), "at least 2"),
-])
+@pytest.mark.parametrize(
+    "p, z, match",
+    [
+        (torch.randn(4, 3), torch.randn(4, 5), "same shape"),
+        (torch.randn(1, 3), torch.randn(1, 3), "at least 2"),
+    ],
+)
 def test_rejects_bad_inputs(p, z, match):
     with pytest.raises(ValueError, match=match):
         simsiam_loss(p, z)

@@ -162,20 +162,35 @@ def test_rejects_beta_outside_unit_interval():
 
 # --- the method: C is state carried from step to step ----------------------------------------
 
+
 def _tico_method():
     from ssl_bench.methods.tico import TiCo
     from ssl_bench.models.backbones import TinyConvNet
 
     torch.manual_seed(0)
-    return TiCo(TinyConvNet((4, 8)), 8, (12, 6), loss_params={"beta": 0.9, "rho": 8.0},
-                method_params={"momentum_base": 0.99}).double().train()
+    return (
+        TiCo(
+            TinyConvNet((4, 8)),
+            8,
+            (12, 6),
+            loss_params={"beta": 0.9, "rho": 8.0},
+            method_params={"momentum_base": 0.99},
+        )
+        .double()
+        .train()
+    )
 
 
 def test_method_updates_c_each_training_step_and_uses_it_in_the_next():
     method = _tico_method()
     g = torch.Generator().manual_seed(3)
-    steps = [(torch.randn(10, 3, 12, 12, generator=g, dtype=torch.float64),
-              torch.randn(10, 3, 12, 12, generator=g, dtype=torch.float64)) for _ in range(3)]
+    steps = [
+        (
+            torch.randn(10, 3, 12, 12, generator=g, dtype=torch.float64),
+            torch.randn(10, 3, 12, 12, generator=g, dtype=torch.float64),
+        )
+        for _ in range(3)
+    ]
     c = torch.zeros(6, 6, dtype=torch.float64)
     for x_a, x_b in steps:
         # What the loss must see: the online embedding of view a, the target's of view b, and

@@ -130,10 +130,12 @@ def test_collapsed_batch_by_hand():
 def test_covariance_by_explicit_loops_on_small_d():
     # A second, loop-by-loop reference for the covariance term on a small D.
     n, d = 7, 5
-    z_a, z_b = _views(n, d, seed=8)
+    z_a, _z_b = _views(n, d, seed=8)
     z = z_a.detach()
     mean = [sum(z[k, j] for k in range(n)) / n for j in range(d)]
-    cov = [[sum((z[k, i] - mean[i]) * (z[k, j] - mean[j]) for k in range(n)) / (n - 1) for j in range(d)] for i in range(d)]
+    cov = [
+        [sum((z[k, i] - mean[i]) * (z[k, j] - mean[j]) for k in range(n)) / (n - 1) for j in range(d)] for i in range(d)
+    ]
     off = sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
     for f in ("gram", "direct"):
         got = vicreg_terms(z, z.clone(), form=f)["covariance"]

@@ -25,14 +25,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ssl_bench.distributed import collectives
 from ssl_bench.methods.barlow_twins import barlow_twins_loss
 from ssl_bench.methods.byol import byol_loss
 from ssl_bench.methods.mocov3 import mocov3_loss
-from ssl_bench.methods.simsiam import simsiam_loss
 from ssl_bench.methods.simclr import nt_xent_loss
+from ssl_bench.methods.simsiam import simsiam_loss
 from ssl_bench.methods.tico import tico_loss
 from ssl_bench.methods.vicreg import vicreg_loss, vicreg_terms
-from ssl_bench.distributed import collectives
 
 WORLD = 2
 # (global N, D): N < D exercises the Gram forms on the gathered batch, N > D the direct ones.

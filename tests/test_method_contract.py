@@ -52,8 +52,14 @@ def tiny_method(name: str, seed: int = 0) -> Method:
     embedding = projector[-1] if projector else FEATURES
     predictor = (*(min(width, 8) for width in config.predictor[:-1]), embedding) if config.predictor else ()
     torch.manual_seed(seed)
-    method = get_method(name)(TinyConvNet((4, 8, FEATURES)), FEATURES, projector, predictor,
-                              loss_params=config.loss, method_params=config.method_params)
+    method = get_method(name)(
+        TinyConvNet((4, 8, FEATURES)),
+        FEATURES,
+        projector,
+        predictor,
+        loss_params=config.loss,
+        method_params=config.method_params,
+    )
     return method.double().train()
 
 
@@ -82,12 +88,15 @@ def _grads_finite(module: torch.nn.Module) -> bool:
 
 # --- documentation and recipes ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", METHODS)
 def test_documented(name):
     cls = get_method(name)
     module = inspect.getmodule(cls)
     assert (cls.__doc__ or "").strip(), f"{cls.__name__} needs a class docstring (one line: method, paper)"
-    assert len((module.__doc__ or "").strip()) > 200, f"{module.__name__} needs a docstring with the paper and equations"
+    assert len((module.__doc__ or "").strip()) > 200, (
+        f"{module.__name__} needs a docstring with the paper and equations"
+    )
     assert cls.loss is not Method.loss
 
 
@@ -110,6 +119,7 @@ def test_recipe_complete_and_valid(name, table_name):
 
 # --- the loss --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", METHODS)
 def test_loss_is_finite_and_trains_every_online_part(name):
     method = tiny_method(name)
@@ -127,7 +137,7 @@ def test_loss_is_finite_and_trains_every_online_part(name):
         assert grads and all(g is not None for g in grads), f"no gradient reaches the {part}"
         assert any(g.abs().sum() > 0 for g in grads), f"zero gradient in the {part}"
     assert _grads_finite(method)
-    for online, target in method.momentum_pairs():
+    for _online, target in method.momentum_pairs():
         assert target.grad is None and not target.requires_grad
 
 
@@ -173,6 +183,7 @@ def test_loss_scores_collapse_worse_than_diverse_agreeing_views(name):
 
 # --- state: momentum targets, learning rates, checkpoints ------------------------------------
 
+
 @pytest.mark.parametrize("name", [m for m in METHODS if get_method(m).uses_momentum_target])
 def test_momentum_target_follows_its_schedule(name):
     method = tiny_method(name)
@@ -204,7 +215,7 @@ def test_state_survives_a_state_dict_round_trip(name):
     trained = tiny_method(name, seed=0)
     x_a, x_b = images(7), images(8)
     trained(x_a, x_b)  # updates running statistics and any loss state
-    for online, target in trained.momentum_pairs():
+    for online, _target in trained.momentum_pairs():
         with torch.no_grad():
             online.add_(0.1)
     trained.after_optimizer_step(0, 10)

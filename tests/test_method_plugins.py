@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import ssl_bench.method as method_module
-from ssl_bench.launch import cli
 from ssl_bench.config import load_recipe_table, recipe_row, resolve_config
 from ssl_bench.errors import UsageError
+from ssl_bench.launch import cli
 from ssl_bench.method import Method, available_methods, get_method, load_method_file, register_method
 from ssl_bench.models.backbones import TinyConvNet
 from ssl_bench.train.optim import build_optimizer, parameter_groups, set_scheduled_lr
@@ -73,6 +73,7 @@ def _write_toy(directory: Path, name: str = "toy_align", cls: str = "ToyAlign") 
 
 # --- method files --------------------------------------------------------------------------
 
+
 def test_load_method_file_registers_and_can_be_loaded_again(registry, tmp_path):
     path = _write_toy(tmp_path)
     assert load_method_file(path) == ["toy_align"]
@@ -94,8 +95,18 @@ def test_method_file_errors_are_one_line_usage_errors(registry, tmp_path):
 def test_cli_method_file_and_missing_recipe(registry, tmp_path, capsys):
     path = _write_toy(tmp_path)
     # The file carries a Fashion-MNIST row only: CIFAR is a clear one-line error, exit 2.
-    code = cli.main(["run", "toy_align", "--method-file", str(path), "--dataset", "cifar10",
-                     "--results-dir", str(tmp_path / "runs")])
+    code = cli.main(
+        [
+            "run",
+            "toy_align",
+            "--method-file",
+            str(path),
+            "--dataset",
+            "cifar10",
+            "--results-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "no cifar recipe for method 'toy_align'" in err and "ToyAlign.recipes" in err
@@ -117,8 +128,9 @@ def test_the_recipe_table_wins_over_a_carried_row(registry, tmp_path):
     table = load_recipe_table("fashion_mnist")
     carried = recipe_row("toy_align", table)
     assert carried.batch_size == 16
-    with_row = dataclasses.replace(table, methods={**table.methods,
-                                                   "toy_align": dataclasses.replace(carried, batch_size=64)})
+    with_row = dataclasses.replace(
+        table, methods={**table.methods, "toy_align": dataclasses.replace(carried, batch_size=64)}
+    )
     assert recipe_row("toy_align", with_row).batch_size == 64
 
 
@@ -139,6 +151,7 @@ def test_a_carried_row_with_a_typo_is_a_usage_error(registry):
 
 # --- entry points --------------------------------------------------------------------------
 
+
 def _install_dist(site: Path, dist: str, module: str, source: str, entry: str) -> None:
     """A minimal installed distribution: a module and a .dist-info with an entry point."""
     (site / f"{module}.py").write_text(source)
@@ -152,9 +165,14 @@ def test_entry_point_plugins_are_discovered(registry, tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
     # One plug-in names its module (the class registers itself), one names an unregistered class.
-    _install_dist(site, "toy_plugin", "toy_plugin", TOY_METHOD.format(name="toy_plugin", cls="ToyPlugin"),
-                  "toy = toy_plugin")
-    _install_dist(site, "toy_plugin_cls", "toy_plugin_cls", textwrap.dedent('''
+    _install_dist(
+        site, "toy_plugin", "toy_plugin", TOY_METHOD.format(name="toy_plugin", cls="ToyPlugin"), "toy = toy_plugin"
+    )
+    _install_dist(
+        site,
+        "toy_plugin_cls",
+        "toy_plugin_cls",
+        textwrap.dedent('''
         from ssl_bench.method import Method
 
         class Undecorated(Method):
@@ -164,7 +182,9 @@ def test_entry_point_plugins_are_discovered(registry, tmp_path, monkeypatch):
 
             def loss(self, z_a, z_b):
                 return (z_a - z_b).square().mean(), {}
-        '''), "cls = toy_plugin_cls:Undecorated")
+        '''),
+        "cls = toy_plugin_cls:Undecorated",
+    )
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     method_module._discovered = False
@@ -176,8 +196,13 @@ def test_entry_point_plugins_are_discovered(registry, tmp_path, monkeypatch):
 def test_a_broken_plugin_is_skipped_with_a_warning(registry, tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
-    _install_dist(site, "broken_plugin", "broken_plugin", "raise ImportError('missing dependency xyz')\n",
-                  "broken = broken_plugin")
+    _install_dist(
+        site,
+        "broken_plugin",
+        "broken_plugin",
+        "raise ImportError('missing dependency xyz')\n",
+        "broken = broken_plugin",
+    )
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     method_module._discovered = False
@@ -190,19 +215,23 @@ def test_a_broken_plugin_is_skipped_with_a_warning(registry, tmp_path, monkeypat
 
 # --- declarations are checked ----------------------------------------------------------------
 
+
 def test_register_method_rejects_incomplete_or_clashing_classes(registry):
     with pytest.raises(TypeError, match="must implement loss"):
+
         @register_method
         class NoLoss(Method):
             name = "no_loss"
 
     with pytest.raises(TypeError, match="needs a class attribute `name`"):
+
         @register_method
         class NoName(Method):
             def loss(self, z_a, z_b):
                 return z_a.sum(), {}
 
     with pytest.raises(ValueError, match="'simclr' is taken"):
+
         @register_method
         class Impostor(Method):
             name = "simclr"
@@ -211,14 +240,17 @@ def test_register_method_rejects_incomplete_or_clashing_classes(registry):
                 return z_a.sum(), {}
 
 
-@pytest.mark.parametrize("method, setting, message", [
-    ("byol", "predictor=", "byol needs a predictor"),
-    ("byol", "predictor=64,100", "must end at the embedding width 128"),
-    ("vicreg", "predictor=64,1024", "vicreg has no predictor"),
-    ("byol", "method_params.momentum_base=1.5", "momentum_base must be in"),
-    ("byol", "method_params.momentum=0.9", "unknown method_params parameter of byol 'momentum'"),
-    ("mocov3", "loss.temprature=0.2", "did you mean 'temperature'"),
-])
+@pytest.mark.parametrize(
+    "method, setting, message",
+    [
+        ("byol", "predictor=", "byol needs a predictor"),
+        ("byol", "predictor=64,100", "must end at the embedding width 128"),
+        ("vicreg", "predictor=64,1024", "vicreg has no predictor"),
+        ("byol", "method_params.momentum_base=1.5", "momentum_base must be in"),
+        ("byol", "method_params.momentum=0.9", "unknown method_params parameter of byol 'momentum'"),
+        ("mocov3", "loss.temprature=0.2", "did you mean 'temperature'"),
+    ],
+)
 def test_recipe_and_set_errors_name_the_problem(method, setting, message):
     with pytest.raises(UsageError, match=message):
         resolve_config(method, "fashion-mnist", settings=[setting])
@@ -237,11 +269,12 @@ def test_method_params_are_set_by_type():
 def test_constructor_checks_parameter_names():
     with pytest.raises(UsageError, match="vicreg needs the loss parameter"):
         get_method("vicreg")(TinyConvNet((4, 8)), 8, (6,), loss_params={"sim_coeff": 1.0})
-    with pytest.raises(UsageError, match="byol needs the method_params parameter.*momentum_base"):
+    with pytest.raises(UsageError, match=r"byol needs the method_params parameter.*momentum_base"):
         get_method("byol")(TinyConvNet((4, 8)), 8, (6,), (6,))
 
 
 # --- constant learning rates -----------------------------------------------------------------
+
 
 def test_constant_lr_group_keeps_its_peak_through_warmup_and_decay():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
@@ -263,14 +296,16 @@ def test_trainer_gives_simsiam_predictor_a_constant_lr_and_byol_target_no_group(
     from ssl_bench.train.trainer import Trainer
 
     settings = ["batch_size=16", "train_subset=64", "image_size=16", "device=cpu", "projector=16,16,8"]
-    config = resolve_config("simsiam", "fashion-mnist", {"data_root": str(fashion_root)},
-                            [*settings, "predictor=4,8"])
+    config = resolve_config("simsiam", "fashion-mnist", {"data_root": str(fashion_root)}, [*settings, "predictor=4,8"])
     trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
     last = trainer.optimizer.param_groups[-1]
-    assert last["constant_lr"] and {id(p) for p in last["params"]} == {id(p) for p in trainer.method.predictor.parameters()}
+    assert last["constant_lr"] and {id(p) for p in last["params"]} == {
+        id(p) for p in trainer.method.predictor.parameters()
+    }
 
-    config = resolve_config("byol", "fashion-mnist", {"data_root": str(fashion_root)},
-                            [*settings[:-1], "projector=16,8", "predictor=16,8"])
+    config = resolve_config(
+        "byol", "fashion-mnist", {"data_root": str(fashion_root)}, [*settings[:-1], "projector=16,8", "predictor=16,8"]
+    )
     trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert optimised == {id(p) for p in trainer.method.parameters() if p.requires_grad}

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from support.crash import crash_before_step
 
 from ssl_bench.launch import cli
-from support.crash import crash_before_step
 
 NEW_METHODS = ["byol", "simsiam", "mocov3"]
 
@@ -24,10 +23,28 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.slow
 def test_new_methods_run_crash_and_resume_through_the_cli(fashion_root, tmp_path, monkeypatch, capsys):
     # 64 images of 16 px, batch 16: 4 steps per epoch, 8 in all; checkpoints at steps 3, 4, 6, 8.
-    settings = ["projector=64,32", "predictor=64,32", "batch_size=16", "train_subset=64", "image_size=16",
-                "num_workers=0", "device=cpu", "checkpoint_every_steps=3"]
-    args = ["run", *NEW_METHODS, "--epochs", "2", "--data-root", str(fashion_root), "--results-dir",
-            str(tmp_path), "--no-progress", *[a for s in settings for a in ("--set", s)]]
+    settings = [
+        "projector=64,32",
+        "predictor=64,32",
+        "batch_size=16",
+        "train_subset=64",
+        "image_size=16",
+        "num_workers=0",
+        "device=cpu",
+        "checkpoint_every_steps=3",
+    ]
+    args = [
+        "run",
+        *NEW_METHODS,
+        "--epochs",
+        "2",
+        "--data-root",
+        str(fashion_root),
+        "--results-dir",
+        str(tmp_path),
+        "--no-progress",
+        *[a for s in settings for a in ("--set", s)],
+    ]
 
     crash_before_step(monkeypatch, 7)  # every run dies before step 7; the command goes on
     assert cli.main(args) == 1

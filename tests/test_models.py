@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 import ssl_bench
-
 from ssl_bench.errors import UsageError
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.models.heads import build_projector
@@ -63,8 +62,9 @@ def test_torchvision_fix_is_a_no_op_where_torchvision_imports(tmp_path):
     # Load the compat module on its own: importing the ssl_bench package would import the
     # real torchvision first.
     script = tmp_path / "check.py"
-    script.write_text(textwrap.dedent(
-        f"""
+    script.write_text(
+        textwrap.dedent(
+            f"""
         import importlib.util, sys
         sys.path.insert(0, {str(tmp_path)!r})
         spec = importlib.util.spec_from_file_location("compat", {str(compat_file)!r})
@@ -72,7 +72,8 @@ def test_torchvision_fix_is_a_no_op_where_torchvision_imports(tmp_path):
         spec.loader.exec_module(compat)
         print(compat.import_torchvision().MARK, compat.patched())
         """
-    ))
+        )
+    )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "the importable one False"
 
@@ -89,8 +90,9 @@ def test_torchvision_works_after_the_fix():
 def test_zero_init_residual_starts_every_residual_branch_at_zero():
     zeroed, _ = build_backbone("resnet18_cifar", zero_init_residual=True)
     plain, _ = build_backbone("resnet18_cifar")
-    last_bns = [block.bn2.weight for stage in (zeroed.layer1, zeroed.layer2, zeroed.layer3, zeroed.layer4)
-                for block in stage]
+    last_bns = [
+        block.bn2.weight for stage in (zeroed.layer1, zeroed.layer2, zeroed.layer3, zeroed.layer4) for block in stage
+    ]
     assert len(last_bns) == 8 and all(bool((w == 0).all()) for w in last_bns)
     assert bool((plain.layer1[0].bn2.weight == 1).all())
     with pytest.raises(UsageError, match="no residual branches"):

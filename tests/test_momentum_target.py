@@ -8,20 +8,21 @@ checkpointed with the weights so that a resumed run ends exactly where an uninte
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from support.crash import SimulatedCrash, crash_before_step
 
-from ssl_bench.methods.byol import BYOL
 from ssl_bench.config import resolve_config
 from ssl_bench.method import cosine_momentum, ema_update, get_method
+from ssl_bench.methods.byol import BYOL
 from ssl_bench.models.backbones import TinyConvNet
-from ssl_bench.train.optim import build_optimizer, parameter_groups
 from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.optim import build_optimizer, parameter_groups
 from ssl_bench.train.trainer import pretrain
-from support.crash import SimulatedCrash, crash_before_step
 
 # 64 generated images of 16 px, batch 16 -> 4 steps per epoch, 8 in 2 epochs.
 TINY = {
@@ -38,8 +39,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(method: str, data_root: Path, extra: list[str] = ()):
-    return resolve_config(method, "fashion-mnist", {"epochs": 2, "data_root": str(data_root)},
-                          [*TINY[method], *COMMON, *extra])
+    return resolve_config(
+        method, "fashion-mnist", {"epochs": 2, "data_root": str(data_root)}, [*TINY[method], *COMMON, *extra]
+    )
 
 
 def _byol(base: float = 0.9) -> BYOL:
@@ -48,6 +50,7 @@ def _byol(base: float = 0.9) -> BYOL:
 
 
 # --- the schedule and the update -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("base", [0.996, 0.99, 0.0])
 def test_cosine_schedule_matches_byol_formula(base):
@@ -60,11 +63,12 @@ def test_cosine_schedule_matches_byol_formula(base):
     assert cosine_momentum(total, total, base) == 1.0
     assert cosine_momentum(5 * total, total, base) == 1.0  # never past 1
     values = [cosine_momentum(k, total, base) for k in range(total + 1)]
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(values))
 
 
-@pytest.mark.parametrize("args, match", [((-1, 10, 0.9), "step"), ((0, 0, 0.9), "total_steps"),
-                                         ((0, 10, 1.5), "base momentum")])
+@pytest.mark.parametrize(
+    "args, match", [((-1, 10, 0.9), "step"), ((0, 0, 0.9), "total_steps"), ((0, 10, 1.5), "base momentum")]
+)
 def test_cosine_schedule_rejects_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         cosine_momentum(*args)
@@ -87,6 +91,7 @@ def test_ema_update_is_the_convex_combination():
 
 
 # --- the method's target network -----------------------------------------------------------
+
 
 def test_target_starts_as_a_frozen_copy_and_is_checkpointed():
     method = _byol()
@@ -142,8 +147,12 @@ def test_target_outputs_reach_the_loss_without_graph():
 def test_methods_without_a_target_do_nothing_after_a_step():
     from ssl_bench.methods.vicreg import VICReg
 
-    method = VICReg(TinyConvNet((4, 8)), 8, (12, 6),
-                    loss_params={"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "eps": 1e-4})
+    method = VICReg(
+        TinyConvNet((4, 8)),
+        8,
+        (12, 6),
+        loss_params={"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "eps": 1e-4},
+    )
     before = copy.deepcopy(method.state_dict())
     method.after_optimizer_step(0, 10)
     assert method.momentum_pairs() == [] and method.target_backbone is None
@@ -151,6 +160,7 @@ def test_methods_without_a_target_do_nothing_after_a_step():
 
 
 # --- the trainer ---------------------------------------------------------------------------
+
 
 def _final_state(result_dir: Path) -> dict[str, torch.Tensor]:
     return RunDir(result_dir).load_checkpoint()["method"]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ssl_bench.config import resolve_config
-from ssl_bench.train.monitor import MonitorConfig, TrainingMonitor, embedding_std, rankme
 from ssl_bench.run.preemption import TrainingStopped
 from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.monitor import MonitorConfig, TrainingMonitor, embedding_std, rankme
 from ssl_bench.train.trainer import Trainer, pretrain
 
 CPU = torch.device("cpu")
@@ -164,10 +164,13 @@ def test_metrics_show_a_collapsed_run(fashion_root, tmp_path, monkeypatch):
     # No projector, so that the embedding is the representation: a projector's BatchNorm would
     # blow a constant input's rounding noise up to full-rank embeddings (then only the
     # representation's RankMe shows the collapse).
-    config = resolve_config("vicreg", "fashion-mnist", {"epochs": 1, "data_root": str(fashion_root)},
-                            TINY + ["projector="])
+    config = resolve_config(
+        "vicreg", "fashion-mnist", {"epochs": 1, "data_root": str(fashion_root)}, TINY + ["projector="]
+    )
     healthy = pretrain(config, tmp_path / "healthy", progress=False, log=lambda _: None)
-    monkeypatch.setattr(ssl_bench.run.assemble, "build_backbone", lambda name, zero_init_residual=None: (_Collapsed(), 16))
+    monkeypatch.setattr(
+        ssl_bench.run.assemble, "build_backbone", lambda name, zero_init_residual=None: (_Collapsed(), 16)
+    )
     collapsed = pretrain(config, tmp_path / "collapsed", progress=False, log=lambda _: None)
     (good,), (bad,) = RunDir(healthy.run_dir).read_metrics(), RunDir(collapsed.run_dir).read_metrics()
     assert all(key in good for key in MONITOR_KEYS)

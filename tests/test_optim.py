@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 
 import pytest
@@ -35,8 +36,7 @@ LAYOUT = {
     "all_zero": ((3, 3), "b", "zeros", "zero"),  # both norms 0 (0/0 must not give nan)
     "no_grad": ((3, 3), "b", "random", "none"),  # grad None -> skipped
 }
-HYPER = {"a": {"lr": 0.7, "weight_decay": 0.05, "eta": 0.001},
-         "b": {"lr": 0.3, "weight_decay": 0.0, "eta": 0.02}}
+HYPER = {"a": {"lr": 0.7, "weight_decay": 0.05, "eta": 0.001}, "b": {"lr": 0.3, "weight_decay": 0.0, "eta": 0.02}}
 MOMENTUM = 0.9
 STEPS = 10
 
@@ -71,10 +71,7 @@ def make_grads(steps: int = STEPS, seed: int = 1) -> list[dict[str, torch.Tensor
 
 
 def make_lars(params: dict[str, nn.Parameter], foreach: bool = True) -> LARS:
-    groups = [
-        {"params": [p for n, p in params.items() if LAYOUT[n][1] == key], **HYPER[key]}
-        for key in ("a", "b")
-    ]
+    groups = [{"params": [p for n, p in params.items() if LAYOUT[n][1] == key], **HYPER[key]} for key in ("a", "b")]
     return LARS(groups, lr=123.0, momentum=MOMENTUM, foreach=foreach)  # lr default unused
 
 
@@ -85,7 +82,8 @@ def apply_grads(params: dict[str, nn.Parameter], grads: dict[str, torch.Tensor |
 
 
 def reference_trajectory(
-    start: dict[str, torch.Tensor], grad_sequence: list[dict[str, torch.Tensor | None]],
+    start: dict[str, torch.Tensor],
+    grad_sequence: list[dict[str, torch.Tensor | None]],
 ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """LARS written out from the formula, one parameter at a time with Python-float factors.
 
@@ -110,8 +108,7 @@ def reference_trajectory(
             previous = mu.get(name, torch.zeros_like(value))
             mu[name] = MOMENTUM * previous + step_dir
             values[name] = value - hyper["lr"] * mu[name]
-        history.append(({n: v.clone() for n, v in values.items()},
-                        {n: m.clone() for n, m in mu.items()}))
+        history.append(({n: v.clone() for n, v in values.items()}, {n: m.clone() for n, m in mu.items()}))
     return history
 
 
@@ -128,12 +125,14 @@ def test_lars_matches_independent_reference(foreach: bool) -> None:
         optimizer.step()
         want_values, want_mu = expected[step]
         for name, p in params.items():
-            torch.testing.assert_close(p.detach(), want_values[name], rtol=0, atol=1e-12,
-                                       msg=f"{name} after step {step + 1}")
+            torch.testing.assert_close(
+                p.detach(), want_values[name], rtol=0, atol=1e-12, msg=f"{name} after step {step + 1}"
+            )
             if name in want_mu:
                 buf = optimizer.state[p]["momentum_buffer"]
-                torch.testing.assert_close(buf, want_mu[name], rtol=0, atol=1e-12,
-                                           msg=f"{name} momentum after step {step + 1}")
+                torch.testing.assert_close(
+                    buf, want_mu[name], rtol=0, atol=1e-12, msg=f"{name} momentum after step {step + 1}"
+                )
     # The edge cases did what they should, not merely the same as the reference:
     assert torch.equal(params["no_grad"].detach(), start["no_grad"])
     assert params["no_grad"] not in optimizer.state
@@ -189,8 +188,7 @@ def test_lars_one_step_by_hand() -> None:
     optimizer.step()
     torch.testing.assert_close(w.detach(), torch.tensor([[2.982, 3.976]], dtype=DTYPE))
     torch.testing.assert_close(b.detach(), torch.tensor([0.0, -3.0], dtype=DTYPE))
-    torch.testing.assert_close(optimizer.state[w]["momentum_buffer"],
-                               torch.tensor([[0.009, 0.012]], dtype=DTYPE))
+    torch.testing.assert_close(optimizer.state[w]["momentum_buffer"], torch.tensor([[0.009, 0.012]], dtype=DTYPE))
 
 
 def test_lars_state_dict_resume_reproduces_trajectory() -> None:
@@ -207,8 +205,7 @@ def test_lars_state_dict_resume_reproduces_trajectory() -> None:
         apply_grads(first_half, grads)
         optimizer.step()
     buffer = io.BytesIO()
-    torch.save({"params": {n: p.detach() for n, p in first_half.items()},
-                "optimizer": optimizer.state_dict()}, buffer)
+    torch.save({"params": {n: p.detach() for n, p in first_half.items()}, "optimizer": optimizer.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer)
 
@@ -229,8 +226,7 @@ def test_lars_state_dict_resume_reproduces_trajectory() -> None:
 def test_lars_bf16_under_autocast() -> None:
     """bf16 parameters step without error under autocast and stay close to a float64 run."""
     gen = torch.Generator().manual_seed(3)
-    start = [torch.randn(8, 4, generator=gen), torch.randn(8, generator=gen),
-             torch.randn(2, 3, 3, 3, generator=gen)]
+    start = [torch.randn(8, 4, generator=gen), torch.randn(8, generator=gen), torch.randn(2, 3, 3, 3, generator=gen)]
     grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(3)]
     low = [nn.Parameter(t.to(torch.bfloat16)) for t in start]
     high = [nn.Parameter(t.to(torch.bfloat16).double()) for t in start]
@@ -285,15 +281,18 @@ def test_lars_mixed_dtypes_and_sparse_grads_follow_dense_path() -> None:
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"lr": -0.1},
-    {"lr": 0.1, "momentum": 1.0},
-    {"lr": 0.1, "momentum": -0.1},
-    {"lr": 0.1, "eta": 0.0},
-    {"lr": 0.1, "eta": -1e-3},
-    {"lr": 0.1, "weight_decay": -1e-6},
-    {"lr": float("nan")},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lr": -0.1},
+        {"lr": 0.1, "momentum": 1.0},
+        {"lr": 0.1, "momentum": -0.1},
+        {"lr": 0.1, "eta": 0.0},
+        {"lr": 0.1, "eta": -1e-3},
+        {"lr": 0.1, "weight_decay": -1e-6},
+        {"lr": float("nan")},
+    ],
+)
 def test_lars_rejects_bad_hyperparameters(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         LARS([nn.Parameter(torch.ones(2, 2))], **kwargs)
@@ -324,12 +323,12 @@ def test_warmup_cosine_key_points() -> None:
     assert warmup_cosine(10, total, warmup, peak) == pytest.approx(peak, abs=1e-15)
     # Middle of the decay: q = 1/2 -> (peak + end)/2.
     assert warmup_cosine(55, total, warmup, peak) == pytest.approx((1.6 + 0.0016) / 2, abs=1e-15)
-    assert warmup_cosine(99, total, warmup, peak) == pytest.approx(
-        expected_lr(99, total, warmup, peak), abs=1e-15)
+    assert warmup_cosine(99, total, warmup, peak) == pytest.approx(expected_lr(99, total, warmup, peak), abs=1e-15)
     assert 0.0016 < warmup_cosine(99, total, warmup, peak) < 0.0016 + 1e-3
     for step in range(total):
         assert warmup_cosine(step, total, warmup, peak) == pytest.approx(
-            expected_lr(step, total, warmup, peak), rel=1e-13, abs=1e-15), step
+            expected_lr(step, total, warmup, peak), rel=1e-13, abs=1e-15
+        ), step
 
 
 def test_warmup_cosine_imagenet_like_shape() -> None:
@@ -338,8 +337,8 @@ def test_warmup_cosine_imagenet_like_shape() -> None:
     lrs = [warmup_cosine(s, total, warmup, peak) for s in range(total)]
     assert lrs[0] == 0.0
     assert lrs[warmup] == pytest.approx(peak)
-    assert all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup + 1]))  # rising warmup
-    assert all(a > b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # falling afterwards
+    assert all(a < b for a, b in itertools.pairwise(lrs[: warmup + 1]))  # rising warmup
+    assert all(a > b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))  # falling afterwards
     assert lrs[-1] == pytest.approx(expected_lr(total - 1, total, warmup, peak), rel=1e-13)
     assert max(lrs) == pytest.approx(peak)
     assert min(lrs[warmup:]) > 0.001 * peak
@@ -357,14 +356,17 @@ def test_warmup_cosine_degenerate_warmups() -> None:
     assert math.isfinite(warmup_cosine(4, 4, 4, 2.0))
 
 
-@pytest.mark.parametrize("args", [
-    (0, 0, 0, 1.0),  # total_steps 0
-    (0, -5, 0, 1.0),  # negative total
-    (0, 10, 11, 1.0),  # warmup > total
-    (0, 10, -1, 1.0),  # negative warmup
-    (-1, 10, 2, 1.0),  # negative step
-    (0, 10, 2, -1.0),  # negative peak
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (0, 0, 0, 1.0),  # total_steps 0
+        (0, -5, 0, 1.0),  # negative total
+        (0, 10, 11, 1.0),  # warmup > total
+        (0, 10, -1, 1.0),  # negative warmup
+        (-1, 10, 2, 1.0),  # negative step
+        (0, 10, 2, -1.0),  # negative peak
+    ],
+)
 def test_warmup_cosine_rejects_bad_arguments(args: tuple) -> None:
     with pytest.raises(ValueError):
         warmup_cosine(*args)
@@ -374,8 +376,7 @@ def test_warmup_cosine_rejects_bad_arguments(args: tuple) -> None:
 
 
 def small_model() -> nn.Module:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
-                          nn.Linear(4 * 2 * 2, 5, bias=False))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 2 * 2, 5, bias=False))
     model[0].bias.requires_grad_(False)  # frozen: must be in no group
     return model
 
@@ -431,8 +432,9 @@ def test_set_scheduled_lr_needs_peak_lr() -> None:
 # ----------------------------------------------------------------------------- build_optimizer
 
 
-@pytest.mark.parametrize("name, kind", [("lars", LARS), ("sgd", torch.optim.SGD),
-                                        ("adamw", torch.optim.AdamW), ("LARS", LARS)])
+@pytest.mark.parametrize(
+    "name, kind", [("lars", LARS), ("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("LARS", LARS)]
+)
 def test_build_optimizer_kinds_step(name: str, kind: type) -> None:
     torch.manual_seed(0)
     model = small_model()
@@ -465,8 +467,9 @@ SOLO_LRS = [0.0, 0.4, 2.5, 0.05, 0.4, 1e-3, 0.8, 0.4]  # lr 0 first (warmup), th
 SOLO_ETA, SOLO_WD, SOLO_EPS = 0.02, 0.05, 1e-8
 
 
-def solo_learn_reference(start: dict[str, torch.Tensor], grad_sequence: list[dict[str, torch.Tensor | None]],
-                         lrs: list[float], clip_lr: bool) -> list[dict[str, torch.Tensor]]:
+def solo_learn_reference(
+    start: dict[str, torch.Tensor], grad_sequence: list[dict[str, torch.Tensor | None]], lrs: list[float], clip_lr: bool
+) -> list[dict[str, torch.Tensor]]:
     values = {n: t.detach().clone() for n, t in start.items()}
     buffers: dict[str, torch.Tensor] = {}
     history = []
@@ -477,7 +480,7 @@ def solo_learn_reference(start: dict[str, torch.Tensor], grad_sequence: list[dic
                 continue
             d_p = g.clone()
             p_norm, g_norm = float(torch.linalg.vector_norm(p)), float(torch.linalg.vector_norm(g))
-            if p.ndim != 1:  # exclude_bias_n_norm=True
+            if p.ndim != 1:  # noqa: SIM102  (exclude_bias_n_norm=True; nested as in lars.py)
                 if p_norm != 0 and g_norm != 0:
                     lars_lr = SOLO_ETA * p_norm / (g_norm + p_norm * SOLO_WD + SOLO_EPS)
                     if clip_lr:
@@ -497,8 +500,16 @@ def test_solo_learn_variant_matches_solo_learn_update_rule(foreach: bool, clip_l
     start = {n: p.detach().clone() for n, p in params.items()}
     grad_sequence = make_grads(steps=len(SOLO_LRS))
     expected = solo_learn_reference(start, grad_sequence, SOLO_LRS, clip_lr)
-    optimizer = LARS(list(params.values()), lr=SOLO_LRS[0], weight_decay=SOLO_WD, momentum=MOMENTUM, eta=SOLO_ETA,
-                     variant="solo-learn", clip_lr=clip_lr, foreach=foreach)
+    optimizer = LARS(
+        list(params.values()),
+        lr=SOLO_LRS[0],
+        weight_decay=SOLO_WD,
+        momentum=MOMENTUM,
+        eta=SOLO_ETA,
+        variant="solo-learn",
+        clip_lr=clip_lr,
+        foreach=foreach,
+    )
     clipped = unclipped = 0
     for step, (grads, lr) in enumerate(zip(grad_sequence, SOLO_LRS)):
         for group in optimizer.param_groups:
@@ -506,8 +517,9 @@ def test_solo_learn_variant_matches_solo_learn_update_rule(foreach: bool, clip_l
         apply_grads(params, grads)
         optimizer.step()
         for name, p in params.items():
-            torch.testing.assert_close(p.detach(), expected[step][name], rtol=0, atol=1e-12,
-                                       msg=f"{name} after step {step + 1}")
+            torch.testing.assert_close(
+                p.detach(), expected[step][name], rtol=0, atol=1e-12, msg=f"{name} after step {step + 1}"
+            )
         # Both sides of the clip were exercised: eta ||p|| / (...) above and below lr.
         w, g = start["fc.weight"], grads["fc.weight"]
         ratio = SOLO_ETA * float(w.norm()) / (float(g.norm()) + SOLO_WD * float(w.norm()))
@@ -520,8 +532,9 @@ def test_solo_learn_variant_differs_from_the_official_rule() -> None:
     runs = {}
     for variant, eta in (("official", 0.02), ("solo-learn", 0.02)):
         params = make_params()
-        optimizer = LARS(list(params.values()), lr=0.4, weight_decay=SOLO_WD, momentum=MOMENTUM, eta=eta,
-                         variant=variant)
+        optimizer = LARS(
+            list(params.values()), lr=0.4, weight_decay=SOLO_WD, momentum=MOMENTUM, eta=eta, variant=variant
+        )
         apply_grads(params, make_grads(steps=1)[0])
         optimizer.step()
         runs[variant] = params["fc.weight"].detach().clone()
@@ -531,8 +544,9 @@ def test_solo_learn_variant_differs_from_the_official_rule() -> None:
 def test_build_optimizer_gives_each_variant_its_own_eta() -> None:
     groups = parameter_groups(nn.Linear(3, 2), lr=0.1, weight_decay=0.0)
     official = build_optimizer("lars", groups)
-    solo = build_optimizer("lars", parameter_groups(nn.Linear(3, 2), lr=0.1, weight_decay=0.0),
-                           lars_variant="solo-learn")
+    solo = build_optimizer(
+        "lars", parameter_groups(nn.Linear(3, 2), lr=0.1, weight_decay=0.0), lars_variant="solo-learn"
+    )
     assert (official.param_groups[0]["eta"], official.param_groups[0]["clip_lr"]) == (0.001, False)
     assert (solo.param_groups[0]["eta"], solo.param_groups[0]["clip_lr"]) == (0.02, True)
     with pytest.raises(ValueError, match="clip_lr belongs to the solo-learn variant"):

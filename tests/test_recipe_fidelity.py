@@ -30,14 +30,24 @@ RELU = "ReLU"
 
 def view(crop=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur=0.0, solarize=0.0, flip=0.5, jitter_p=0.8, gray=0.2):
     """A view distribution as the sources state it (torchvision semantics)."""
-    return {"crop_scale": list(crop), "flip_p": flip, "jitter": list(jitter), "jitter_p": jitter_p,
-            "grayscale_p": gray, "blur_p": blur, "solarize_p": solarize}
+    return {
+        "crop_scale": list(crop),
+        "flip_p": flip,
+        "jitter": list(jitter),
+        "jitter_p": jitter_p,
+        "grayscale_p": gray,
+        "blur_p": blur,
+        "solarize_p": solarize,
+    }
 
 
 def views(a: dict, b: dict | None = None, where: str = "") -> dict[str, tuple[Any, str]]:
     b = a if b is None else b
-    return {f"augmentation.view_{name}.{key}": (value, where)
-            for name, config in (("a", a), ("b", b)) for key, value in config.items()}
+    return {
+        f"augmentation.view_{name}.{key}": (value, where)
+        for name, config in (("a", a), ("b", b))
+        for key, value in config.items()
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,8 +66,10 @@ SOLO_COMMON = {
     "schedule.warmup_epochs": (10, "solo/methods/base.py:293"),
     "schedule.end_factor": (0.0, "solo/methods/base.py:291: min_lr 0.0"),
     "schedule.lr_scaling": ("base_lr x batch / 256", "solo/args/pretrain.py:151-157"),
-    "schedule.form": ("per step: linear warmup from 3e-5 reaching the peak at step W - 1, then cosine",
-                      "solo/utils/lr_scheduler.py:127-149"),
+    "schedule.form": (
+        "per step: linear warmup from 3e-5 reaching the peak at step W - 1, then cosine",
+        "solo/utils/lr_scheduler.py:127-149",
+    ),
     "execution.precision": ("16-mixed", "each yaml precision"),
     "execution.sync_batchnorm": (True, "each yaml sync_batchnorm"),
     "augmentation.crop_ratio": ([3 / 4, 4 / 3], "torchvision RandomResizedCrop default ratio"),
@@ -71,7 +83,10 @@ def solo_lars(base_lr: float, weight_decay: float, yaml: str) -> dict[str, tuple
     return {
         "optimizer.name": ("lars", f"{yaml} optimizer.name"),
         "schedule.base_lr": (base_lr, f"{yaml} optimizer.lr"),
-        "optimizer[all, adapted].lars": ("solo-learn, eta 0.02, clip_lr", f"{yaml} optimizer.kwargs; solo/utils/lars.py"),
+        "optimizer[all, adapted].lars": (
+            "solo-learn, eta 0.02, clip_lr",
+            f"{yaml} optimizer.kwargs; solo/utils/lars.py",
+        ),
         "optimizer[all, adapted].weight_decay": (weight_decay, f"{yaml} optimizer.weight_decay"),
         "optimizer[all, adapted].momentum": (0.9, "solo/args/pretrain.py:164"),
         "optimizer[all, excluded].lars": ("none (plain momentum SGD)", "solo/utils/lars.py:140: exclude_bias_n_norm"),
@@ -84,16 +99,28 @@ ASYM = "augmentations/asymmetric.yaml:3-45"
 
 SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "simclr"): {
-        **SOLO_COMMON, **solo_lars(0.4, 1e-4, "simclr.yaml:29-37"),
+        **SOLO_COMMON,
+        **solo_lars(0.4, 1e-4, "simclr.yaml:29-37"),
         "projector.layers": ([linear(512, 2048, True), RELU, linear(2048, 256, True)], "solo/methods/simclr.py:48-52"),
         "loss.params.temperature": (0.2, "simclr.yaml:21"),
         "loss.scale": (1.0, "solo/losses/simclr.py:58: mean over the 2N anchors"),
         **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="augmentations/symmetric.yaml:3-22"),
     },
     ("cifar", "vicreg"): {
-        **SOLO_COMMON, **solo_lars(0.3, 1e-4, "vicreg.yaml:59-67"),
-        "projector.layers": ([linear(512, 2048, True), bn(2048), RELU, linear(2048, 2048, True), bn(2048), RELU,
-                              linear(2048, 2048, True)], "solo/methods/vicreg.py:53-61"),
+        **SOLO_COMMON,
+        **solo_lars(0.3, 1e-4, "vicreg.yaml:59-67"),
+        "projector.layers": (
+            [
+                linear(512, 2048, True),
+                bn(2048),
+                RELU,
+                linear(2048, 2048, True),
+                bn(2048),
+                RELU,
+                linear(2048, 2048, True),
+            ],
+            "solo/methods/vicreg.py:53-61",
+        ),
         "loss.params.sim_coeff": (25.0, "vicreg.yaml:20"),
         # solo/losses/vicreg.py:52-56 sums the two views' variance terms: 25 on the sum.
         "loss.params.std_coeff": (25.0, "vicreg.yaml:21 (on the sum of both views, solo/losses/vicreg.py:52-56)"),
@@ -103,24 +130,42 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
         **views(view(crop=(0.2, 1.0), solarize=0.1), where="vicreg.yaml:32-57"),
     },
     ("cifar", "barlow_twins"): {
-        **SOLO_COMMON, **solo_lars(0.3, 1e-4, "barlow.yaml:29-37"),
-        "projector.layers": ([linear(512, 2048, True), bn(2048), RELU, linear(2048, 2048, True), bn(2048), RELU,
-                              linear(2048, 2048, True)], "solo/methods/barlow_twins.py:51-59"),
+        **SOLO_COMMON,
+        **solo_lars(0.3, 1e-4, "barlow.yaml:29-37"),
+        "projector.layers": (
+            [
+                linear(512, 2048, True),
+                bn(2048),
+                RELU,
+                linear(2048, 2048, True),
+                bn(2048),
+                RELU,
+                linear(2048, 2048, True),
+            ],
+            "solo/methods/barlow_twins.py:51-59",
+        ),
         "loss.params.lambd": (0.0051, "solo/methods/barlow_twins.py:77"),
         "loss.scale": (0.1, "barlow.yaml:21 scale_loss; solo/losses/barlow.py:59"),
         **views(view(), view(solarize=0.2), where=ASYM),
     },
     ("cifar", "byol"): {
-        **SOLO_COMMON, **solo_lars(1.0, 1e-5, "byol.yaml:32-40"),
-        "projector.layers": ([linear(512, 4096, True), bn(4096), RELU, linear(4096, 256, True)],
-                             "solo/methods/byol.py:50-55"),
-        "predictor.layers": ([linear(256, 4096, True), bn(4096), RELU, linear(4096, 256, True)],
-                             "solo/methods/byol.py:67-72"),
+        **SOLO_COMMON,
+        **solo_lars(1.0, 1e-5, "byol.yaml:32-40"),
+        "projector.layers": (
+            [linear(512, 4096, True), bn(4096), RELU, linear(4096, 256, True)],
+            "solo/methods/byol.py:50-55",
+        ),
+        "predictor.layers": (
+            [linear(256, 4096, True), bn(4096), RELU, linear(4096, 256, True)],
+            "solo/methods/byol.py:67-72",
+        ),
         "loss.scale": (1.0, "solo/methods/byol.py:187-190: both directions summed"),
         "momentum_target.base": (0.99, "byol.yaml:23"),
         "momentum_target.final": (1.0, "byol.yaml:24"),
-        "momentum_target.schedule": ("cosine over all steps, applied after every optimiser step",
-                                     "solo/utils/momentum.py:43-87; solo/methods/base.py:814-837"),
+        "momentum_target.schedule": (
+            "cosine over all steps, applied after every optimiser step",
+            "solo/utils/momentum.py:43-87; solo/methods/base.py:814-837",
+        ),
         **views(view(), view(solarize=0.2), where=ASYM),
     },
     ("cifar", "simsiam"): {
@@ -131,19 +176,36 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
         "optimizer[all].momentum": (0.9, "solo/args/pretrain.py:161-162"),
         "optimizer[constant lr].peak_lr": (0.5, "solo/methods/simsiam.py:97 static_lr"),
         "optimizer[constant lr].schedule": ("constant", "solo/methods/base.py:389-401"),
-        "projector.layers": ([linear(512, 2048, False), bn(2048), RELU, linear(2048, 2048, False), bn(2048), RELU,
-                              linear(2048, 2048, False), bn(2048, affine=False)],
-                             "solo/methods/simsiam.py:48-58 (the last bias is frozen ahead of BN(affine=False))"),
-        "predictor.layers": ([linear(2048, 512, False), bn(512), RELU, linear(512, 2048, True)],
-                             "solo/methods/simsiam.py:61-66"),
+        "projector.layers": (
+            [
+                linear(512, 2048, False),
+                bn(2048),
+                RELU,
+                linear(2048, 2048, False),
+                bn(2048),
+                RELU,
+                linear(2048, 2048, False),
+                bn(2048, affine=False),
+            ],
+            "solo/methods/simsiam.py:48-58 (the last bias is frozen ahead of BN(affine=False))",
+        ),
+        "predictor.layers": (
+            [linear(2048, 512, False), bn(512), RELU, linear(512, 2048, True)],
+            "solo/methods/simsiam.py:61-66",
+        ),
         **views(view(jitter=(0.4, 0.4, 0.4, 0.1), blur=0.5), where="augmentations/symmetric_weak.yaml:3-22"),
     },
     ("cifar", "mocov3"): {
-        **SOLO_COMMON, **solo_lars(0.3, 1e-6, "mocov3.yaml:33-41"),
-        "projector.layers": ([linear(512, 4096, False), bn(4096), RELU, linear(4096, 256, False), bn(256, False)],
-                             "solo/methods/mocov3.py:50-73, 101-116"),
-        "predictor.layers": ([linear(256, 4096, False), bn(4096), RELU, linear(4096, 256, False)],
-                             "solo/methods/mocov3.py:101-116"),
+        **SOLO_COMMON,
+        **solo_lars(0.3, 1e-6, "mocov3.yaml:33-41"),
+        "projector.layers": (
+            [linear(512, 4096, False), bn(4096), RELU, linear(4096, 256, False), bn(256, False)],
+            "solo/methods/mocov3.py:50-73, 101-116",
+        ),
+        "predictor.layers": (
+            [linear(256, 4096, False), bn(4096), RELU, linear(4096, 256, False)],
+            "solo/methods/mocov3.py:101-116",
+        ),
         "loss.params.temperature": (0.2, "mocov3.yaml:22"),
         "loss.scale": (1.0, "solo/losses/mocov3.py:53: 2 tau per direction, directions summed"),
         "momentum_target.base": (0.99, "mocov3.yaml:24"),
@@ -153,14 +215,19 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     # No solo-learn TiCo: the optimiser of solo-learn's SimCLR row, TiCo's parts as lightly-ai/lightly
     # (commit e8d317fc) builds them.
     ("cifar", "tico"): {
-        **SOLO_COMMON, **solo_lars(0.4, 1e-4, "simclr.yaml:29-37"),
+        **SOLO_COMMON,
+        **solo_lars(0.4, 1e-4, "simclr.yaml:29-37"),
         "loss.params.beta": (0.9, "lightly/loss/tico_loss.py:46-51"),
         "loss.params.rho": (8.0, "lightly/loss/tico_loss.py:46-51"),
         "momentum_target.base": (0.99, "benchmarks/imagenet/resnet50/tico.py:50-57"),
-        "momentum_target.views": ("view b only (the online network sees view a)",
-                                  "benchmarks/imagenet/resnet50/tico.py:60-68"),
-        "projector.layers": ([linear(512, 2048, False), bn(2048), RELU, linear(2048, 256, True)],
-                             "lightly/models/modules/heads.py:939-948"),
+        "momentum_target.views": (
+            "view b only (the online network sees view a)",
+            "benchmarks/imagenet/resnet50/tico.py:60-68",
+        ),
+        "projector.layers": (
+            [linear(512, 2048, False), bn(2048), RELU, linear(2048, 256, True)],
+            "lightly/models/modules/heads.py:939-948",
+        ),
     },
 }
 
@@ -171,8 +238,9 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
 R50 = "conv 7x7 stride 2 padding 3, max-pool"
 
 
-def official_lars(base_lr: float, weight_decay: float, where: str, group: str = "all",
-                  excluded_group: str | None = None) -> dict[str, tuple[Any, str]]:
+def official_lars(
+    base_lr: float, weight_decay: float, where: str, group: str = "all", excluded_group: str | None = None
+) -> dict[str, tuple[Any, str]]:
     excluded_group = excluded_group or group
     return {
         "optimizer.name": ("lars", where),
@@ -187,145 +255,212 @@ def official_lars(base_lr: float, weight_decay: float, where: str, group: str = 
 
 BYOL_VIEWS = (view(blur=1.0), view(blur=0.1, solarize=0.2))
 
-SOURCES.update({
-    # google-research/simclr at 383d4143 (TF1) and the SimCLR paper, appendix B.1.
-    ("imagenet", "simclr"): {
-        **official_lars(0.3, 1e-6, "paper appendix B.1; lars_optimizer.py:26-118 (eeta 0.001, BN and bias excluded)"),
-        "optimizer[all, adapted].lars": ("official, eta 0.001, lr inside the momentum buffer", "lars_optimizer.py:111-118"),
-        "backbone.name": ("resnet50", "run.py:223-225 resnet_depth 50"),
-        "backbone.zero_init_residual": (True, "resnet.py:480: init_zero=True on the last BN of each block"),
-        "projector.layers": ([linear(2048, 2048, False), bn(2048), RELU, linear(2048, 128, False), "BatchNorm1d(128, scale only)"],
-                             "paper section 2.1 (one hidden layer); model_util.py:130-165"),
-        "loss.params.temperature": (0.1, "run.py:190-192"),
-        "loss.scale": (2.0, "objective.py:86: loss_a + loss_b"),
-        "schedule.batch_size": (4096, "paper appendix B.1"),
-        "schedule.epochs": (100, "paper appendix B.1"),
-        "schedule.warmup_epochs": (10, "run.py:50-52"),
-        "schedule.end_factor": (0.0, "model_util.py:74-81"),
-        "augmentation.blur_kernel": (23, "data_util.py:413: kernel_size = height // 10 (radius 11)"),
-        "augmentation.blur_sigma": ("[0.1, 2.0] once per batch and view", "data_util.py:397-444"),
-        "augmentation.crop_interpolation": ("bicubic", "data_util.py:304-325"),
-        **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="data_util.py:387-444; model.py:55-57"),
-    },
-    # facebookresearch/vicreg at 4e12602f.
-    ("imagenet", "vicreg"): {
-        **official_lars(0.2, 1e-6, "main_vicreg.py:52-55, 109-115, 245-299"),
-        "backbone.name": ("resnet50", "main_vicreg.py:189-191"),
-        "backbone.stem": (R50, "resnet.py:163, 179-188 (1-px pad layer + padding 2 = padding 3)"),
-        "backbone.zero_init_residual": (True, "main_vicreg.py:190"),
-        "projector.layers": ([linear(2048, 8192, True), bn(8192), RELU, linear(8192, 8192, True), bn(8192), RELU,
-                              linear(8192, 8192, False)], "main_vicreg.py:223-232"),
-        "loss.params.sim_coeff": (25.0, "main_vicreg.py:58-59"),
-        "loss.params.std_coeff": (25.0, "main_vicreg.py:60-61"),
-        "loss.params.cov_coeff": (1.0, "main_vicreg.py:62-63"),
-        "loss.params.eps": (1e-4, "main_vicreg.py:211"),
-        "loss.scale": (1.0, "main_vicreg.py:219"),
-        "schedule.batch_size": (2048, "main_vicreg.py:50-51"),
-        "schedule.epochs": (1000, "README.md:72"),
-        "schedule.warmup_epochs": (10, "main_vicreg.py:170"),
-        "schedule.end_factor": (0.001, "main_vicreg.py:178"),
-        "execution.precision": ("fp16 torch.cuda.amp", "main_vicreg.py:128-142"),
-        "execution.sync_batchnorm": (True, "main_vicreg.py:107-108"),
-        "augmentation.crop_interpolation": ("bicubic", "augmentations.py:39-61"),
-        **views(*BYOL_VIEWS, where="augmentations.py:39-84"),
-    },
-    # facebookresearch/barlowtwins at 8e8d284c.
-    ("imagenet", "barlow_twins"): {
-        **official_lars(0.2, 1e-6, "main.py:33-38, 99-101, 224-263", group="weights",
-                        excluded_group="biases and norms"),
-        "optimizer[biases and norms, excluded].peak_lr": (0.0048 * 2048 / 256, "main.py:35-36, 155-168"),
-        "optimizer[biases and norms, excluded].weight_decay": (0.0, "main.py:99-101 weight_decay_filter"),
-        "backbone.zero_init_residual": (True, "main.py:191"),
-        "projector.layers": ([linear(2048, 8192, False), bn(8192), RELU, linear(8192, 8192, False), bn(8192), RELU,
-                              linear(8192, 8192, False)], "main.py:195-202"),
-        "loss.params.lambd": (0.0051, "main.py:39-40"),
-        "loss.scale": (1.0, "main.py:212-220 (no --scale-loss since commit 046eec3c)"),
-        "schedule.batch_size": (2048, "main.py:31-32"),
-        "schedule.epochs": (1000, "main.py:29-30"),
-        "schedule.end_factor": (0.001, "main.py:155-168"),
-        "execution.precision": ("fp16 torch.cuda.amp", "main.py:122-134"),
-        "augmentation.crop_interpolation": ("bicubic", "main.py:292-321"),
-        **views(*BYOL_VIEWS, where="main.py:292-321"),
-    },
-    # google-deepmind/deepmind-research byol/ at f5de0ede, and the BYOL paper, section 3.3.
-    ("imagenet", "byol"): {
-        **official_lars(0.2, 1.5e-6, "configs/byol.py:21-22, 57-61; utils/optimizers.py"),
-        "backbone.zero_init_residual": (False, "byol/README.md:101-111: the paper's results without it"),
-        "projector.layers": ([linear(2048, 4096, True), bn(4096), RELU, linear(4096, 256, False)],
-                             "utils/networks.py:40-45"),
-        "predictor.layers": ([linear(256, 4096, True), bn(4096), RELU, linear(4096, 256, False)],
-                             "utils/networks.py:40-45"),
-        "momentum_target.base": (0.996, "configs/byol.py:23"),
-        "momentum_target.init": ("the online network's initialisation from another seed", "byol_experiment.py:368-385"),
-        "schedule.batch_size": (4096, "main_loop.py:36-37"),
-        "schedule.epochs": (1000, "main_loop.py:36"),
-        "schedule.end_factor": (0.0, "utils/schedules.py:40-53"),
-        "augmentation.crop_interpolation": ("bicubic", "utils/dataset.py:184-233"),
-        "augmentation.view_a.jitter": ("additive brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1",
-                                       "utils/augmentations.py:30-42, 239-263"),
-        "augmentation.view_a.blur_p": (1.0, "utils/augmentations.py:43-49"),
-        "augmentation.view_b.blur_p": (0.1, "utils/augmentations.py:63-64"),
-        "augmentation.view_b.solarize_p": (0.2, "utils/augmentations.py:65"),
-    },
-    # facebookresearch/simsiam at a7bc1772.
-    ("imagenet", "simsiam"): {
-        "optimizer.name": ("sgd", "main_simsiam.py:199-201"),
-        "schedule.base_lr": (0.05, "main_simsiam.py:56-57"),
-        "optimizer[all].weight_decay": (1e-4, "main_simsiam.py:60-62"),
-        "optimizer[constant lr].schedule": ("constant", "main_simsiam.py:363-364; README.md:32 --fix-pred-lr"),
-        "backbone.zero_init_residual": (True, "simsiam/builder.py:24"),
-        "projector.layers": ([linear(2048, 2048, False), bn(2048), RELU, linear(2048, 2048, False), bn(2048), RELU,
-                              linear(2048, 2048, True), bn(2048, False)], "simsiam/builder.py:27-36"),
-        "predictor.layers": ([linear(2048, 512, False), bn(512), RELU, linear(512, 2048, True)],
-                             "simsiam/builder.py:39-42"),
-        "schedule.batch_size": (512, "main_simsiam.py:51-55"),
-        "schedule.epochs": (100, "main_simsiam.py:47-48"),
-        "schedule.warmup_epochs": (0, "main_simsiam.py:359-366"),
-        "schedule.end_factor": (0.0, "main_simsiam.py:359-366"),
-        "schedule.form": ("per epoch: cosine of epoch / epochs, no warmup", "main_simsiam.py:257, 359-366"),
-        "execution.precision": ("fp32", "main_simsiam.py:294-302"),
-        **views(view(crop=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), blur=0.5), where="main_simsiam.py:228-243"),
-    },
-    # facebookresearch/moco-v3 at c349e6e2: CONFIG.md's ResNet-50 100-epoch command.
-    ("imagenet", "mocov3"): {
-        **official_lars(0.6, 1e-6, "main_moco.py:65-71; moco/optimizer.py:10-43"),
-        "backbone.zero_init_residual": (True, "main_moco.py:186"),
-        "projector.layers": ([linear(2048, 4096, False), bn(4096), RELU, linear(4096, 256, False), bn(256, False)],
-                             "moco/builder.py:36-52, 99-106"),
-        "predictor.layers": ([linear(256, 4096, False), bn(4096), RELU, linear(4096, 256, False)],
-                             "moco/builder.py:108-109"),
-        "loss.params.temperature": (1.0, "main_moco.py:104-105"),
-        "loss.scale": (1.0, "moco/builder.py:73, 96: 2T per direction, directions summed"),
-        "momentum_target.base": (0.99, "main_moco.py:99-100"),
-        "momentum_target.schedule": ("cosine over all steps, applied before every forward pass",
-                                     "main_moco.py:344-345, 431-434; moco/builder.py:89-90"),
-        "schedule.batch_size": (4096, "main_moco.py:60-64"),
-        "schedule.epochs": (100, "main_moco.py:56-57"),
-        "schedule.warmup_epochs": (10, "main_moco.py:115-116"),
-        "schedule.end_factor": (0.0, "main_moco.py:420-428"),
-        "execution.precision": ("fp16 torch.cuda.amp", "main_moco.py:232, 352-363"),
-        "augmentation.crop_interpolation": ("bilinear, antialiased", "main_moco.py:261-272: PIL bilinear resize"),
-        **views(view(crop=(0.2, 1.0), blur=1.0), view(crop=(0.2, 1.0), blur=0.1, solarize=0.2),
-                where="CONFIG.md:15 --crop-min=.2; main_moco.py:261-285"),
-    },
-    # lightly-ai/lightly at e8d317fc, benchmarks/imagenet/resnet50/tico.py.
-    ("imagenet", "tico"): {
-        "optimizer.name": ("lars", "tico.py:92-118"),
-        "schedule.base_lr": (0.2, "tico.py:92-118"),
-        "optimizer[all, adapted].weight_decay": (1.5e-6, "tico.py:92-118"),
-        "optimizer[all, adapted].lars": ("lightly: trust ratio eta ||p|| / (||g|| + wd ||p||)", "lightly/utils/lars.py:124-164"),
-        "optimizer[all, excluded].weight_decay": (0.0, "lightly/models/utils.py:1168-1209"),
-        "schedule.warmup_epochs": (10, "tico.py:119-130"),
-        "schedule.end_factor": (0.001, "lightly/utils/scheduler.py:174"),
-        "backbone.zero_init_residual": (None, "benchmarks/imagenet/resnet50/main.py:316: torchvision resnet50()"),
-        "projector.layers": ([linear(2048, 4096, False), bn(4096), RELU, linear(4096, 256, True)], "heads.py:939-948"),
-        "loss.params.beta": (0.9, "lightly/loss/tico_loss.py:46-51"),
-        "loss.params.rho": (8.0, "lightly/loss/tico_loss.py:46-51"),
-        "momentum_target.base": (0.99, "tico.py:50-57"),
-        "momentum_target.views": ("view b only (the online network sees view a)", "tico.py:60-68"),
-        **views(*BYOL_VIEWS, where="lightly/transforms/byol_transform.py:38-53"),
-    },
-})
+SOURCES.update(
+    {
+        # google-research/simclr at 383d4143 (TF1) and the SimCLR paper, appendix B.1.
+        ("imagenet", "simclr"): {
+            **official_lars(
+                0.3, 1e-6, "paper appendix B.1; lars_optimizer.py:26-118 (eeta 0.001, BN and bias excluded)"
+            ),
+            "optimizer[all, adapted].lars": (
+                "official, eta 0.001, lr inside the momentum buffer",
+                "lars_optimizer.py:111-118",
+            ),
+            "backbone.name": ("resnet50", "run.py:223-225 resnet_depth 50"),
+            "backbone.zero_init_residual": (True, "resnet.py:480: init_zero=True on the last BN of each block"),
+            "projector.layers": (
+                [linear(2048, 2048, False), bn(2048), RELU, linear(2048, 128, False), "BatchNorm1d(128, scale only)"],
+                "paper section 2.1 (one hidden layer); model_util.py:130-165",
+            ),
+            "loss.params.temperature": (0.1, "run.py:190-192"),
+            "loss.scale": (2.0, "objective.py:86: loss_a + loss_b"),
+            "schedule.batch_size": (4096, "paper appendix B.1"),
+            "schedule.epochs": (100, "paper appendix B.1"),
+            "schedule.warmup_epochs": (10, "run.py:50-52"),
+            "schedule.end_factor": (0.0, "model_util.py:74-81"),
+            "augmentation.blur_kernel": (23, "data_util.py:413: kernel_size = height // 10 (radius 11)"),
+            "augmentation.blur_sigma": ("[0.1, 2.0] once per batch and view", "data_util.py:397-444"),
+            "augmentation.crop_interpolation": ("bicubic", "data_util.py:304-325"),
+            **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="data_util.py:387-444; model.py:55-57"),
+        },
+        # facebookresearch/vicreg at 4e12602f.
+        ("imagenet", "vicreg"): {
+            **official_lars(0.2, 1e-6, "main_vicreg.py:52-55, 109-115, 245-299"),
+            "backbone.name": ("resnet50", "main_vicreg.py:189-191"),
+            "backbone.stem": (R50, "resnet.py:163, 179-188 (1-px pad layer + padding 2 = padding 3)"),
+            "backbone.zero_init_residual": (True, "main_vicreg.py:190"),
+            "projector.layers": (
+                [
+                    linear(2048, 8192, True),
+                    bn(8192),
+                    RELU,
+                    linear(8192, 8192, True),
+                    bn(8192),
+                    RELU,
+                    linear(8192, 8192, False),
+                ],
+                "main_vicreg.py:223-232",
+            ),
+            "loss.params.sim_coeff": (25.0, "main_vicreg.py:58-59"),
+            "loss.params.std_coeff": (25.0, "main_vicreg.py:60-61"),
+            "loss.params.cov_coeff": (1.0, "main_vicreg.py:62-63"),
+            "loss.params.eps": (1e-4, "main_vicreg.py:211"),
+            "loss.scale": (1.0, "main_vicreg.py:219"),
+            "schedule.batch_size": (2048, "main_vicreg.py:50-51"),
+            "schedule.epochs": (1000, "README.md:72"),
+            "schedule.warmup_epochs": (10, "main_vicreg.py:170"),
+            "schedule.end_factor": (0.001, "main_vicreg.py:178"),
+            "execution.precision": ("fp16 torch.cuda.amp", "main_vicreg.py:128-142"),
+            "execution.sync_batchnorm": (True, "main_vicreg.py:107-108"),
+            "augmentation.crop_interpolation": ("bicubic", "augmentations.py:39-61"),
+            **views(*BYOL_VIEWS, where="augmentations.py:39-84"),
+        },
+        # facebookresearch/barlowtwins at 8e8d284c.
+        ("imagenet", "barlow_twins"): {
+            **official_lars(
+                0.2, 1e-6, "main.py:33-38, 99-101, 224-263", group="weights", excluded_group="biases and norms"
+            ),
+            "optimizer[biases and norms, excluded].peak_lr": (0.0048 * 2048 / 256, "main.py:35-36, 155-168"),
+            "optimizer[biases and norms, excluded].weight_decay": (0.0, "main.py:99-101 weight_decay_filter"),
+            "backbone.zero_init_residual": (True, "main.py:191"),
+            "projector.layers": (
+                [
+                    linear(2048, 8192, False),
+                    bn(8192),
+                    RELU,
+                    linear(8192, 8192, False),
+                    bn(8192),
+                    RELU,
+                    linear(8192, 8192, False),
+                ],
+                "main.py:195-202",
+            ),
+            "loss.params.lambd": (0.0051, "main.py:39-40"),
+            "loss.scale": (1.0, "main.py:212-220 (no --scale-loss since commit 046eec3c)"),
+            "schedule.batch_size": (2048, "main.py:31-32"),
+            "schedule.epochs": (1000, "main.py:29-30"),
+            "schedule.end_factor": (0.001, "main.py:155-168"),
+            "execution.precision": ("fp16 torch.cuda.amp", "main.py:122-134"),
+            "augmentation.crop_interpolation": ("bicubic", "main.py:292-321"),
+            **views(*BYOL_VIEWS, where="main.py:292-321"),
+        },
+        # google-deepmind/deepmind-research byol/ at f5de0ede, and the BYOL paper, section 3.3.
+        ("imagenet", "byol"): {
+            **official_lars(0.2, 1.5e-6, "configs/byol.py:21-22, 57-61; utils/optimizers.py"),
+            "backbone.zero_init_residual": (False, "byol/README.md:101-111: the paper's results without it"),
+            "projector.layers": (
+                [linear(2048, 4096, True), bn(4096), RELU, linear(4096, 256, False)],
+                "utils/networks.py:40-45",
+            ),
+            "predictor.layers": (
+                [linear(256, 4096, True), bn(4096), RELU, linear(4096, 256, False)],
+                "utils/networks.py:40-45",
+            ),
+            "momentum_target.base": (0.996, "configs/byol.py:23"),
+            "momentum_target.init": (
+                "the online network's initialisation from another seed",
+                "byol_experiment.py:368-385",
+            ),
+            "schedule.batch_size": (4096, "main_loop.py:36-37"),
+            "schedule.epochs": (1000, "main_loop.py:36"),
+            "schedule.end_factor": (0.0, "utils/schedules.py:40-53"),
+            "augmentation.crop_interpolation": ("bicubic", "utils/dataset.py:184-233"),
+            "augmentation.view_a.jitter": (
+                "additive brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1",
+                "utils/augmentations.py:30-42, 239-263",
+            ),
+            "augmentation.view_a.blur_p": (1.0, "utils/augmentations.py:43-49"),
+            "augmentation.view_b.blur_p": (0.1, "utils/augmentations.py:63-64"),
+            "augmentation.view_b.solarize_p": (0.2, "utils/augmentations.py:65"),
+        },
+        # facebookresearch/simsiam at a7bc1772.
+        ("imagenet", "simsiam"): {
+            "optimizer.name": ("sgd", "main_simsiam.py:199-201"),
+            "schedule.base_lr": (0.05, "main_simsiam.py:56-57"),
+            "optimizer[all].weight_decay": (1e-4, "main_simsiam.py:60-62"),
+            "optimizer[constant lr].schedule": ("constant", "main_simsiam.py:363-364; README.md:32 --fix-pred-lr"),
+            "backbone.zero_init_residual": (True, "simsiam/builder.py:24"),
+            "projector.layers": (
+                [
+                    linear(2048, 2048, False),
+                    bn(2048),
+                    RELU,
+                    linear(2048, 2048, False),
+                    bn(2048),
+                    RELU,
+                    linear(2048, 2048, True),
+                    bn(2048, False),
+                ],
+                "simsiam/builder.py:27-36",
+            ),
+            "predictor.layers": (
+                [linear(2048, 512, False), bn(512), RELU, linear(512, 2048, True)],
+                "simsiam/builder.py:39-42",
+            ),
+            "schedule.batch_size": (512, "main_simsiam.py:51-55"),
+            "schedule.epochs": (100, "main_simsiam.py:47-48"),
+            "schedule.warmup_epochs": (0, "main_simsiam.py:359-366"),
+            "schedule.end_factor": (0.0, "main_simsiam.py:359-366"),
+            "schedule.form": ("per epoch: cosine of epoch / epochs, no warmup", "main_simsiam.py:257, 359-366"),
+            "execution.precision": ("fp32", "main_simsiam.py:294-302"),
+            **views(view(crop=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), blur=0.5), where="main_simsiam.py:228-243"),
+        },
+        # facebookresearch/moco-v3 at c349e6e2: CONFIG.md's ResNet-50 100-epoch command.
+        ("imagenet", "mocov3"): {
+            **official_lars(0.6, 1e-6, "main_moco.py:65-71; moco/optimizer.py:10-43"),
+            "backbone.zero_init_residual": (True, "main_moco.py:186"),
+            "projector.layers": (
+                [linear(2048, 4096, False), bn(4096), RELU, linear(4096, 256, False), bn(256, False)],
+                "moco/builder.py:36-52, 99-106",
+            ),
+            "predictor.layers": (
+                [linear(256, 4096, False), bn(4096), RELU, linear(4096, 256, False)],
+                "moco/builder.py:108-109",
+            ),
+            "loss.params.temperature": (1.0, "main_moco.py:104-105"),
+            "loss.scale": (1.0, "moco/builder.py:73, 96: 2T per direction, directions summed"),
+            "momentum_target.base": (0.99, "main_moco.py:99-100"),
+            "momentum_target.schedule": (
+                "cosine over all steps, applied before every forward pass",
+                "main_moco.py:344-345, 431-434; moco/builder.py:89-90",
+            ),
+            "schedule.batch_size": (4096, "main_moco.py:60-64"),
+            "schedule.epochs": (100, "main_moco.py:56-57"),
+            "schedule.warmup_epochs": (10, "main_moco.py:115-116"),
+            "schedule.end_factor": (0.0, "main_moco.py:420-428"),
+            "execution.precision": ("fp16 torch.cuda.amp", "main_moco.py:232, 352-363"),
+            "augmentation.crop_interpolation": ("bilinear, antialiased", "main_moco.py:261-272: PIL bilinear resize"),
+            **views(
+                view(crop=(0.2, 1.0), blur=1.0),
+                view(crop=(0.2, 1.0), blur=0.1, solarize=0.2),
+                where="CONFIG.md:15 --crop-min=.2; main_moco.py:261-285",
+            ),
+        },
+        # lightly-ai/lightly at e8d317fc, benchmarks/imagenet/resnet50/tico.py.
+        ("imagenet", "tico"): {
+            "optimizer.name": ("lars", "tico.py:92-118"),
+            "schedule.base_lr": (0.2, "tico.py:92-118"),
+            "optimizer[all, adapted].weight_decay": (1.5e-6, "tico.py:92-118"),
+            "optimizer[all, adapted].lars": (
+                "lightly: trust ratio eta ||p|| / (||g|| + wd ||p||)",
+                "lightly/utils/lars.py:124-164",
+            ),
+            "optimizer[all, excluded].weight_decay": (0.0, "lightly/models/utils.py:1168-1209"),
+            "schedule.warmup_epochs": (10, "tico.py:119-130"),
+            "schedule.end_factor": (0.001, "lightly/utils/scheduler.py:174"),
+            "backbone.zero_init_residual": (None, "benchmarks/imagenet/resnet50/main.py:316: torchvision resnet50()"),
+            "projector.layers": (
+                [linear(2048, 4096, False), bn(4096), RELU, linear(4096, 256, True)],
+                "heads.py:939-948",
+            ),
+            "loss.params.beta": (0.9, "lightly/loss/tico_loss.py:46-51"),
+            "loss.params.rho": (8.0, "lightly/loss/tico_loss.py:46-51"),
+            "momentum_target.base": (0.99, "tico.py:50-57"),
+            "momentum_target.views": ("view b only (the online network sees view a)", "tico.py:60-68"),
+            **views(*BYOL_VIEWS, where="lightly/transforms/byol_transform.py:38-53"),
+        },
+    }
+)
 
 DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
 

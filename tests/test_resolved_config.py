@@ -8,13 +8,26 @@ import json
 import pytest
 import torch
 
-from ssl_bench.launch.cli import main
 from ssl_bench.config import load_recipe_table, resolve_config
-from ssl_bench.run.describe import describe_run, flat_view
 from ssl_bench.errors import UsageError
+from ssl_bench.launch.cli import main
+from ssl_bench.run.describe import describe_run, flat_view
 
-TRAINING_FIELDS = ("lars_variant", "base_lr", "weight_decay", "loss", "loss_scale", "lr_end_factor", "views",
-                   "view_a", "view_b", "projector_options", "predictor_options", "method_params", "optimizer")
+TRAINING_FIELDS = (
+    "lars_variant",
+    "base_lr",
+    "weight_decay",
+    "loss",
+    "loss_scale",
+    "lr_end_factor",
+    "views",
+    "view_a",
+    "view_b",
+    "projector_options",
+    "predictor_options",
+    "method_params",
+    "optimizer",
+)
 
 
 @pytest.mark.parametrize("method", sorted(load_recipe_table("fashion_mnist").methods))
@@ -28,8 +41,16 @@ def test_demo_rows_are_the_cifar_rows_scaled_down(method):
 
 
 def test_set_reaches_views_and_heads():
-    config = resolve_config("barlow_twins", "cifar10", settings=[
-        "view_b.solarize_p=0.5", "view_a.crop_scale=0.3,1", "projector_options.hidden_norm=false", "loss_scale=1"])
+    config = resolve_config(
+        "barlow_twins",
+        "cifar10",
+        settings=[
+            "view_b.solarize_p=0.5",
+            "view_a.crop_scale=0.3,1",
+            "projector_options.hidden_norm=false",
+            "loss_scale=1",
+        ],
+    )
     assert config.view_b["solarize_p"] == 0.5 and config.view_a["crop_scale"] == [0.3, 1.0]
     assert config.view_a["solarize_p"] == 0.0  # the other view keeps its own
     layers = flat_view(describe_run(config))["projector.layers"]
@@ -48,8 +69,14 @@ def test_identity_follows_what_a_run_computes_not_its_documentation():
     config.deviations = {"schedule.form": "reworded"}
     config.source = "another wording"
     assert config.identity_hash() == base
-    for setting in ("view_b.blur_p=0.5", "loss_scale=2", "lars_variant=official", "projector_options.last_bias=false",
-                    "zero_init_residual=true", "lr_end_factor=0.001"):
+    for setting in (
+        "view_b.blur_p=0.5",
+        "loss_scale=2",
+        "lars_variant=official",
+        "projector_options.last_bias=false",
+        "zero_init_residual=true",
+        "lr_end_factor=0.001",
+    ):
         assert resolve_config("vicreg", "cifar10", settings=[setting]).identity_hash() != base, setting
 
 
@@ -70,8 +97,27 @@ def test_loss_scale_scales_the_optimised_loss_not_its_terms():
 
 def test_dry_run_prints_every_run_and_runs_nothing(tmp_path, capsys):
     results = tmp_path / "runs"
-    code = main(["run", "simclr", "tico", "vicreg", "barlow_twins", "byol", "simsiam", "mocov3", "--dataset",
-                 "cifar10", "--seeds", "0", "1", "--dry-run", "--json", "--results-dir", str(results)])
+    code = main(
+        [
+            "run",
+            "simclr",
+            "tico",
+            "vicreg",
+            "barlow_twins",
+            "byol",
+            "simsiam",
+            "mocov3",
+            "--dataset",
+            "cifar10",
+            "--seeds",
+            "0",
+            "1",
+            "--dry-run",
+            "--json",
+            "--results-dir",
+            str(results),
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and len(lines) == 14 and not results.exists()
     runs = [json.loads(line) for line in lines]
@@ -85,8 +131,10 @@ def test_dry_run_prints_every_run_and_runs_nothing(tmp_path, capsys):
 
 
 def test_dry_run_text_names_the_deviations(tmp_path, capsys):
-    assert main(["run", "barlow_twins", "--dataset", "imagenet", "--data-root", str(tmp_path / "absent"),
-                 "--dry-run"]) == 0
+    assert (
+        main(["run", "barlow_twins", "--dataset", "imagenet", "--data-root", str(tmp_path / "absent"), "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "optimizer[weights, adapted].lars" in out and "official, eta 0.001" in out
     assert "deviations from the cited source:" in out and "1.5e-6 as the paper states" in out
@@ -99,14 +147,27 @@ def test_json_without_dry_run_is_a_usage_error(capsys):
 
 def test_the_trainer_runs_what_the_configuration_resolves(fashion_root, tmp_path):
     """The resolved fields reach the run: views, backbone init, LARS rule, schedule end value."""
-    from ssl_bench.train.optim import warmup_cosine
     from ssl_bench.run.rundir import RunDir
+    from ssl_bench.train.optim import warmup_cosine
     from ssl_bench.train.trainer import Trainer
 
-    config = resolve_config("vicreg", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, [
-        "projector=32,16", "batch_size=32", "num_workers=0", "device=cpu", "train_subset=none",
-        "lr_end_factor=0.25", "view_b.solarize_p=0.7", "backbone=resnet18_cifar", "zero_init_residual=true",
-        "image_size=16"])
+    config = resolve_config(
+        "vicreg",
+        "fashion-mnist",
+        {"epochs": 2, "data_root": str(fashion_root)},
+        [
+            "projector=32,16",
+            "batch_size=32",
+            "num_workers=0",
+            "device=cpu",
+            "train_subset=none",
+            "lr_end_factor=0.25",
+            "view_b.solarize_p=0.7",
+            "backbone=resnet18_cifar",
+            "zero_init_residual=true",
+            "image_size=16",
+        ],
+    )
     trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
     assert trainer.loader.augmentation.configs == config.view_pair()
     assert all(bool((block.bn2.weight == 0).all()) for block in trainer.method.backbone.layer1)

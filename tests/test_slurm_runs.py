@@ -17,22 +17,36 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_bench.config import resolve_config
 from ssl_bench.launch import slurm
 from ssl_bench.launch.cli import main
-from ssl_bench.config import resolve_config
 
 TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
 
 
 def _tiny_args(data_root: Path, results_dir: Path, *settings: str, epochs: int = 1) -> list[str]:
-    return ["--epochs", str(epochs), "--data-root", str(data_root), "--results-dir", str(results_dir),
-            "--no-progress", *[arg for setting in [*TINY, *settings] for arg in ("--set", setting)]]
+    return [
+        "--epochs",
+        str(epochs),
+        "--data-root",
+        str(data_root),
+        "--results-dir",
+        str(results_dir),
+        "--no-progress",
+        *[arg for setting in [*TINY, *settings] for arg in ("--set", setting)],
+    ]
 
 
 def _ssl_bench(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """The command as a user runs it (a fresh process; SLURM_CONF comes from the fixture's env)."""
-    return subprocess.run([sys.executable, "-m", "ssl_bench.launch.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ssl_bench.launch.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _cancel(results_dir: Path) -> None:
@@ -43,8 +57,11 @@ def _cancel(results_dir: Path) -> None:
 
 
 def _logs(jobs) -> str:
-    return "\n".join(f"--- {path}\n{Path(path).read_text() if Path(path).is_file() else '(none)'}"
-                     for job in jobs for path in (job.stdout, job.stderr))
+    return "\n".join(
+        f"--- {path}\n{Path(path).read_text() if Path(path).is_file() else '(none)'}"
+        for job in jobs
+        for path in (job.stdout, job.stderr)
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -59,7 +76,8 @@ def test_no_sbatch_on_path_is_one_line_and_submits_nothing(fashion_root, tmp_pat
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "ssl-bench: error: --executor slurm needs SLURM's client commands on PATH; not found: sbatch, sinfo, squeue"]
+        "ssl-bench: error: --executor slurm needs SLURM's client commands on PATH; not found: sbatch, sinfo, squeue"
+    ]
     assert not results.exists()
 
 
@@ -69,15 +87,19 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(fashio
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        "ssl-bench: error: batch size 64 (the global batch) does not divide over 3 processes/GPUs"]
+        "ssl-bench: error: batch size 64 (the global batch) does not divide over 3 processes/GPUs"
+    ]
     assert not results.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--time", "0"], "--time must be positive, got 0"),
-    (["--gpus-per-node", "2", "--tasks-per-node", "4"], "DDP runs one process per GPU"),
-    (["--mem", "lots"], "--mem 'lots': expected SLURM's syntax"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--time", "0"], "--time must be positive, got 0"),
+        (["--gpus-per-node", "2", "--tasks-per-node", "4"], "DDP runs one process per GPU"),
+        (["--mem", "lots"], "--mem 'lots': expected SLURM's syntax"),
+    ],
+)
 def test_bad_slurm_options_are_one_line(fashion_root, tmp_path, capsys, args, message):
     code = main(["run", "vicreg", *_tiny_args(fashion_root, tmp_path / "r"), "--executor", "slurm", *args])
     err = capsys.readouterr().err
@@ -98,8 +120,21 @@ def test_status_of_a_missing_directory(tmp_path, capsys):
 def sweep(slurm_cluster, fashion_root):
     """A 2-method sweep (+ its random-init baseline): one job array, waited for."""
     results = slurm_cluster.workdir / "sweep"
-    args = ["run", "vicreg", "simclr", *_tiny_args(fashion_root, results), "--executor", "slurm", "--wait",
-            "--partition", slurm_cluster.partition, "--time", "10", "--cpus-per-task", "1"]
+    args = [
+        "run",
+        "vicreg",
+        "simclr",
+        *_tiny_args(fashion_root, results),
+        "--executor",
+        "slurm",
+        "--wait",
+        "--partition",
+        slurm_cluster.partition,
+        "--time",
+        "10",
+        "--cpus-per-task",
+        "1",
+    ]
     start = time.monotonic()
     try:
         proc = _ssl_bench(args, slurm_cluster.workdir)
@@ -130,15 +165,27 @@ def test_sweep_is_one_job_array_and_its_runs_aggregate(sweep, slurm_cluster, fas
             assert status["slurm"]["stdout"] == job.stdout and status["log"] == job.stderr
             assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "metrics.jsonl").is_file()
     # The closing table aggregates the array's runs.
-    assert re.search(r"\| vicreg +\| ours +\| finished", output) and re.search(r"\| simclr +\| ours +\| finished", output)
+    assert re.search(r"\| vicreg +\| ours +\| finished", output) and re.search(
+        r"\| simclr +\| ours +\| finished", output
+    )
 
     assert main(["status", str(results)]) == 0
     status = capsys.readouterr().out
     assert len(re.findall(r"COMPLETED +\|.*\| finished", status)) == 3, status
 
     # The same command again: every run is finished, nothing goes to the queue.
-    again = main(["run", "vicreg", "simclr", *_tiny_args(fashion_root, results), "--executor", "slurm",
-                  "--partition", slurm_cluster.partition])
+    again = main(
+        [
+            "run",
+            "vicreg",
+            "simclr",
+            *_tiny_args(fashion_root, results),
+            "--executor",
+            "slurm",
+            "--partition",
+            slurm_cluster.partition,
+        ]
+    )
     assert again == 0 and "nothing to submit" in capsys.readouterr().out
     assert len(slurm.read_manifest(results)) == 3
     print(f"\nsweep of 3 array tasks: {seconds:.0f} s wall time")
@@ -149,9 +196,20 @@ def test_a_failing_job_shows_failed_with_its_log(sweep, slurm_cluster, fashion_r
     """lr 1e9 passes every submit-time check and turns the loss NaN in the job (with the official
     LARS: the solo-learn variant's clipping would cap the adapted steps at a sane size)."""
     results, _, _ = sweep
-    args = ["run", "barlow_twins", *_tiny_args(fashion_root, results, "base_lr=1e9", "lars_variant=official"),
-            "--executor", "slurm",
-            "--wait", "--partition", slurm_cluster.partition, "--time", "10", "--cpus-per-task", "1"]
+    args = [
+        "run",
+        "barlow_twins",
+        *_tiny_args(fashion_root, results, "base_lr=1e9", "lars_variant=official"),
+        "--executor",
+        "slurm",
+        "--wait",
+        "--partition",
+        slurm_cluster.partition,
+        "--time",
+        "10",
+        "--cpus-per-task",
+        "1",
+    ]
     try:
         proc = _ssl_bench(args, slurm_cluster.workdir)
     finally:
@@ -183,8 +241,12 @@ def test_usr2_checkpoints_requeues_and_resumes_to_the_same_weights(slurm_cluster
     and end with bit-identical weights and the same per-epoch losses.
     """
     # 320 images in batches of 16: 20 steps per epoch, 60 in all.
-    config = resolve_config("tico", "fashion-mnist", {"epochs": 3, "data_root": str(fashion_root)},
-                            [*TINY[:1], "batch_size=16", *TINY[2:], "train_subset=320", "checkpoint_every_steps=100000"])
+    config = resolve_config(
+        "tico",
+        "fashion-mnist",
+        {"epochs": 3, "data_root": str(fashion_root)},
+        [*TINY[:1], "batch_size=16", *TINY[2:], "train_subset=320", "checkpoint_every_steps=100000"],
+    )
     options = slurm.SlurmOptions(partition=slurm_cluster.partition, time_min=10, tasks_per_node=2, cpus_per_task=1)
     signalled_dir, straight_dir = slurm_cluster.workdir / "signalled", slurm_cluster.workdir / "straight"
     try:
@@ -222,8 +284,10 @@ def test_usr2_checkpoints_requeues_and_resumes_to_the_same_weights(slurm_cluster
         assert torch.equal(signalled_ckpt["method"][name], tensor), name
     losses = [[row["loss"] for row in ckpt["metrics"]] for ckpt in (signalled_ckpt, straight_ckpt)]
     assert losses[0] == losses[1]
-    print(f"\njob {signalled.job_id}: USR2 at step {stopped[0]}/{total}, requeued, resumed, weights equal to job "
-          f"{straight.job_id}'s")
+    print(
+        f"\njob {signalled.job_id}: USR2 at step {stopped[0]}/{total}, requeued, resumed, weights equal to job "
+        f"{straight.job_id}'s"
+    )
 
 
 @pytest.mark.slurm
@@ -236,6 +300,8 @@ def test_unknown_partition_and_refused_submissions_leave_nothing(slurm_cluster, 
     # A request sbatch itself refuses: the one array is refused whole, and its staged files go.
     assert main([*base, "--constraint", "no-such-feature"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["ssl-bench: error: sbatch refused the job array, nothing was submitted: "
-                   "Batch job submission failed: Invalid feature specification"]
+    assert err == [
+        "ssl-bench: error: sbatch refused the job array, nothing was submitted: "
+        "Batch job submission failed: Invalid feature specification"
+    ]
     assert not results.exists()

@@ -10,34 +10,73 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from ssl_bench.launch.cli import main
 from ssl_bench.report import table as table_module
 from ssl_bench.report.runs import NOT_EVALUATED
-from ssl_bench.launch.cli import main
 from ssl_bench.report.table import build_table, collect_runs, load_published, print_table, summarize
 
 DATASET, BACKBONE, EPOCHS = "cifar10", "resnet18_cifar", 1000
 
 
-def write_run(root: Path, method: str, seed: int, *, status: str = "finished", result: dict[str, Any] | None = None,
-              epochs: int = EPOCHS, metrics: list[dict[str, Any]] | None = None, base_lr: float = 0.3,
-              **status_details: Any) -> Path:
+def write_run(
+    root: Path,
+    method: str,
+    seed: int,
+    *,
+    status: str = "finished",
+    result: dict[str, Any] | None = None,
+    epochs: int = EPOCHS,
+    metrics: list[dict[str, Any]] | None = None,
+    base_lr: float = 0.3,
+    **status_details: Any,
+) -> Path:
     """A run directory as the harness and the evaluation write it."""
     identity = f"{method[:3]}{epochs}{seed}{base_lr}"
     run_dir = root / DATASET / f"{method}-{BACKBONE}-e{epochs}-s{seed}-{identity}"
     run_dir.mkdir(parents=True)
-    config = {"method": method, "dataset": DATASET, "backbone": BACKBONE, "epochs": epochs, "seed": seed,
-              "batch_size": 256, "base_lr": base_lr, "loss": {}, "device": "cpu",
-              "identity_hash": identity}
+    config = {
+        "method": method,
+        "dataset": DATASET,
+        "backbone": BACKBONE,
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": 256,
+        "base_lr": base_lr,
+        "loss": {},
+        "device": "cpu",
+        "identity_hash": identity,
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     (run_dir / "status.json").write_text(json.dumps({"status": status, "updated": 1.0, **status_details}))
     if metrics is None:
-        metrics = [{"epoch": e, "loss": 5.0 - e - seed / 10, "lr": 0.1, "samples_per_second": 1000.0,
-                    "online_probe_top1": 10.0 * e + seed, "rankme_embedding": 3.0 + e} for e in (1, 2, 3)]
+        metrics = [
+            {
+                "epoch": e,
+                "loss": 5.0 - e - seed / 10,
+                "lr": 0.1,
+                "samples_per_second": 1000.0,
+                "online_probe_top1": 10.0 * e + seed,
+                "rankme_embedding": 3.0 + e,
+            }
+            for e in (1, 2, 3)
+        ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
     if result is not None:
-        (run_dir / "result.json").write_text(json.dumps({
-            "status": "finished", "method": method, "dataset": DATASET, "backbone": BACKBONE, "epochs": epochs,
-            "seed": seed, "identity_hash": config["identity_hash"], "eval_seconds": 5.0, **result}))
+        (run_dir / "result.json").write_text(
+            json.dumps(
+                {
+                    "status": "finished",
+                    "method": method,
+                    "dataset": DATASET,
+                    "backbone": BACKBONE,
+                    "epochs": epochs,
+                    "seed": seed,
+                    "identity_hash": config["identity_hash"],
+                    "eval_seconds": 5.0,
+                    **result,
+                }
+            )
+        )
     return run_dir
 
 
@@ -52,13 +91,13 @@ def results(tmp_path: Path) -> Path:
 
 def make_results(root: Path) -> Path:
     """Three methods x seeds, a failed and a running run, a baseline, a corrupt and a half-written dir."""
-    for seed, (linear, knn, seconds, speed) in enumerate([(90.0, 85.0, 100.0, 1000.0), (91.0, 86.0, 110.0, 1100.0),
-                                                          (92.5, 87.0, 120.0, 1200.0)]):
+    for seed, (linear, knn, seconds, speed) in enumerate(
+        [(90.0, 85.0, 100.0, 1000.0), (91.0, 86.0, 110.0, 1100.0), (92.5, 87.0, 120.0, 1200.0)]
+    ):
         write_run(root, "simclr", seed, result=evaluated(linear, knn, seconds, speed))
     for seed, (linear, knn) in enumerate([(92.0, 88.0), (93.0, 90.0)]):
         write_run(root, "vicreg", seed, result=evaluated(linear, knn, 200.0, 500.0))
-    failed = write_run(root, "vicreg", 2, status="failed", error="non-finite loss at step 40: loss=nan",
-                       failed_step=40)
+    failed = write_run(root, "vicreg", 2, status="failed", error="non-finite loss at step 40: loss=nan", failed_step=40)
     (failed / "error.log").write_text("Traceback ...\n")
     write_run(root, "barlow_twins", 0, status="running", step=30)
     write_run(root, "random_init", 0, epochs=0, metrics=[], result=evaluated(30.0, 25.0, 0.0, float("nan")))
@@ -90,7 +129,7 @@ def test_mean_std_and_n_over_seeds(results):
     vicreg = ours(table, "vicreg")
     assert vicreg["n"] == 2  # the failed seed is not averaged in
     assert vicreg["linear_top1_mean"] == pytest.approx(92.5)
-    assert vicreg["knn_top1_std"] == pytest.approx(2 ** 0.5)
+    assert vicreg["knn_top1_std"] == pytest.approx(2**0.5)
     baseline = ours(table, "random_init")
     assert baseline["n"] == 1 and baseline["linear_top1_mean"] == 30.0 and pd.isna(baseline["linear_top1_std"])
 
@@ -145,8 +184,19 @@ def test_published_numbers_only_for_matching_settings(results):
 
 
 def test_published_rows_need_the_same_backbone_family():
-    published = pd.DataFrame([{"source": "s", "dataset": "cifar10", "backbone": "resnet50", "epochs": 10,
-                               "protocol": "linear", "method": "simclr", "top1": "1.0"}])
+    published = pd.DataFrame(
+        [
+            {
+                "source": "s",
+                "dataset": "cifar10",
+                "backbone": "resnet50",
+                "epochs": 10,
+                "protocol": "linear",
+                "method": "simclr",
+                "top1": "1.0",
+            }
+        ]
+    )
     assert table_module.published_rows(published, "cifar10", "resnet18_cifar", 10) == []
     assert len(table_module.published_rows(published, "cifar10", "resnet50_cifar", 10)) == 1
     assert len(table_module.published_rows(published, "cifar10", "timm:resnet50", 10)) == 1
@@ -168,8 +218,11 @@ def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results
     assert texts["table.md"].decode() == first.markdown
     md = first.markdown
     assert "## cifar10, resnet18_cifar, 1000 epochs" in md
-    cells = {tuple(cell.strip() for cell in line.split("|")[1:6]): [cell.strip() for cell in line.split("|")[6:-1]]
-             for line in md.splitlines() if line.startswith("| ")}
+    cells = {
+        tuple(cell.strip() for cell in line.split("|")[1:6]): [cell.strip() for cell in line.split("|")[6:-1]]
+        for line in md.splitlines()
+        if line.startswith("| ")
+    }
     assert cells["simclr", "ours", "finished", "3", "0,1,2"][:4] == ["91.17 ± 1.26", "86.00 ± 1.00", "110.0", "1100"]
     assert cells["vicreg", "ours", "finished", "2", "0,1"][:2] == ["92.50 ± 0.71", "89.00 ± 1.41"]
     assert cells["simclr", "published: solo-learn", "", "", ""][:2] == ["90.74", "–"]
@@ -201,8 +254,9 @@ def test_plots_are_written(results):
     output = build_table([results])
     names = sorted(p.name for p in output.plots)
     stem = f"{DATASET}_{BACKBONE}_e{EPOCHS}"
-    assert names == sorted(f"{stem}_{suffix}.png" for suffix in
-                           ("loss", "online_probe_top1", "rankme_embedding", "accuracy_vs_time"))
+    assert names == sorted(
+        f"{stem}_{suffix}.png" for suffix in ("loss", "online_probe_top1", "rankme_embedding", "accuracy_vs_time")
+    )
     for path in output.plots:
         assert path.parent == results / "plots"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -249,7 +303,10 @@ def test_pre_trained_but_not_evaluated_and_interrupted_runs_are_listed(tmp_path)
     pending = ours(table, "simclr", NOT_EVALUATED)
     assert pending["seeds"] == "1" and pending["pretrain_seconds"] == 50.0
     interrupted = ours(table, "simclr", "interrupted")
-    assert interrupted["note"] == f"epoch 3/1000 done; log: {DATASET}/simclr-{BACKBONE}-e{EPOCHS}-s2-sim{EPOCHS}20.3/simclr_0_log.err"
+    assert (
+        interrupted["note"]
+        == f"epoch 3/1000 done; log: {DATASET}/simclr-{BACKBONE}-e{EPOCHS}-s2-sim{EPOCHS}20.3/simclr_0_log.err"
+    )
 
 
 def test_published_csv_is_well_formed():

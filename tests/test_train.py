@@ -23,8 +23,9 @@ TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "device=cpu"]
 
 
 def tiny_config(method: str, data_root: Path, epochs: int = 2, extra: list[str] = ()):
-    return resolve_config(method, "fashion-mnist", {"epochs": epochs, "data_root": str(data_root)},
-                          TINY + ["train_subset=none", *extra])
+    return resolve_config(
+        method, "fashion-mnist", {"epochs": epochs, "data_root": str(data_root)}, TINY + ["train_subset=none", *extra]
+    )
 
 
 def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
@@ -43,8 +44,11 @@ def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
         for key in ("loss", "invariance", "variance", "covariance", "lr", "samples_per_second"):
             assert key in row and row[key] == row[key]  # present and not NaN
     p = config.loss
-    weighted = p["sim_coeff"] * rows[0]["invariance"] + p["std_coeff"] * rows[0]["variance"] \
+    weighted = (
+        p["sim_coeff"] * rows[0]["invariance"]
+        + p["std_coeff"] * rows[0]["variance"]
         + p["cov_coeff"] * rows[0]["covariance"]
+    )
     assert rows[0]["loss"] == pytest.approx(weighted, rel=1e-5)
     # The second invocation recognises the finished run instead of training again.
     again = pretrain(config, tmp_path, progress=False, log=lambda _: None)
@@ -52,8 +56,13 @@ def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
 
 
 def _cli(args: list[str], env_root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ssl_bench.launch.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=env_root)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ssl_bench.launch.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=env_root,
+    )
 
 
 def _final_weights(results: Path) -> dict[str, torch.Tensor]:
@@ -63,8 +72,16 @@ def _final_weights(results: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(fashion_root, tmp_path):
-    args = ["run", "tico", "--epochs", "3", "--data-root", str(fashion_root), "--no-progress",
-            *[a for s in TINY + ["train_subset=none", "checkpoint_every_steps=4"] for a in ("--set", s)]]
+    args = [
+        "run",
+        "tico",
+        "--epochs",
+        "3",
+        "--data-root",
+        str(fashion_root),
+        "--no-progress",
+        *[a for s in TINY + ["train_subset=none", "checkpoint_every_steps=4"] for a in ("--set", s)],
+    ]
     straight = tmp_path / "straight"
     proc = _cli([*args, "--results-dir", str(straight)], tmp_path)
     assert proc.wait(timeout=300) == 0, proc.stdout.read()

@@ -34,8 +34,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import kornia.augmentation as K
 import torch
@@ -47,22 +48,22 @@ from ssl_bench.errors import UsageError, unknown_name_message
 __all__ = [
     "KINDS",
     "SMALL_IMAGE_MAX_SIDE",
-    "ViewConfig",
-    "view_pair_configs",
-    "blur_kernel_size",
-    "luma",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "adjust_hue",
-    "solarize",
-    "resized_crop",
-    "RandomResizedCrop",
-    "RandomHorizontalFlip",
     "RandomColorJitter",
     "RandomGrayscale",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
     "RandomSolarize",
+    "ViewConfig",
     "ViewPairAugmentation",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "blur_kernel_size",
+    "luma",
+    "resized_crop",
+    "solarize",
+    "view_pair_configs",
 ]
 
 KINDS = ("symmetric", "asymmetric")
@@ -190,7 +191,7 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
 _HUE_PROFILE = ((3.0, 2.0, 4.0), (1.0, -1.0, -1.0), (-1.0, 2.0, 2.0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hue_profile(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
     # Cached per device: building them on every call would be a blocking host-to-GPU copy.
     return tuple(torch.tensor(values, dtype=dtype).view(1, 3, 1, 1).to(device) for values in _HUE_PROFILE)
@@ -515,7 +516,7 @@ class ViewPairAugmentation(nn.Module):
         self.register_buffer("scale", 1.0 / std_t, persistent=False)
         self.register_buffer("shift", -mean_t / std_t, persistent=False)
 
-    def without_crop(self) -> "ViewPairAugmentation":
+    def without_crop(self) -> ViewPairAugmentation:
         """The same views for inputs already cropped to S x S (the folder loader crops in workers)."""
         if not self.crop:
             return self
@@ -526,7 +527,7 @@ class ViewPairAugmentation(nn.Module):
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, image_size={self.image_size}, crop={self.crop}"
 
-    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "ViewPairAugmentation":
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ViewPairAugmentation:
         # kornia's parameter samplers follow .to(device); keep them on the CPU so the random
         # stream (and so every augmentation drawn from a seed) does not depend on the device.
         out = super()._apply(fn, *args, **kwargs)
@@ -573,14 +574,16 @@ class ViewPairAugmentation(nn.Module):
                 both = both.contiguous()
                 for view, tail in enumerate(self.tails):
                     # Written back into the view's half: no copy of the half without ops.
-                    half = both[view * batch:(view + 1) * batch]
+                    half = both[view * batch : (view + 1) * batch]
                     if len(tail) and (out := tail(half)) is not half:
                         half.copy_(out)
         else:
-            both = torch.cat([
-                self.tails[view](self.heads[view](self._rgb(self._crop(view, self._to_unit_float(source)))))
-                for view, source in enumerate((images, source_b))
-            ])
+            both = torch.cat(
+                [
+                    self.tails[view](self.heads[view](self._rgb(self._crop(view, self._to_unit_float(source)))))
+                    for view, source in enumerate((images, source_b))
+                ]
+            )
         # ``both`` is a fresh tensor here (from cat or the crop), so normalising in place is
         # safe; contiguous() materialises the one exception, an expanded grayscale batch.
         both = both.contiguous()

@@ -18,11 +18,12 @@ import pickle
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -70,42 +71,83 @@ _INFOS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
         DatasetInfo(
-            "fashion-mnist", 10, 28, 1,
+            "fashion-mnist",
+            10,
+            28,
+            1,
             # Measured on the 60k train images (pixel values / 255).
-            (0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530),
-            "small", True,
+            (0.2860, 0.2860, 0.2860),
+            (0.3530, 0.3530, 0.3530),
+            "small",
+            True,
             "Fashion-MNIST: 60k train / 10k test 28x28 grayscale clothing images, 10 classes "
             "(offline: apt-get install dataset-fashion-mnist)",
         ),
         DatasetInfo(
-            "cifar10", 10, 32, 3,
-            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-            "small", True,
+            "cifar10",
+            10,
+            32,
+            3,
+            (0.4914, 0.4822, 0.4465),
+            (0.2470, 0.2435, 0.2616),
+            "small",
+            True,
             "CIFAR-10: 50k train / 10k test 32x32 RGB images, 10 classes",
         ),
         DatasetInfo(
-            "cifar100", 100, 32, 3,
-            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-            "small", True,
+            "cifar100",
+            100,
+            32,
+            3,
+            (0.5071, 0.4865, 0.4409),
+            (0.2673, 0.2564, 0.2762),
+            "small",
+            True,
             "CIFAR-100: 50k train / 10k test 32x32 RGB images, 100 classes",
         ),
         DatasetInfo(
-            "stl10", 10, 96, 3,
-            (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713),
-            "small", True,
+            "stl10",
+            10,
+            96,
+            3,
+            (0.4467, 0.4398, 0.4066),
+            (0.2603, 0.2566, 0.2713),
+            "small",
+            True,
             "STL-10: 5k labelled + 100k unlabelled train / 8k test 96x96 RGB images, 10 classes "
             "(pre-trains on train+unlabeled)",
         ),
         DatasetInfo(
-            "imagenet", 1000, 224, 3, _IMAGENET_MEAN, _IMAGENET_STD, "imagenet", False,
+            "imagenet",
+            1000,
+            224,
+            3,
+            _IMAGENET_MEAN,
+            _IMAGENET_STD,
+            "imagenet",
+            False,
             "ImageNet-1k (ILSVRC2012) as an ImageFolder tree ROOT/{train,val}/<class>/*.JPEG, 1000 classes",
         ),
         DatasetInfo(
-            "imagenet100", 100, 224, 3, _IMAGENET_MEAN, _IMAGENET_STD, "imagenet", False,
+            "imagenet100",
+            100,
+            224,
+            3,
+            _IMAGENET_MEAN,
+            _IMAGENET_STD,
+            "imagenet",
+            False,
             "ImageNet-100 (100-class ImageNet subset) as an ImageFolder tree ROOT/{train,val}/<class>/*.JPEG",
         ),
         DatasetInfo(
-            "imagefolder", 0, 224, 3, _IMAGENET_MEAN, _IMAGENET_STD, "imagenet", False,
+            "imagefolder",
+            0,
+            224,
+            3,
+            _IMAGENET_MEAN,
+            _IMAGENET_STD,
+            "imagenet",
+            False,
             "any ImageFolder tree ROOT/{train,val}/<class>/<image> (classes from the folders, ImageNet stats)",
         ),
     ]
@@ -143,7 +185,7 @@ def load_split(name: str, root: str | Path, split: str, download: bool = False) 
     and for STL-10 train+unlabeled, where the unlabeled images have label -1).
     download: let torchvision fetch a missing small dataset (needs internet).
     """
-    info = dataset_info(name)
+    dataset_info(name)  # a UsageError, with the closest name, for an unknown one
     if split not in SPLITS:
         raise UsageError(unknown_name_message("split", split, SPLITS))
     root = Path(root).expanduser().absolute()
@@ -395,8 +437,10 @@ def balanced_subset(data: Data, *, per_class: int | None = None, total: int | No
         raise UsageError("balanced_subset needs exactly one of per_class and total")
     count = per_class if per_class is not None else total
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise UsageError(f"balanced_subset: {'per_class' if per_class is not None else 'total'} must be a positive "
-                         f"integer, got {count!r}")
+        raise UsageError(
+            f"balanced_subset: {'per_class' if per_class is not None else 'total'} must be a positive "
+            f"integer, got {count!r}"
+        )
 
     labels = data.labels
     present = torch.unique(labels[labels >= 0]).tolist()  # sorted
@@ -416,18 +460,16 @@ def balanced_subset(data: Data, *, per_class: int | None = None, total: int | No
         order = torch.randperm(len(members), generator=generator)
         if quota > len(members):
             name = data.classes[label] if label < len(data.classes) else label
-            raise UsageError(
-                f"balanced_subset: class {name!r} has only {len(members)} samples, {quota} were asked for"
-            )
+            raise UsageError(f"balanced_subset: class {name!r} has only {len(members)} samples, {quota} were asked for")
         chosen.append(members[order[:quota]])
     indices = torch.sort(torch.cat(chosen)).values
     return data.subset(indices)
 
 
 __all__ = [
-    "DatasetInfo",
     "FASHION_MNIST_SYSTEM_DIR",
     "SPLITS",
+    "DatasetInfo",
     "available_datasets",
     "balanced_subset",
     "dataset_info",

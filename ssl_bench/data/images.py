@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ class TensorImages:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def subset(self, indices: Tensor) -> "TensorImages":
+    def subset(self, indices: Tensor) -> TensorImages:
         return TensorImages(self.images[indices], self.labels[indices], self.classes)
 
 
@@ -51,7 +51,7 @@ class FolderImages(Dataset):
         path, label = self.samples[index]
         return self.loader(path), label
 
-    def subset(self, indices: Tensor) -> "FolderImages":
+    def subset(self, indices: Tensor) -> FolderImages:
         return FolderImages([self.samples[i] for i in indices.tolist()], self.classes, self.loader)
 
 

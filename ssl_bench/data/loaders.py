@@ -20,8 +20,8 @@ Two data shapes (see :mod:`ssl_bench.data.images`):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from ssl_bench.data.augment import CROP_RATIO, ViewPairAugmentation
 from ssl_bench.data.images import FolderImages, ImageData, TensorImages
 
-__all__ = ["TrainLoader", "eval_batches", "derive_seed", "eval_resize_size"]
+__all__ = ["TrainLoader", "derive_seed", "eval_batches", "eval_resize_size"]
 
 # Streams of derived seeds, so that a batch seed never equals a sample seed.
 _BATCH_STREAM, _SAMPLE_STREAM, _LOADER_STREAM = 0, 1, 2
@@ -188,23 +188,29 @@ class TrainLoader:
         for batch, indices in enumerate(batches, start=start_batch):
             index = indices.to(images.device)
             yield self._finish(
-                epoch, batch,
-                _to_device(images.index_select(0, index), self.device), None,
+                epoch,
+                batch,
+                _to_device(images.index_select(0, index), self.device),
+                None,
                 _to_device(labels.index_select(0, indices.to(labels.device)), self.device),
             )
 
     def _folder_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         keys = [[(index, epoch) for index in indices] for indices in batches.tolist()]
         loader = DataLoader(
-            self._two_crops, batch_sampler=keys, num_workers=self.num_workers,
+            self._two_crops,
+            batch_sampler=keys,
+            num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             # The loader draws its workers' base seed from this generator, not the global one.
             generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, _LOADER_STREAM)),
         )
         for batch, (crops_a, crops_b, labels) in enumerate(loader, start=start_batch):
             yield self._finish(
-                epoch, batch,
-                crops_a.to(self.device, non_blocking=True), crops_b.to(self.device, non_blocking=True),
+                epoch,
+                batch,
+                crops_a.to(self.device, non_blocking=True),
+                crops_b.to(self.device, non_blocking=True),
                 labels.to(self.device, non_blocking=True),
             )
 
@@ -264,13 +270,16 @@ def eval_batches(
     # off in the caller's code. Nothing here requires grad, so no graph is built anyway.)
     if isinstance(data, TensorImages):
         for start in range(0, len(data), batch_size):
-            images = _to_device(data.images[start:start + batch_size], device)
-            labels = _to_device(data.labels[start:start + batch_size], device)
+            images = _to_device(data.images[start : start + batch_size], device)
+            labels = _to_device(data.labels[start : start + batch_size], device)
             yield _normalise(images, image_size, mean_t, std_t), labels
     elif isinstance(data, FolderImages):
         loader = DataLoader(
-            _EvalFolder(data, image_size), batch_size=batch_size, shuffle=False,
-            num_workers=num_workers, pin_memory=device.type == "cuda",
+            _EvalFolder(data, image_size),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(0),  # keeps the global RNG untouched
         )
         for images, labels in loader:

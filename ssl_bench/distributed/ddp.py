@@ -152,8 +152,9 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """
     if collectives.world_size() <= 1:
         return module
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else None
+    device_ids = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    )
     return DistributedDataParallel(module, device_ids=device_ids)
 
 

@@ -6,8 +6,8 @@ protocol's data fields; every later evaluation of that run reuses it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 import torch
 from torch import nn
@@ -27,9 +27,17 @@ Log = Callable[[str], None]
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, data: ImageData, *, image_size: int, mean: tuple[float, ...],
-                     std: tuple[float, ...], device: torch.device, batch_size: int = 256,
-                     num_workers: int = 0) -> SplitFeatures:
+def extract_features(
+    backbone: nn.Module,
+    data: ImageData,
+    *,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> SplitFeatures:
     """The frozen backbone's output on every image of ``data`` (eval mode, no augmentation)."""
     backbone.eval()
     features, labels = [], []
@@ -48,8 +56,16 @@ def _eval_split(config: RunConfig, split: str, samples: int | None, seed: int) -
     return data
 
 
-def cached_features(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, load_backbone: Callable[[], nn.Module],
-                    device: torch.device, *, epochs_done: int, log: Log) -> tuple[dict[str, SplitFeatures], bool]:
+def cached_features(
+    run_dir: RunDir,
+    config: RunConfig,
+    protocol: EvalProtocol,
+    load_backbone: Callable[[], nn.Module],
+    device: torch.device,
+    *,
+    epochs_done: int,
+    log: Log,
+) -> tuple[dict[str, SplitFeatures], bool]:
     """Train and test features of the run, from ``features.pt`` when it matches, else extracted.
 
     Returns the two splits and whether the cache was used. The cache key is the run's identity
@@ -69,8 +85,15 @@ def cached_features(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, 
     splits: dict[str, SplitFeatures] = {}
     for split, samples in (("train", protocol.train_samples), ("test", protocol.test_samples)):
         data = _eval_split(config, split, samples, protocol.subset_seed)
-        splits[split] = extract_features(backbone, data, image_size=config.image_size, mean=info.mean, std=info.std,
-                                         device=device, batch_size=EXTRACT_BATCH_SIZE,
-                                         num_workers=config.num_workers)
+        splits[split] = extract_features(
+            backbone,
+            data,
+            image_size=config.image_size,
+            mean=info.mean,
+            std=info.std,
+            device=device,
+            batch_size=EXTRACT_BATCH_SIZE,
+            num_workers=config.num_workers,
+        )
     atomic_torch_save({"key": key, "splits": {s: asdict(f) for s, f in splits.items()}}, path)
     return splits, False

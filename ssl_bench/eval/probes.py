@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 # --------------------------------------------------------------------------------------------
 # Protocols
 
@@ -84,8 +83,7 @@ class EvalProtocol:
 
     def features_key(self) -> dict[str, Any]:
         """The fields that decide which features are extracted (the cache key's protocol part)."""
-        return {"train_samples": self.train_samples, "test_samples": self.test_samples,
-                "subset_seed": self.subset_seed}
+        return {"train_samples": self.train_samples, "test_samples": self.test_samples, "subset_seed": self.subset_seed}
 
 
 STANDARD_PROTOCOL = EvalProtocol()
@@ -122,8 +120,15 @@ def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
     return tuple((x - mean) / std for x in (train, *others))
 
 
-def linear_probe(train: SplitFeatures, test: SplitFeatures, config: LinearProbeConfig, *, num_classes: int,
-                 seed: int, device: torch.device = torch.device("cpu")) -> float:
+def linear_probe(
+    train: SplitFeatures,
+    test: SplitFeatures,
+    config: LinearProbeConfig,
+    *,
+    num_classes: int,
+    seed: int,
+    device: torch.device = torch.device("cpu"),
+) -> float:
     """Train a linear classifier on ``train`` (see LinearProbeConfig); test top-1 accuracy in %."""
     train_x, test_x = train.features.to(device), test.features.to(device)
     if config.standardize:
@@ -132,8 +137,9 @@ def linear_probe(train: SplitFeatures, test: SplitFeatures, config: LinearProbeC
     head = nn.Linear(train_x.shape[1], num_classes).to(device)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     order_rng = torch.Generator().manual_seed(seed)
     n = len(train_x)
     with torch.enable_grad():
@@ -143,7 +149,7 @@ def linear_probe(train: SplitFeatures, test: SplitFeatures, config: LinearProbeC
                 group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
             order = torch.randperm(n, generator=order_rng).to(device)
             for start in range(0, n, config.batch_size):  # the last, smaller batch is kept
-                index = order[start:start + config.batch_size]
+                index = order[start : start + config.batch_size]
                 loss = F.cross_entropy(head(train_x[index]), train_y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -153,8 +159,9 @@ def linear_probe(train: SplitFeatures, test: SplitFeatures, config: LinearProbeC
     return 100.0 * int((predictions == test_y).sum()) / len(test_y)
 
 
-def knn_scores(train: SplitFeatures, queries: Tensor, config: KnnConfig, *, num_classes: int,
-               chunk_size: int | None = None) -> Tensor:
+def knn_scores(
+    train: SplitFeatures, queries: Tensor, config: KnnConfig, *, num_classes: int, chunk_size: int | None = None
+) -> Tensor:
     """(Q, num_classes) float64 votes: sum of exp(cos / T) over each query's k nearest train features.
 
     Queries go in chunks whose similarity matrix holds about 2**26 floats (256 MB) by default,
@@ -166,7 +173,7 @@ def knn_scores(train: SplitFeatures, queries: Tensor, config: KnnConfig, *, num_
     chunk_size = chunk_size or max(1, 2**26 // len(bank))
     scores = []
     for start in range(0, len(queries), chunk_size):
-        query = F.normalize(queries[start:start + chunk_size].float().to(bank.device), dim=1)
+        query = F.normalize(queries[start : start + chunk_size].float().to(bank.device), dim=1)
         similarity, index = (query @ bank.T).topk(k, dim=1)
         # float64: exp(1 / T) overflows float32 for T below about 0.012.
         weights = (similarity.double() / config.temperature).exp()
@@ -175,8 +182,14 @@ def knn_scores(train: SplitFeatures, queries: Tensor, config: KnnConfig, *, num_
     return torch.cat(scores)
 
 
-def knn_top1(train: SplitFeatures, test: SplitFeatures, config: KnnConfig, *, num_classes: int,
-             device: torch.device = torch.device("cpu")) -> float:
+def knn_top1(
+    train: SplitFeatures,
+    test: SplitFeatures,
+    config: KnnConfig,
+    *,
+    num_classes: int,
+    device: torch.device = torch.device("cpu"),
+) -> float:
     """Weighted kNN test top-1 accuracy in %."""
     train = SplitFeatures(train.features.to(device), train.labels.to(device))
     predictions = knn_scores(train, test.features.to(device), config, num_classes=num_classes).argmax(dim=1)

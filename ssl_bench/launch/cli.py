@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ssl_bench.perf.cli import add_bench_parser, cmd_bench
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.slurm_options import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
+from ssl_bench.perf.cli import add_bench_parser, cmd_bench
 
 if TYPE_CHECKING:
     from ssl_bench.config import RunConfig
@@ -18,29 +19,59 @@ DEFAULT_RESULTS_DIR = "runs"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssl-bench", description="Compare self-supervised learning methods under one harness.")
+    parser = argparse.ArgumentParser(
+        prog="ssl-bench", description="Compare self-supervised learning methods under one harness."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="pre-train (and evaluate) methods, then print a comparison table")
     run.add_argument("methods", nargs="+", metavar="METHOD", help="method names (see `ssl-bench methods`)")
-    run.add_argument("--dataset", action="append", metavar="DATASET",
-                     help=f"dataset name, repeatable: one run per dataset (default: {DEFAULT_DATASET})")
+    run.add_argument(
+        "--dataset",
+        action="append",
+        metavar="DATASET",
+        help=f"dataset name, repeatable: one run per dataset (default: {DEFAULT_DATASET})",
+    )
     run.add_argument("--epochs", type=int, help="pre-training epochs (default: the recipe's)")
-    run.add_argument("--backbone", help="backbone name: resnet18, resnet18_cifar, resnet50, tiny_convnet or any timm model")
-    run.add_argument("--batch-size", type=int,
-                     help="global batch size, split evenly over processes/GPUs (default: the recipe's)")
+    run.add_argument(
+        "--backbone", help="backbone name: resnet18, resnet18_cifar, resnet50, tiny_convnet or any timm model"
+    )
+    run.add_argument(
+        "--batch-size", type=int, help="global batch size, split evenly over processes/GPUs (default: the recipe's)"
+    )
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    run.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="several seeds: one run per seed (overrides --seed)")
+    run.add_argument(
+        "--seeds", type=int, nargs="+", metavar="SEED", help="several seeds: one run per seed (overrides --seed)"
+    )
     run.add_argument("--data-root", default="data", help="where datasets live (default: ./data)")
-    run.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"where run directories go (default: ./{DEFAULT_RESULTS_DIR})")
-    run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                     help="override any config field, e.g. --set base_lr=0.5 --set loss.temperature=0.5")
+    run.add_argument(
+        "--results-dir",
+        default=DEFAULT_RESULTS_DIR,
+        help=f"where run directories go (default: ./{DEFAULT_RESULTS_DIR})",
+    )
+    run.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set base_lr=0.5 --set loss.temperature=0.5",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--method-file", dest="method_files", action="append", default=[], metavar="PATH",
-                     help="load methods from a Python file outside the repo (repeatable); see docs/adding-a-method.md")
-    run.add_argument("--dry-run", action="store_true",
-                     help="print each run's resolved configuration (heads, optimiser groups, schedule, views, "
-                          "deviations from the cited source) and run nothing")
+    run.add_argument(
+        "--method-file",
+        dest="method_files",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="load methods from a Python file outside the repo (repeatable); see docs/adding-a-method.md",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each run's resolved configuration (heads, optimiser groups, schedule, views, "
+        "deviations from the cited source) and run nothing",
+    )
     run.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run, one per line")
     add_executor_arguments(run)
 
@@ -50,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands)
 
     table = commands.add_parser("table", help="comparison table (markdown, CSV, LaTeX) and plots of run directories")
-    table.add_argument("results_dirs", nargs="*", default=[DEFAULT_RESULTS_DIR], metavar="RESULTS_DIR",
-                       help=f"directories holding run directories (default: {DEFAULT_RESULTS_DIR})")
+    table.add_argument(
+        "results_dirs",
+        nargs="*",
+        default=[DEFAULT_RESULTS_DIR],
+        metavar="RESULTS_DIR",
+        help=f"directories holding run directories (default: {DEFAULT_RESULTS_DIR})",
+    )
     table.add_argument("--output-dir", help="where table.md/.csv/.tex and plots/ go (default: the first RESULTS_DIR)")
     return parser
 
@@ -87,10 +123,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     # surface after the first one has trained for an hour.
     for name in args.methods:
         get_method(name)
-    overrides = {"epochs": args.epochs, "backbone": args.backbone, "batch_size": args.batch_size,
-                 "data_root": args.data_root}
-    configs = resolve_sweep(args.methods, args.dataset or [DEFAULT_DATASET], args.seeds or [args.seed],
-                            overrides, args.settings)
+    overrides = {
+        "epochs": args.epochs,
+        "backbone": args.backbone,
+        "batch_size": args.batch_size,
+        "data_root": args.data_root,
+    }
+    configs = resolve_sweep(
+        args.methods, args.dataset or [DEFAULT_DATASET], args.seeds or [args.seed], overrides, args.settings
+    )
     check_backbone_name(configs[0].backbone)
     if args.json and not args.dry_run:
         raise UsageError("--json goes with --dry-run")
@@ -110,8 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Exception as error:  # one method's crash must not cost the others their runs
             run_dir = RunDir.for_config(args.results_dir, config)
             message = f"{type(error).__name__}: {error}"
-            print(f"ssl-bench: {config.method} failed: {message} (traceback: {run_dir.path / ERROR_LOG})",
-                  file=sys.stderr)
+            print(
+                f"ssl-bench: {config.method} failed: {message} (traceback: {run_dir.path / ERROR_LOG})", file=sys.stderr
+            )
             results.append(RunResult(config.method, run_dir.path, "failed", error=message))
     print()
     # The same table `ssl-bench table <results-dir>` prints: earlier runs there (other seeds,
@@ -120,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "finished" for r in results) else 1
 
 
-def print_dry_run(configs: Sequence["RunConfig"], as_json: bool) -> int:
+def print_dry_run(configs: Sequence[RunConfig], as_json: bool) -> int:
     """Each run's resolved configuration, as ``ssl_bench.run.describe`` reads it from the built run."""
     import json
 
@@ -170,10 +212,15 @@ def cmd_table(args: argparse.Namespace) -> int:
     return print_table(args.results_dirs, args.output_dir)
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "datasets": cmd_datasets, "table": cmd_table,
-            "status": cmd_status, "bench": cmd_bench}
+COMMANDS = {
+    "run": cmd_run,
+    "methods": cmd_methods,
+    "datasets": cmd_datasets,
+    "table": cmd_table,
+    "status": cmd_status,
+    "bench": cmd_bench,
+}
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -34,10 +34,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import submitit
 
@@ -51,8 +52,22 @@ from ssl_bench.run.rundir import RunDir
 MANIFEST = Path("slurm") / "jobs.jsonl"
 # SLURM states in which a job may still run (or run again): a run directory with such a job is
 # not submitted a second time.
-ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                           "REQUEUE_FED", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"})
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "STAGE_OUT",
+        "SIGNALING",
+        "PREEMPTED",
+    }
+)
 _COMMAND_TIMEOUT_S = 60
 
 
@@ -92,16 +107,24 @@ class SlurmOptions:
 
     def validate(self) -> None:
         """A UsageError naming the command-line flag of the first bad value."""
-        at_least = [("--time", self.time_min, 1), ("--nodes", self.nodes, 1), ("--gpus-per-node", self.gpus_per_node, 0),
-                    ("--max-requeues", self.max_requeues, 0), ("--tasks-per-node", self.tasks_per_node, 1),
-                    ("--cpus-per-task", self.cpus_per_task, 1), ("--array-parallelism", self.array_parallelism, 1)]
+        at_least = [
+            ("--time", self.time_min, 1),
+            ("--nodes", self.nodes, 1),
+            ("--gpus-per-node", self.gpus_per_node, 0),
+            ("--max-requeues", self.max_requeues, 0),
+            ("--tasks-per-node", self.tasks_per_node, 1),
+            ("--cpus-per-task", self.cpus_per_task, 1),
+            ("--array-parallelism", self.array_parallelism, 1),
+        ]
         for flag, value, minimum in at_least:
             if value is not None and value < minimum:
                 requirement = "positive" if minimum == 1 else f">= {minimum}"
                 raise UsageError(f"{flag} must be {requirement}, got {value}")
         if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
-            raise UsageError(f"--tasks-per-node {self.tasks_per_node} with --gpus-per-node {self.gpus_per_node}: "
-                             "DDP runs one process per GPU")
+            raise UsageError(
+                f"--tasks-per-node {self.tasks_per_node} with --gpus-per-node {self.gpus_per_node}: "
+                "DDP runs one process per GPU"
+            )
         if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem, flags=re.IGNORECASE):
             raise UsageError(f"--mem {self.mem!r}: expected SLURM's syntax, e.g. 64G or 16000M")
 
@@ -117,9 +140,15 @@ class SlurmOptions:
             # itself on preemption and at its time limit.
             "additional_parameters": {"requeue": True},
         }
-        optional = {"partition": self.partition, "account": self.account, "qos": self.qos,
-                    "cpus_per_task": self.cpus_per_task, "mem": self.mem, "constraint": self.constraint,
-                    "array_parallelism": self.array_parallelism}
+        optional = {
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "cpus_per_task": self.cpus_per_task,
+            "mem": self.mem,
+            "constraint": self.constraint,
+            "array_parallelism": self.array_parallelism,
+        }
         params.update({key: value for key, value in optional.items() if value is not None})
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
@@ -215,9 +244,8 @@ class SweepJob(submitit.helpers.Checkpointable):
     """
 
     def __call__(self, spec: JobSpec) -> dict[str, Any]:
-        from ssl_bench.run.lifecycle import run_entry
-
         from ssl_bench.method import load_method_file
+        from ssl_bench.run.lifecycle import run_entry
 
         config = spec.config
         for path in spec.method_files:
@@ -230,9 +258,13 @@ class SweepJob(submitit.helpers.Checkpointable):
         try:
             with stop.catching(_usr_signal()):
                 try:
-                    result = run_entry(config, spec.results_dir, progress=False,
-                                       should_stop=lambda: stop.requested,
-                                       status_extra={"slurm": record, "log": record["stderr"]})
+                    result = run_entry(
+                        config,
+                        spec.results_dir,
+                        progress=False,
+                        should_stop=lambda: stop.requested,
+                        status_extra={"slurm": record, "log": record["stderr"]},
+                    )
                 except TrainingStopped as stopped:
                     self._requeue(stop, stopped, spec, record)
                     raise  # not requeued (not rank 0, or no submitit handler): the task ends here
@@ -240,9 +272,14 @@ class SweepJob(submitit.helpers.Checkpointable):
             ddp.destroy_process_group()
         if result.status != "finished":
             raise RunFailed(f"{config.method} run {result.status}: {result.error} (run directory {result.run_dir})")
-        return {"method": config.method, "run_dir": str(result.run_dir), "status": result.status,
-                "final_loss": result.final_loss, "resumed_from_step": result.resumed_from_step,
-                "slurm": record}
+        return {
+            "method": config.method,
+            "run_dir": str(result.run_dir),
+            "status": result.status,
+            "final_loss": result.final_loss,
+            "resumed_from_step": result.resumed_from_step,
+            "slurm": record,
+        }
 
     @staticmethod
     def _requeue(stop: StopRequest, stopped: TrainingStopped, spec: JobSpec, record: dict[str, Any]) -> None:
@@ -255,9 +292,13 @@ class SweepJob(submitit.helpers.Checkpointable):
         if record["restart_count"] >= spec.max_requeues:
             raise RuntimeError(
                 f"{stopped}, but the job was already requeued {record['restart_count']} times "
-                f"(--max-requeues {spec.max_requeues}); run the same command again to resume") from None
-        print(f"[{spec.config.method}] requeuing on {stop.reason} "
-              f"(restart {record['restart_count'] + 1} of at most {spec.max_requeues})", flush=True)
+                f"(--max-requeues {spec.max_requeues}); run the same command again to resume"
+            ) from None
+        print(
+            f"[{spec.config.method}] requeuing on {stop.reason} "
+            f"(restart {record['restart_count'] + 1} of at most {spec.max_requeues})",
+            flush=True,
+        )
         # submitit's handler: calls checkpoint() (resubmit this same call), `scontrol requeue`, exit.
         stop.forward_to_previous_handler()
 
@@ -354,8 +395,14 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
     return {job_id: states.get(job_id, "UNKNOWN") for job_id in job_ids}
 
 
-def submit_sweep(entries: Sequence[RunConfig], results_dir: str | Path, options: SlurmOptions, *,
-                 method_files: Sequence[str | Path] = (), folder: str | Path | None = None) -> list[SubmittedJob]:
+def submit_sweep(
+    entries: Sequence[RunConfig],
+    results_dir: str | Path,
+    options: SlurmOptions,
+    *,
+    method_files: Sequence[str | Path] = (),
+    folder: str | Path | None = None,
+) -> list[SubmittedJob]:
     """Check, then submit the entries that still need work as one job array; returns its jobs.
 
     Raises UsageError (nothing submitted) on any problem found before or by ``sbatch``.
@@ -392,16 +439,25 @@ def submit_sweep(entries: Sequence[RunConfig], results_dir: str | Path, options:
     with _undo_on_failure(submitit.core.utils.JobPaths.get_first_id_independent_folder(log_folder)) as sbatch_stderr:
         try:
             with executor.batch():
-                handles = [executor.submit(job, JobSpec(config, str(results_dir), options.max_requeues, files))
-                           for config in todo]
+                handles = [
+                    executor.submit(job, JobSpec(config, str(results_dir), options.max_requeues, files))
+                    for config in todo
+                ]
         except Exception as error:  # sbatch refused the array: nothing was submitted
             message = _last_line(sbatch_stderr.getvalue()) or _last_line(str(error)) or type(error).__name__
-            raise UsageError(f"sbatch refused the job array, nothing was submitted: "
-                             f"{message.removeprefix('sbatch: error: ')}") from None
+            raise UsageError(
+                f"sbatch refused the job array, nothing was submitted: {message.removeprefix('sbatch: error: ')}"
+            ) from None
     submitted = [
-        SubmittedJob(job_id=str(handle.job_id), method=config.method, dataset=config.dataset, seed=config.seed,
-                     run_dir=str(RunDir.for_config(results_dir, config).path),
-                     stdout=str(handle.paths.stdout), stderr=str(handle.paths.stderr))
+        SubmittedJob(
+            job_id=str(handle.job_id),
+            method=config.method,
+            dataset=config.dataset,
+            seed=config.seed,
+            run_dir=str(RunDir.for_config(results_dir, config).path),
+            stdout=str(handle.paths.stdout),
+            stderr=str(handle.paths.stderr),
+        )
         for handle, config in zip(handles, todo)
     ]
     _append_manifest(results_dir, submitted)
@@ -468,18 +524,20 @@ def status_rows(results_dir: str | Path) -> list[dict[str, Any]]:
         elif "epochs_done" in status:
             progress = f"{status['epochs_done']} epochs"
         restarts = (status.get("slurm") or {}).get("restart_count")
-        rows.append({
-            "job": job.job_id,
-            "method": job.method,
-            "dataset": job.dataset,
-            "seed": job.seed,
-            "slurm state": states[job.job_id],
-            "restarts": restarts if restarts is not None else "",
-            "run status": status.get("status", "missing"),
-            "progress": progress,
-            "logs": job.log_paths,
-            "run directory": job.run_dir,
-        })
+        rows.append(
+            {
+                "job": job.job_id,
+                "method": job.method,
+                "dataset": job.dataset,
+                "seed": job.seed,
+                "slurm state": states[job.job_id],
+                "restarts": restarts if restarts is not None else "",
+                "run status": status.get("status", "missing"),
+                "progress": progress,
+                "logs": job.log_paths,
+                "run directory": job.run_dir,
+            }
+        )
     return rows
 
 

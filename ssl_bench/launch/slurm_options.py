@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from ssl_bench.errors import UsageError
 
@@ -23,62 +24,101 @@ DEFAULT_MAX_REQUEUES = 3
 
 def add_executor_arguments(run: argparse.ArgumentParser) -> None:
     """`ssl-bench run` options: where the runs execute, and the SLURM job array's resources."""
-    run.add_argument("--executor", choices=["local", "slurm"], default="local",
-                     help="local: run here, one after another (default); slurm: submit one job array, "
-                          "one task per method x seed x dataset")
-    run.add_argument("--wait", action="store_true",
-                     help="slurm: wait for the jobs, then print the table (default: return once submitted)")
+    run.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: run here, one after another (default); slurm: submit one job array, "
+        "one task per method x seed x dataset",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="slurm: wait for the jobs, then print the table (default: return once submitted)",
+    )
     group = run.add_argument_group("SLURM options (with --executor slurm)")
     group.add_argument("--partition", help="partition (default: the cluster's default)")
     group.add_argument("--account", help="account to charge")
     group.add_argument("--qos", help="quality of service")
-    group.add_argument("--time", type=int, default=DEFAULT_TIME_MIN, metavar="MINUTES",
-                       help=f"time limit of each attempt, minutes (default: {DEFAULT_TIME_MIN}); a longer run "
-                            "checkpoints before the limit and is requeued")
+    group.add_argument(
+        "--time",
+        type=int,
+        default=DEFAULT_TIME_MIN,
+        metavar="MINUTES",
+        help=f"time limit of each attempt, minutes (default: {DEFAULT_TIME_MIN}); a longer run "
+        "checkpoints before the limit and is requeued",
+    )
     group.add_argument("--nodes", type=int, default=1, help="nodes per run (default: 1)")
     group.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; one process each (default: 0)")
-    group.add_argument("--tasks-per-node", type=int,
-                       help="processes per node (default: one per GPU, else 1; CPU-only runs use gloo)")
+    group.add_argument(
+        "--tasks-per-node", type=int, help="processes per node (default: one per GPU, else 1; CPU-only runs use gloo)"
+    )
     group.add_argument("--cpus-per-task", type=int, help="CPU cores per process")
     group.add_argument("--mem", help="memory per node, SLURM syntax (e.g. 64G)")
     group.add_argument("--constraint", help="node features required (SLURM --constraint)")
     group.add_argument("--array-parallelism", type=int, help="at most this many runs at once")
-    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
-                       help="shell line run before the job starts (repeatable), e.g. 'module load cuda'")
-    group.add_argument("--max-requeues", type=int, default=DEFAULT_MAX_REQUEUES,
-                       help=f"requeues (preemption or time limit) before a run gives up (default: {DEFAULT_MAX_REQUEUES})")
+    group.add_argument(
+        "--slurm-setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="shell line run before the job starts (repeatable), e.g. 'module load cuda'",
+    )
+    group.add_argument(
+        "--max-requeues",
+        type=int,
+        default=DEFAULT_MAX_REQUEUES,
+        help=f"requeues (preemption or time limit) before a run gives up (default: {DEFAULT_MAX_REQUEUES})",
+    )
 
 
 def add_status_parser(commands: argparse._SubParsersAction, default_results_dir: str) -> None:
     status = commands.add_parser("status", help="the SLURM jobs of a results directory: job state, run state, logs")
-    status.add_argument("results_dir", nargs="?", default=default_results_dir, metavar="RESULTS_DIR",
-                        help=f"results directory (default: {default_results_dir})")
-
-
-def slurm_options(args: argparse.Namespace) -> "SlurmOptions":
-    from ssl_bench.launch.slurm import SlurmOptions
-
-    return SlurmOptions(
-        partition=args.partition, account=args.account, qos=args.qos, time_min=args.time, nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node, cpus_per_task=args.cpus_per_task,
-        mem=args.mem, constraint=args.constraint, array_parallelism=args.array_parallelism,
-        setup=tuple(args.slurm_setup), max_requeues=args.max_requeues,
+    status.add_argument(
+        "results_dir",
+        nargs="?",
+        default=default_results_dir,
+        metavar="RESULTS_DIR",
+        help=f"results directory (default: {default_results_dir})",
     )
 
 
-def run_on_slurm(args: argparse.Namespace, configs: Sequence["RunConfig"]) -> int:
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    from ssl_bench.launch.slurm import SlurmOptions
+
+    return SlurmOptions(
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        time_min=args.time,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        tasks_per_node=args.tasks_per_node,
+        cpus_per_task=args.cpus_per_task,
+        mem=args.mem,
+        constraint=args.constraint,
+        array_parallelism=args.array_parallelism,
+        setup=tuple(args.slurm_setup),
+        max_requeues=args.max_requeues,
+    )
+
+
+def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig]) -> int:
     """`ssl-bench run --executor slurm`: submit, print job ids and logs; with --wait, wait and tabulate."""
     from ssl_bench.launch import slurm
     from ssl_bench.launch.sweep import sweep_entries
 
     results_dir = Path(args.results_dir).resolve()
     options = slurm_options(args)
-    jobs = slurm.submit_sweep(sweep_entries(configs), results_dir, options,
-                              method_files=getattr(args, "method_files", []))
+    jobs = slurm.submit_sweep(
+        sweep_entries(configs), results_dir, options, method_files=getattr(args, "method_files", [])
+    )
     if jobs:
         array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
-        print(f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs, {options.world_size} process(es) each, "
-              f"{options.time_min} min per attempt")
+        print(
+            f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs, {options.world_size} process(es) each, "
+            f"{options.time_min} min per attempt"
+        )
         for job in jobs:
             print(f"  {job.job_id:<12} {job.method:<14} {job.dataset:<14} seed {job.seed:<4} logs: {job.log_paths}")
         print(f"run directories: {results_dir}; job list: {results_dir / slurm.MANIFEST}")

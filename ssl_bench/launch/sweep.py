@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ssl_bench.config import RunConfig, resolve_config
 
 
-def resolve_sweep(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
-                  overrides: dict[str, Any], settings: Sequence[str]) -> list[RunConfig]:
+def resolve_sweep(
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    overrides: dict[str, Any],
+    settings: Sequence[str],
+) -> list[RunConfig]:
     """One resolved config per dataset x method x seed, in that nesting order."""
     return [
         resolve_config(method, dataset, {**overrides, "seed": seed}, list(settings))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torchvision  # ssl_bench.models (this package) has made the import work on CPU-only torch
 from torch import nn

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
 
-def build_projector(in_dim: int, dims: Sequence[int], *, hidden_bias: bool = True, hidden_norm: bool = True,
-                    last_bias: bool = False, last_bn: bool = False) -> nn.Module:
+def build_projector(
+    in_dim: int,
+    dims: Sequence[int],
+    *,
+    hidden_bias: bool = True,
+    hidden_norm: bool = True,
+    last_bias: bool = False,
+    last_bn: bool = False,
+) -> nn.Module:
     """The recipes' projector (and predictor) MLP: (Linear-BN-ReLU) blocks, then a last Linear.
 
     dims lists the output width of every Linear, e.g. VICReg's 8192-8192-8192 or SimCLR's

@@ -33,20 +33,31 @@ import argparse
 from typing import Any
 
 from ssl_bench.perf.settings import (
-    DEFAULT_CPU_BACKBONES, DEFAULT_CUDA_BACKBONES, DEFAULT_METHODS, LOSS_SIZES, SECTIONS, resolve_settings,
+    DEFAULT_CPU_BACKBONES,
+    DEFAULT_CUDA_BACKBONES,
+    DEFAULT_METHODS,
+    LOSS_SIZES,
+    SECTIONS,
+    resolve_settings,
 )
 
 
 def add_bench_parser(commands: Any) -> None:
     """The ``bench`` subcommand's arguments; ``commands`` is the parser's ``add_subparsers()`` object."""
     bench = commands.add_parser(
-        "bench", help="measure training-step, data-pipeline and loss speed and memory on this machine",
+        "bench",
+        help="measure training-step, data-pipeline and loss speed and memory on this machine",
         description="Training step (harness vs a bare PyTorch loop), data pipeline (vs per-sample PIL), "
-                    "loss forward+backward (Gram vs direct form) on synthetic data, with PASS/FAIL targets.")
+        "loss forward+backward (Gram vs direct form) on synthetic data, with PASS/FAIL targets.",
+    )
     bench.add_argument("--methods", nargs="+", metavar="METHOD", help=f"default: {' '.join(DEFAULT_METHODS)}")
-    bench.add_argument("--backbones", nargs="+", metavar="NAME[@SIZE]",
-                       help=f"backbones, each optionally at its own image size (default on CPU: "
-                            f"{' '.join(DEFAULT_CPU_BACKBONES)}; on CUDA: {' '.join(DEFAULT_CUDA_BACKBONES)})")
+    bench.add_argument(
+        "--backbones",
+        nargs="+",
+        metavar="NAME[@SIZE]",
+        help=f"backbones, each optionally at its own image size (default on CPU: "
+        f"{' '.join(DEFAULT_CPU_BACKBONES)}; on CUDA: {' '.join(DEFAULT_CUDA_BACKBONES)})",
+    )
     bench.add_argument("--image-size", type=int, help="image side for backbones without @SIZE (default: 32)")
     bench.add_argument("--batch-size", type=int, help="batch size (default: 128 on CPU, 256 on CUDA)")
     bench.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default: 5)")
@@ -55,16 +66,23 @@ def add_bench_parser(commands: Any) -> None:
     bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     bench.add_argument("--sections", nargs="+", choices=SECTIONS, help="run only these sections (default: all)")
     bench.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, usually the cores)")
-    bench.add_argument("--workers", type=int,
-                       help="DataLoader workers of the per-sample baseline (default: usable cores)")
-    bench.add_argument("--dataset",
-                       help="whose recipe and normalisation to use (default: cifar10 up to 96 px, imagenet above)")
-    bench.add_argument("--loss-sizes", default="auto", choices=LOSS_SIZES,
-                       help="loss sizes: recipe (N=512/2048 x D=8192, ...), cpu (what fits a small CPU), "
-                            "quick; auto = recipe on CUDA, cpu on CPU")
+    bench.add_argument(
+        "--workers", type=int, help="DataLoader workers of the per-sample baseline (default: usable cores)"
+    )
+    bench.add_argument(
+        "--dataset", help="whose recipe and normalisation to use (default: cifar10 up to 96 px, imagenet above)"
+    )
+    bench.add_argument(
+        "--loss-sizes",
+        default="auto",
+        choices=LOSS_SIZES,
+        help="loss sizes: recipe (N=512/2048 x D=8192, ...), cpu (what fits a small CPU), "
+        "quick; auto = recipe on CUDA, cpu on CPU",
+    )
     bench.add_argument("--json", metavar="PATH", help="write the report as JSON (a directory: <dir>/<machine>.json)")
-    bench.add_argument("--csv", metavar="PATH",
-                       help="write one CSV row per measurement (a directory: <dir>/<machine>.csv)")
+    bench.add_argument(
+        "--csv", metavar="PATH", help="write one CSV row per measurement (a directory: <dir>/<machine>.csv)"
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -73,8 +91,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ssl_bench.perf.runner import run_bench
 
     settings = resolve_settings(
-        methods=args.methods, backbones=args.backbones, image_size=args.image_size, batch_size=args.batch_size,
-        repeats=args.repeats, warmup=args.warmup, device=args.device, quick=args.quick, sections=args.sections,
-        workers=args.workers, dataset=args.dataset, loss_sizes=args.loss_sizes, threads=args.threads)
+        methods=args.methods,
+        backbones=args.backbones,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        quick=args.quick,
+        sections=args.sections,
+        workers=args.workers,
+        dataset=args.dataset,
+        loss_sizes=args.loss_sizes,
+        threads=args.threads,
+    )
     run_bench(settings, json_path=args.json, csv_path=args.csv)
     return 0

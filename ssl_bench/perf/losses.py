@@ -20,8 +20,9 @@ recipe loss parameters. The inputs are random fp32 embeddings, with autocast off
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -47,10 +48,13 @@ LOSS_RECIPE_DATASET = "imagenet"
 # N = 2048 takes minutes), SimCLR at N = 1024 (its 2N x 2N logits at N = 4096 take seconds per
 # call). "quick": tiny.
 LOSS_SHAPES: Mapping[str, Mapping[str, list[tuple[int, int]]]] = {
-    "recipe": {"vicreg": [(512, 8192), (2048, 8192)], "barlow_twins": [(512, 8192), (2048, 8192)],
-               "simclr": [(4096, 128)], "tico": [(4096, 256)]},
-    "cpu": {"vicreg": [(512, 8192)], "barlow_twins": [(512, 8192)], "simclr": [(1024, 128)],
-            "tico": [(4096, 256)]},
+    "recipe": {
+        "vicreg": [(512, 8192), (2048, 8192)],
+        "barlow_twins": [(512, 8192), (2048, 8192)],
+        "simclr": [(4096, 128)],
+        "tico": [(4096, 256)],
+    },
+    "cpu": {"vicreg": [(512, 8192)], "barlow_twins": [(512, 8192)], "simclr": [(1024, 128)], "tico": [(4096, 256)]},
     "quick": {"vicreg": [(64, 256)], "barlow_twins": [(64, 256)], "simclr": [(64, 32)], "tico": [(64, 32)]},
 }
 # A timed call longer than this is its own warm-up: one-time costs (kernel selection, allocator
@@ -85,8 +89,9 @@ def _tiny_method(cls: type[Method], d: int, recipe: MethodRecipe) -> Method:
 
     backbone = TinyConvNet(_TINY_WIDTHS)
     predictor = (d,) if cls.uses_predictor else ()
-    return cls(backbone, backbone.num_features, (d,), predictor, loss_params=recipe.loss,
-               method_params=recipe.method_params)
+    return cls(
+        backbone, backbone.num_features, (d,), predictor, loss_params=recipe.loss, method_params=recipe.method_params
+    )
 
 
 def _heads(method: Method, z_a: Tensor, z_b: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
@@ -104,8 +109,9 @@ def _heads(method: Method, z_a: Tensor, z_b: Tensor) -> tuple[Tensor | None, dic
     return (z_b if both else None), heads
 
 
-def loss_function(method: str, d: int, form: str | None = None, *, dataset: str | None = None,
-                  device: torch.device | str = "cpu") -> LossFunction:
+def loss_function(
+    method: str, d: int, form: str | None = None, *, dataset: str | None = None, device: torch.device | str = "cpu"
+) -> LossFunction:
     """The loss of registered method ``method`` on (N, ``d``) embeddings with its recipe parameters.
 
     ``form`` None: the Method's own ``loss()`` (see the module docstring); "gram" or "direct":
@@ -130,8 +136,7 @@ def loss_function(method: str, d: int, form: str | None = None, *, dataset: str 
     return loss
 
 
-def loss_value(method: str, z_a: Tensor, z_b: Tensor, form: str | None = None, *,
-               dataset: str | None = None) -> float:
+def loss_value(method: str, z_a: Tensor, z_b: Tensor, form: str | None = None, *, dataset: str | None = None) -> float:
     """The loss of ``method`` on (z_a, z_b), in the given form (for checks and the report)."""
     fn = loss_function(method, z_a.shape[1], form, dataset=dataset, device=z_a.device)
     with torch.no_grad():
@@ -190,7 +195,8 @@ def bench_loss(case: LossCase, settings: BenchSettings) -> LossResult:
         result.error = f"{type(error).__name__}: {error}"
         return result
     finally:
-        del z_a, z_b, fn
+        # Dropped before the memory is released (the closure above keeps the cells alive).
+        z_a = z_b = fn = None  # type: ignore[assignment]
         release_memory(device)
     result.ms = median(times) * 1000
     result.repeats = len(times)

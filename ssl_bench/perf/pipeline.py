@@ -7,8 +7,9 @@ same recipe: PIL + ``torchvision.transforms`` in a DataLoader with worker proces
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     from ssl_bench.data.augment import ViewConfig
 
 
-def torchvision_view(config: ViewConfig, image_size: int, mean: Sequence[float],
-                     std: Sequence[float]) -> Callable[[Any], Tensor]:
+def torchvision_view(
+    config: ViewConfig, image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Any], Tensor]:
     """One view of ``config`` (a ViewConfig) as the classic per-sample torchvision.transforms."""
     from torchvision import transforms as T
 
@@ -107,8 +109,9 @@ def bench_ssl_pipeline(kind: str, image_size: int, settings: BenchSettings) -> P
     info = dataset_info(recipe_dataset(image_size, settings.dataset))
     data = synthetic_images(settings.batch_size * batches, source_side(image_size))
     augmentation = ViewPairAugmentation(kind, image_size, info.mean, info.std).to(device)
-    loader = TrainLoader(data, augmentation, settings.batch_size, seed=0, device=device,
-                         channels_last=device.type == "cuda")
+    loader = TrainLoader(
+        data, augmentation, settings.batch_size, seed=0, device=device, channels_last=device.type == "cuda"
+    )
     stream = loader.epoch(0)
     timer = DeviceTimer(device)
 
@@ -118,10 +121,17 @@ def bench_ssl_pipeline(kind: str, image_size: int, settings: BenchSettings) -> P
     for _ in range(settings.warmup):
         one_batch()
     times = [timer(one_batch, calls=window) for _ in range(settings.repeats)]
-    return PipelineResult("ssl-bench", kind, image_size, settings.batch_size, 0,
-                          samples_per_s=settings.batch_size * window / median(times),
-                          batch_ms=median(times) / window * 1000, repeats=len(times),
-                          description=f"TrainLoader on TensorImages, batched augmentation on {device.type}")
+    return PipelineResult(
+        "ssl-bench",
+        kind,
+        image_size,
+        settings.batch_size,
+        0,
+        samples_per_s=settings.batch_size * window / median(times),
+        batch_ms=median(times) / window * 1000,
+        repeats=len(times),
+        description=f"TrainLoader on TensorImages, batched augmentation on {device.type}",
+    )
 
 
 def bench_per_sample_pipeline(kind: str, image_size: int, settings: BenchSettings) -> PipelineResult:
@@ -139,11 +149,20 @@ def bench_per_sample_pipeline(kind: str, image_size: int, settings: BenchSetting
     data = synthetic_images(settings.batch_size * batches, source_side(image_size))
     # The ViewConfigs of the ssl-bench pipeline (small-image rule included): the same recipe.
     config_a, config_b = ViewPairAugmentation(kind, image_size, info.mean, info.std).configs
-    dataset = PerSampleTwoViews(data.images, torchvision_view(config_a, image_size, info.mean, info.std),
-                                torchvision_view(config_b, image_size, info.mean, info.std))
-    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True,
-                        num_workers=workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(0))
+    dataset = PerSampleTwoViews(
+        data.images,
+        torchvision_view(config_a, image_size, info.mean, info.std),
+        torchvision_view(config_b, image_size, info.mean, info.std),
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
     stream = iter(loader)
     timer = DeviceTimer(device)
 
@@ -156,8 +175,15 @@ def bench_per_sample_pipeline(kind: str, image_size: int, settings: BenchSetting
     for _ in range(warmup):
         one_batch()
     times = [timer(one_batch, calls=window) for _ in range(settings.repeats)]
-    del stream  # shuts the workers down
-    return PipelineResult("per-sample", kind, image_size, settings.batch_size, workers,
-                          samples_per_s=settings.batch_size * window / median(times),
-                          batch_ms=median(times) / window * 1000, repeats=len(times),
-                          description=f"PIL + torchvision.transforms per sample, DataLoader with {workers} workers")
+    stream = None  # type: ignore[assignment]  # shuts the workers down
+    return PipelineResult(
+        "per-sample",
+        kind,
+        image_size,
+        settings.batch_size,
+        workers,
+        samples_per_s=settings.batch_size * window / median(times),
+        batch_ms=median(times) / window * 1000,
+        repeats=len(times),
+        description=f"PIL + torchvision.transforms per sample, DataLoader with {workers} workers",
+    )

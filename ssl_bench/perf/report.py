@@ -12,9 +12,10 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ssl_bench.perf.machine import machine_slug
 
@@ -45,8 +46,9 @@ class TargetCheck:
         return "n/a" if self.passed is None else ("PASS" if self.passed else "FAIL")
 
 
-def check_targets(steps: Sequence[StepResult], pipelines: Sequence[PipelineResult],
-                  losses: Sequence[LossResult]) -> list[TargetCheck]:
+def check_targets(
+    steps: Sequence[StepResult], pipelines: Sequence[PipelineResult], losses: Sequence[LossResult]
+) -> list[TargetCheck]:
     """Overhead (median over methods and backbones), Gram speed-up, pipeline speed-up."""
     checks: list[TargetCheck] = []
     ratios = [s.overhead_ratio for s in steps if s.overhead_ratio]
@@ -55,13 +57,22 @@ def check_targets(steps: Sequence[StepResult], pipelines: Sequence[PipelineResul
         # either way; the lowest ratio is named beside it.
         middle = float(statistics.median(ratios))
         worst = min(steps, key=lambda s: s.overhead_ratio or math.inf)
-        checks.append(TargetCheck("harness overhead: harness / bare samples/s", middle, OVERHEAD_TARGET,
-                                  middle >= OVERHEAD_TARGET,
-                                  f"median of {len(ratios)}; lowest {worst.overhead_ratio:.3f} "
-                                  f"({worst.method} / {worst.backbone}@{worst.image_size})"))
+        checks.append(
+            TargetCheck(
+                "harness overhead: harness / bare samples/s",
+                middle,
+                OVERHEAD_TARGET,
+                middle >= OVERHEAD_TARGET,
+                f"median of {len(ratios)}; lowest {worst.overhead_ratio:.3f} "
+                f"({worst.method} / {worst.backbone}@{worst.image_size})",
+            )
+        )
     else:
-        checks.append(TargetCheck("harness overhead: harness / bare samples/s", None, OVERHEAD_TARGET, None,
-                                  "no training step measured"))
+        checks.append(
+            TargetCheck(
+                "harness overhead: harness / bare samples/s", None, OVERHEAD_TARGET, None, "no training step measured"
+            )
+        )
 
     method, n, d = GRAM_TARGET_CASE
     for name in ("vicreg", "barlow_twins"):
@@ -71,8 +82,15 @@ def check_targets(steps: Sequence[StepResult], pipelines: Sequence[PipelineResul
             speedup = times["direct"] / times["gram"]
             # Only VICReg carries the target; Barlow Twins' ratio is reported beside it.
             passed = speedup >= GRAM_TARGET if name == method else None
-            checks.append(TargetCheck(label, speedup, GRAM_TARGET, passed,
-                                      "" if name == method else "informational (the target is VICReg's)"))
+            checks.append(
+                TargetCheck(
+                    label,
+                    speedup,
+                    GRAM_TARGET,
+                    passed,
+                    "" if name == method else "informational (the target is VICReg's)",
+                )
+            )
         elif name == method:
             checks.append(TargetCheck(label, None, GRAM_TARGET, None, "not measured at this size"))
 
@@ -85,9 +103,15 @@ def check_targets(steps: Sequence[StepResult], pipelines: Sequence[PipelineResul
         measured = True
         speedup = ours.samples_per_s / base.samples_per_s
         on_target = size == PIPELINE_TARGET_SIZE
-        checks.append(TargetCheck(f"pipeline speed-up: {recipe} {size} px, ssl-bench / per-sample", speedup,
-                                  PIPELINE_TARGET, (speedup >= PIPELINE_TARGET) if on_target else None,
-                                  "" if on_target else f"informational (the target is at {PIPELINE_TARGET_SIZE} px)"))
+        checks.append(
+            TargetCheck(
+                f"pipeline speed-up: {recipe} {size} px, ssl-bench / per-sample",
+                speedup,
+                PIPELINE_TARGET,
+                (speedup >= PIPELINE_TARGET) if on_target else None,
+                "" if on_target else f"informational (the target is at {PIPELINE_TARGET_SIZE} px)",
+            )
+        )
     if not measured:
         checks.append(TargetCheck("pipeline speed-up", None, PIPELINE_TARGET, None, "not measured"))
     return checks
@@ -116,8 +140,10 @@ class BenchReport:
             row["verdict"] = check.verdict
         if self.load.get("under_load"):
             share = self.load.get("other_processes_cpu_share") or 0.0
-            data["note"] = (f"taken UNDER LOAD: other processes used {share:.0%} of the CPU during the run; "
-                            "the figures are indicative only, re-run on an idle machine")
+            data["note"] = (
+                f"taken UNDER LOAD: other processes used {share:.0%} of the CPU during the run; "
+                "the figures are indicative only, re-run on an idle machine"
+            )
         return data
 
     def write_json(self, path: Path) -> None:
@@ -128,11 +154,16 @@ class BenchReport:
     def csv_rows(self) -> list[dict[str, Any]]:
         """One row per measurement; the machine's description repeated on every row."""
         machine = {f"machine_{k}": v for k, v in self.machine.items()}
-        load = {"under_load": self.load.get("under_load"),
-                "other_processes_cpu_share": self.load.get("other_processes_cpu_share")}
+        load = {
+            "under_load": self.load.get("under_load"),
+            "other_processes_cpu_share": self.load.get("other_processes_cpu_share"),
+        }
         rows: list[dict[str, Any]] = []
         sections: tuple[tuple[str, Sequence[Any]], ...] = (
-            ("train_step", self.train_step), ("pipeline", self.pipeline), ("loss", self.loss))
+            ("train_step", self.train_step),
+            ("pipeline", self.pipeline),
+            ("loss", self.loss),
+        )
         for section, items in sections:
             for item in items:
                 rows.append({"section": section, **asdict(item), **load, **machine})
@@ -172,8 +203,7 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)
 
@@ -181,9 +211,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def format_header(report: BenchReport) -> str:
     m = report.machine
     device = m.get("device_name") if str(m.get("device", "")).startswith("cuda") else m.get("cpu_model")
-    return (f"ssl-bench bench on {m.get('device')} ({device}; {m.get('cpu_threads')} torch threads, "
-            f"{m.get('cpu_cores_usable')} cores), torch {m.get('torch')}, commit {m.get('git_commit')}\n"
-            f"load average at start: {report.load.get('load_average_start')}")
+    return (
+        f"ssl-bench bench on {m.get('device')} ({device}; {m.get('cpu_threads')} torch threads, "
+        f"{m.get('cpu_cores_usable')} cores), torch {m.get('torch')}, commit {m.get('git_commit')}\n"
+        f"load average at start: {report.load.get('load_average_start')}"
+    )
 
 
 def format_report(report: BenchReport) -> str:
@@ -191,31 +223,84 @@ def format_report(report: BenchReport) -> str:
     out = [format_header(report)]
     load = report.load
     share = load.get("other_processes_cpu_share")
-    out.append(f"load average at end: {load.get('load_average_end')}; other processes used "
-               f"{_fmt(None if share is None else share * 100, '.0f')}% of the CPU during the run"
-               + (" -> figures taken UNDER LOAD (noisy; re-run on an idle machine)" if load.get("under_load") else ""))
+    out.append(
+        f"load average at end: {load.get('load_average_end')}; other processes used "
+        f"{_fmt(None if share is None else share * 100, '.0f')}% of the CPU during the run"
+        + (" -> figures taken UNDER LOAD (noisy; re-run on an idle machine)" if load.get("under_load") else "")
+    )
     s = report.settings
     if report.train_step:
-        out.append(f"\nTraining step: Trainer.train_step vs a bare loop (same model, loss, optimizer, batch), "
-                   f"batch {s['batch_size']}, median of {s['repeats']} after {s['warmup']} warm-up, interleaved")
+        out.append(
+            f"\nTraining step: Trainer.train_step vs a bare loop (same model, loss, optimizer, batch), "
+            f"batch {s['batch_size']}, median of {s['repeats']} after {s['warmup']} warm-up, interleaved"
+        )
         rows = []
         for r in report.train_step:
-            rows.append([r.method, f"{r.backbone}@{r.image_size}", r.precision, _fmt(r.harness_samples_per_s),
-                         _fmt(r.bare_samples_per_s), _fmt(r.overhead_ratio, ".3f"), _fmt(r.harness_step_ms, ".1f"),
-                         _fmt(r.peak_memory_mb), _fmt(r.step_memory_mb), r.error or ""])
-        out.append(_table(["method", "backbone", "precision", "harness samples/s", "bare samples/s",
-                           "harness/bare", "harness ms", "peak MB", "step MB", "error"], rows))
+            rows.append(
+                [
+                    r.method,
+                    f"{r.backbone}@{r.image_size}",
+                    r.precision,
+                    _fmt(r.harness_samples_per_s),
+                    _fmt(r.bare_samples_per_s),
+                    _fmt(r.overhead_ratio, ".3f"),
+                    _fmt(r.harness_step_ms, ".1f"),
+                    _fmt(r.peak_memory_mb),
+                    _fmt(r.step_memory_mb),
+                    r.error or "",
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "method",
+                    "backbone",
+                    "precision",
+                    "harness samples/s",
+                    "bare samples/s",
+                    "harness/bare",
+                    "harness ms",
+                    "peak MB",
+                    "step MB",
+                    "error",
+                ],
+                rows,
+            )
+        )
         kinds = {r.memory_kind for r in report.train_step if r.memory_kind}
         out.append(f"(peak MB: {', '.join(sorted(kinds)) or '-'}; step MB: its growth during one step)")
     if report.pipeline:
         out.append("\nData pipeline: load + two augmented views per source image")
-        rows = [[p.pipeline, p.recipe, str(p.image_size), str(p.batch_size), str(p.workers), _fmt(p.samples_per_s),
-                 _fmt(p.batch_ms, ".1f"), p.description if not p.error else p.error] for p in report.pipeline]
+        rows = [
+            [
+                p.pipeline,
+                p.recipe,
+                str(p.image_size),
+                str(p.batch_size),
+                str(p.workers),
+                _fmt(p.samples_per_s),
+                _fmt(p.batch_ms, ".1f"),
+                p.description if not p.error else p.error,
+            ]
+            for p in report.pipeline
+        ]
         out.append(_table(["pipeline", "recipe", "px", "batch", "workers", "samples/s", "ms/batch", "what"], rows))
     if report.loss:
         out.append("\nLoss forward + backward (fp32, autocast off as in training)")
-        rows = [[r.method, str(r.n), str(r.d), r.form or "-", _fmt(r.ms, ".1f"), str(r.repeats),
-                 _fmt(r.loss, ".6g"), _fmt(r.peak_memory_mb), r.error or ""] for r in report.loss]
+        rows = [
+            [
+                r.method,
+                str(r.n),
+                str(r.d),
+                r.form or "-",
+                _fmt(r.ms, ".1f"),
+                str(r.repeats),
+                _fmt(r.loss, ".6g"),
+                _fmt(r.peak_memory_mb),
+                r.error or "",
+            ]
+            for r in report.loss
+        ]
         out.append(_table(["loss", "N", "D", "form", "ms", "repeats", "value", "extra MB", "error"], rows))
     if report.targets:
         out.append("\nTargets")

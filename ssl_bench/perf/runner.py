@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -18,8 +18,14 @@ from ssl_bench.perf.settings import BenchSettings, command_line
 from ssl_bench.perf.step import bench_train_step
 
 
-def run_bench(settings: BenchSettings, *, json_path: str | Path | None = None, csv_path: str | Path | None = None,
-              log: Callable[[str], None] = print, argv: Sequence[str] | None = None) -> BenchReport:
+def run_bench(
+    settings: BenchSettings,
+    *,
+    json_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    argv: Sequence[str] | None = None,
+) -> BenchReport:
     """Run the selected sections, print the tables and write the JSON / CSV files."""
     device = torch.device(settings.device)
     if device.type == "cuda" and device.index is not None:
@@ -33,19 +39,24 @@ def run_bench(settings: BenchSettings, *, json_path: str | Path | None = None, c
         torch.set_num_threads(saved_threads)  # a process-wide setting: leave it as found
 
 
-def _run_sections(settings: BenchSettings, json_path: str | Path | None, csv_path: str | Path | None,
-                  log: Callable[[str], None], argv: Sequence[str] | None) -> BenchReport:
+def _run_sections(
+    settings: BenchSettings,
+    json_path: str | Path | None,
+    csv_path: str | Path | None,
+    log: Callable[[str], None],
+    argv: Sequence[str] | None,
+) -> BenchReport:
     device = torch.device(settings.device)
     monitor = LoadMonitor()
     started = time.monotonic()
     report = BenchReport(
-        command=command_line(settings, None if json_path is None else str(json_path),
-                             None if csv_path is None else str(csv_path)),
+        command=command_line(
+            settings, None if json_path is None else str(json_path), None if csv_path is None else str(csv_path)
+        ),
         argv=list(sys.argv if argv is None else argv),
         machine=machine_info(device),
         settings={k: v for k, v in asdict(settings).items() if k != "loss_cases"}
-        | {"backbones": [str(b) for b in settings.backbones],
-           "loss_cases": [asdict(c) for c in settings.loss_cases]},
+        | {"backbones": [str(b) for b in settings.backbones], "loss_cases": [asdict(c) for c in settings.loss_cases]},
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     report.settings["sections"] = list(settings.sections)
@@ -61,8 +72,10 @@ def _run_sections(settings: BenchSettings, json_path: str | Path | None, csv_pat
                 step = bench_train_step(method, spec, settings, log)
                 report.train_step.append(step)
                 if step.error is None:
-                    log(f"  {method:<14} {str(spec):<20} harness {step.harness_samples_per_s:7.0f}/s  "
-                        f"bare {step.bare_samples_per_s:7.0f}/s  ratio {step.overhead_ratio:.3f}")
+                    log(
+                        f"  {method:<14} {spec!s:<20} harness {step.harness_samples_per_s:7.0f}/s  "
+                        f"bare {step.bare_samples_per_s:7.0f}/s  ratio {step.overhead_ratio:.3f}"
+                    )
     if "pipeline" in settings.sections:
         log("\n[data pipeline]")
         for size in settings.image_sizes:
@@ -76,8 +89,10 @@ def _run_sections(settings: BenchSettings, json_path: str | Path | None, csv_pat
         for case in settings.loss_cases:
             loss = bench_loss(case, settings)
             report.loss.append(loss)
-            log(f"  {case.method:<13} N={case.n:<5} D={case.d:<5} {case.form or '':<6} "
-                + (f"{loss.ms:9.1f} ms" if loss.ms is not None else str(loss.error)))
+            log(
+                f"  {case.method:<13} N={case.n:<5} D={case.d:<5} {case.form or '':<6} "
+                + (f"{loss.ms:9.1f} ms" if loss.ms is not None else str(loss.error))
+            )
 
     report.targets = check_targets(report.train_step, report.pipeline, report.loss)
     report.load = monitor.finish()

@@ -9,8 +9,8 @@ import torch: the command-line parser reads its defaults from here.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ssl_bench.errors import UsageError
 from ssl_bench.perf.machine import usable_cpus
@@ -105,8 +105,12 @@ def resolve_settings(
 
     device = resolve_bench_device(device)
     cuda = device.startswith("cuda")
-    for name, value in [("--image-size", image_size), ("--batch-size", batch_size), ("--repeats", repeats),
-                        ("--threads", threads)]:
+    for name, value in [
+        ("--image-size", image_size),
+        ("--batch-size", batch_size),
+        ("--repeats", repeats),
+        ("--threads", threads),
+    ]:
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be positive, got {value}")
     for name, value in [("--warmup", warmup), ("--workers", workers)]:
@@ -151,7 +155,7 @@ def resolve_settings(
 
 
 def resolve_bench_device(name: str) -> str:
-    """"auto" -> "cuda" when a GPU is there, else "cpu"; UsageError for a CUDA device without CUDA."""
+    """ "auto" -> "cuda" when a GPU is there, else "cpu"; UsageError for a CUDA device without CUDA."""
     import torch
 
     if name == "auto":
@@ -167,11 +171,28 @@ def resolve_bench_device(name: str) -> str:
 
 def command_line(settings: BenchSettings, json_path: str | None = None, csv_path: str | None = None) -> str:
     """The ``ssl-bench bench`` command that repeats this run, every default spelled out."""
-    parts = ["ssl-bench", "bench", "--device", settings.device, "--methods", *settings.methods,
-             "--backbones", *map(str, settings.backbones), "--batch-size", str(settings.batch_size),
-             "--repeats", str(settings.repeats), "--warmup", str(settings.warmup),
-             "--workers", str(settings.workers), "--loss-sizes", settings.loss_sizes,
-             "--sections", *settings.sections]
+    parts = [
+        "ssl-bench",
+        "bench",
+        "--device",
+        settings.device,
+        "--methods",
+        *settings.methods,
+        "--backbones",
+        *map(str, settings.backbones),
+        "--batch-size",
+        str(settings.batch_size),
+        "--repeats",
+        str(settings.repeats),
+        "--warmup",
+        str(settings.warmup),
+        "--workers",
+        str(settings.workers),
+        "--loss-sizes",
+        settings.loss_sizes,
+        "--sections",
+        *settings.sections,
+    ]
     if settings.threads:
         parts += ["--threads", str(settings.threads)]
     if settings.quick:

@@ -11,9 +11,10 @@ peak memory of one step. :func:`compare_harness_and_bare` checks that both take 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -38,9 +39,13 @@ def bench_config(method: str, spec: BackboneSpec, settings: BenchSettings) -> Ru
     from ssl_bench.config import recipe_row, recipe_table_for, resolve_config
 
     dataset = recipe_dataset(spec.image_size, settings.dataset)
-    overrides: dict[str, Any] = {"backbone": spec.name, "batch_size": settings.batch_size,
-                                 "image_size": spec.image_size, "device": settings.device,
-                                 "num_workers": 0}
+    overrides: dict[str, Any] = {
+        "backbone": spec.name,
+        "batch_size": settings.batch_size,
+        "image_size": spec.image_size,
+        "device": settings.device,
+        "num_workers": 0,
+    }
     if settings.quick:
         row = recipe_row(method, recipe_table_for(dataset))
         overrides["projector"] = tuple(min(w, QUICK_HEAD_WIDTH) for w in row.projector)
@@ -67,8 +72,13 @@ def set_step_lr(trainer: Trainer) -> None:
     """Set the optimizer's lr for ``trainer.step`` as the trainer's own schedule does."""
     from ssl_bench.train.optim import set_scheduled_lr
 
-    set_scheduled_lr(trainer.optimizer, trainer.step, trainer.total_steps, trainer.warmup_steps,
-                     end_factor=trainer.config.lr_end_factor)
+    set_scheduled_lr(
+        trainer.optimizer,
+        trainer.step,
+        trainer.total_steps,
+        trainer.warmup_steps,
+        end_factor=trainer.config.lr_end_factor,
+    )
 
 
 class BareLoop:
@@ -81,8 +91,14 @@ class BareLoop:
     that method must do it.
     """
 
-    def __init__(self, method: Method, optimizer: torch.optim.Optimizer, device: torch.device, use_bf16: bool,
-                 total_steps: int = 1) -> None:
+    def __init__(
+        self,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        use_bf16: bool,
+        total_steps: int = 1,
+    ) -> None:
         self.method = method
         self.optimizer = optimizer
         self.device_type = device.type
@@ -127,12 +143,14 @@ class StepResult:
     error: str | None = None
 
 
-def bench_train_step(method: str, spec: BackboneSpec, settings: BenchSettings,
-                     log: Callable[[str], None]) -> StepResult:
+def bench_train_step(
+    method: str, spec: BackboneSpec, settings: BenchSettings, log: Callable[[str], None]
+) -> StepResult:
     """Harness and bare loop, interleaved step by step on one batch; then one step's peak memory."""
     config = bench_config(method, spec, settings)
-    result = StepResult(method, spec.name, spec.image_size, settings.batch_size, "", False, config.optimizer,
-                        list(config.projector))
+    result = StepResult(
+        method, spec.name, spec.image_size, settings.batch_size, "", False, config.optimizer, list(config.projector)
+    )
     with tempfile.TemporaryDirectory(prefix="ssl-bench-bench-") as tmp:
         trainer = build_synthetic_trainer(config, Path(tmp))
         result.precision = "bf16 autocast" if trainer.use_bf16 else "fp32"
@@ -174,7 +192,8 @@ def bench_train_step(method: str, spec: BackboneSpec, settings: BenchSettings,
             log(f"  {method} / {spec}: {result.error}")
             return result
         finally:
-            del trainer, bare
+            # Dropped before the memory is released (the closures above keep the cells alive).
+            trainer = bare = None  # type: ignore[assignment]
             release_memory(torch.device(settings.device))
     batch = settings.batch_size
     result.harness_step_ms = median(harness_s) * 1000
@@ -209,8 +228,9 @@ def compare_harness_and_bare(config: RunConfig, data: ImageData, steps: int = 2)
         # Past warmup, so the lr is not 0 and the first update changes what the second step sees.
         harness.step = reference.step = harness.warmup_steps
         set_step_lr(reference)
-        bare = BareLoop(reference.method, reference.optimizer, reference.device, reference.use_bf16,
-                        reference.total_steps)
+        bare = BareLoop(
+            reference.method, reference.optimizer, reference.device, reference.use_bf16, reference.total_steps
+        )
         bare.step_index = reference.step
         for _ in range(steps):
             values = harness.train_step(x_a, x_b, labels)

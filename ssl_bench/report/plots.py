@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -52,8 +53,7 @@ def _mean_curve(axes: Any, rows: pd.DataFrame, column: str, color: str, label: s
     curve = rows.groupby("epoch", sort=True)[column].agg(["mean", "std"])
     spread = curve["std"].fillna(0.0)
     axes.plot(curve.index, curve["mean"], marker="o", markersize=3, color=color, label=label)
-    axes.fill_between(curve.index, curve["mean"] - spread, curve["mean"] + spread, color=color, alpha=0.2,
-                      linewidth=0)
+    axes.fill_between(curve.index, curve["mean"] - spread, curve["mean"] + spread, color=color, alpha=0.2, linewidth=0)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
 
@@ -68,7 +68,7 @@ def _panel_plot(metrics: pd.DataFrame, column: str, title: str, colors: dict[str
     for axes, method in zip(axes_grid.flat, methods):
         _mean_curve(axes, metrics[metrics["method"] == method], column, colors[method], method)
         axes.set(title=method, xlabel="epoch", ylabel=column)
-    for axes in list(axes_grid.flat)[len(methods):]:
+    for axes in list(axes_grid.flat)[len(methods) :]:
         axes.set_visible(False)
     figure.suptitle(title)
     return _save(figure, path)
@@ -110,18 +110,32 @@ def write_plots(runs: pd.DataFrame, metrics: pd.DataFrame, plots_dir: Path) -> l
     for dataset, backbone, epochs in groups(runs):
         title = group_title(dataset, backbone, epochs)
         stem = _slug(dataset, backbone, f"e{epochs}")
-        in_group = ((runs["dataset"] == dataset) & (runs["backbone"] == backbone)
-                    & ((runs["epochs"] == epochs) | (runs["method"] == RANDOM_INIT)))
+        in_group = (
+            (runs["dataset"] == dataset)
+            & (runs["backbone"] == backbone)
+            & ((runs["epochs"] == epochs) | (runs["method"] == RANDOM_INIT))
+        )
         colors = _colors(runs[in_group]["method"])
         if "epoch" in metrics:
-            curves = metrics[(metrics["dataset"] == dataset) & (metrics["backbone"] == backbone)
-                             & (metrics["run_epochs"] == epochs) & (metrics["status"] != "failed")]
+            curves = metrics[
+                (metrics["dataset"] == dataset)
+                & (metrics["backbone"] == backbone)
+                & (metrics["run_epochs"] == epochs)
+                & (metrics["status"] != "failed")
+            ]
             monitors = sorted(c for c in curves.columns if c not in _TRAINING_COLUMNS and _MONITOR_PATTERN.search(c))
             for column in ["loss", *monitors]:
                 if column in curves and curves[column].notna().any():
                     plot = _panel_plot if column == "loss" else _shared_plot
-                    written.append(plot(curves.dropna(subset=[column]), column, title, colors,
-                                        plots_dir / f"{stem}_{_slug(column)}.png"))
+                    written.append(
+                        plot(
+                            curves.dropna(subset=[column]),
+                            column,
+                            title,
+                            colors,
+                            plots_dir / f"{stem}_{_slug(column)}.png",
+                        )
+                    )
         finished = runs[in_group & (runs["status"] == FINISHED)].sort_values(["method", "seed", "path"])
         if finished[["linear_top1", "knn_top1"]].notna().any(axis=None):
             written.append(_accuracy_time_plot(finished, title, colors, plots_dir / f"{stem}_accuracy_vs_time.png"))

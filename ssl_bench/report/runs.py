@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -132,8 +132,15 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
     return record, metrics
 
 
-def _state(result: dict[str, Any] | None, status: dict[str, Any] | None, metrics: list[dict[str, Any]],
-           config: dict[str, Any], run_dir: Path, root: Path, records: list[dict[str, Any]]) -> tuple[str, str]:
+def _state(
+    result: dict[str, Any] | None,
+    status: dict[str, Any] | None,
+    metrics: list[dict[str, Any]],
+    config: dict[str, Any],
+    run_dir: Path,
+    root: Path,
+    records: list[dict[str, Any]],
+) -> tuple[str, str]:
     """The run's table status and a one-line note (failing step, error, progress, log).
 
     result.json (evaluate.py) says finished only when pre-trained and evaluated; its "running"
@@ -192,15 +199,36 @@ def collect_runs(results_dirs: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFra
             seen[key] = shown
             records.append(record)
             # Each metric row carries its run's identity, so plots can group them like the table.
-            identity = {"run": shown, "method": record["method"], "dataset": record["dataset"],
-                        "backbone": record["backbone"], "run_epochs": record["epochs"], "status": record["status"]}
+            identity = {
+                "run": shown,
+                "method": record["method"],
+                "dataset": record["dataset"],
+                "backbone": record["backbone"],
+                "run_epochs": record["epochs"],
+                "status": record["status"],
+            }
             metric_rows.extend({**row, **identity} for row in metrics if isinstance(row, dict))
     runs = pd.DataFrame.from_records(records, columns=_RUN_COLUMNS)
     return runs, pd.DataFrame.from_records(metric_rows), warnings
 
 
-_RUN_COLUMNS = ["path", "method", "dataset", "backbone", "epochs", "seed", "identity_hash", "setting", "status",
-                "note", "linear_top1", "knn_top1", "pretrain_seconds", "samples_per_second", "peak_memory_mb"]
+_RUN_COLUMNS = [
+    "path",
+    "method",
+    "dataset",
+    "backbone",
+    "epochs",
+    "seed",
+    "identity_hash",
+    "setting",
+    "status",
+    "note",
+    "linear_top1",
+    "knn_top1",
+    "pretrain_seconds",
+    "samples_per_second",
+    "peak_memory_mb",
+]
 
 
 # --- published numbers -------------------------------------------------------------------------
@@ -212,7 +240,8 @@ def groups(runs: pd.DataFrame) -> list[tuple[str, str, int]]:
     trained = runs[runs["method"] != RANDOM_INIT]
     groups = set(trained[["dataset", "backbone", "epochs"]].itertuples(index=False, name=None))
     for dataset, backbone, epochs in runs[runs["method"] == RANDOM_INIT][["dataset", "backbone", "epochs"]].itertuples(
-            index=False, name=None):
+        index=False, name=None
+    ):
         if not any(d == dataset and b == backbone for d, b, _ in groups):
             groups.add((dataset, backbone, epochs))
     return sorted(groups)

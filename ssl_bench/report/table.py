@@ -9,8 +9,9 @@ a group each method gets
 - one row per run that is not finished and evaluated (failed, running, interrupted, pre-trained
   but not evaluated), with the failing step or error and the log path when known; such runs are
   never averaged in;
-- the published numbers of `experiments/published.csv` (shipped as package data) whose setting matches the group (dataset,
-  backbone family, epochs and protocol), in rows of their own whose source reads `published: ...`.
+- the published numbers of `experiments/published.csv` (shipped as package data) whose setting
+  matches the group (dataset, backbone family, epochs and protocol), in rows of their own whose
+  source reads `published: ...`.
 
 The random-init baseline (method `random_init`, 0 epochs) is a row of every group of its dataset
 and backbone. Runs of one method whose configurations differ in more than the seed (say another
@@ -28,12 +29,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, TextIO
 
 import pandas as pd
 
@@ -57,14 +58,38 @@ class TableOutput:
     plots: list[Path]
     warnings: list[str] = field(default_factory=list)
 
+
 # Columns of table.csv, in order. Numbers stay unformatted there; md/tex format them.
 CSV_COLUMNS = [
-    "dataset", "backbone", "epochs", "method", "source", "status", "n", "seeds",
-    "linear_top1_mean", "linear_top1_std", "knn_top1_mean", "knn_top1_std",
-    "pretrain_seconds", "samples_per_second", "peak_memory_mb", "note",
+    "dataset",
+    "backbone",
+    "epochs",
+    "method",
+    "source",
+    "status",
+    "n",
+    "seeds",
+    "linear_top1_mean",
+    "linear_top1_std",
+    "knn_top1_mean",
+    "knn_top1_std",
+    "pretrain_seconds",
+    "samples_per_second",
+    "peak_memory_mb",
+    "note",
 ]
-_DISPLAY_HEADERS = ["method", "source", "status", "n", "seeds", "linear top-1 (%)", "kNN top-1 (%)",
-                    "pre-train (s)", "samples/s", "note"]
+_DISPLAY_HEADERS = [
+    "method",
+    "source",
+    "status",
+    "n",
+    "seeds",
+    "linear top-1 (%)",
+    "kNN top-1 (%)",
+    "pre-train (s)",
+    "samples/s",
+    "note",
+]
 
 
 def backbone_family(backbone: str) -> str:
@@ -79,14 +104,26 @@ def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
 
 def published_rows(published: pd.DataFrame, dataset: str, backbone: str, epochs: int) -> list[dict[str, Any]]:
     """The published numbers for one group, one row per (method, source) with both protocols."""
-    match = published[(published["dataset"] == dataset) & (published["backbone"] == backbone_family(backbone))
-                      & (published["epochs"] == epochs)]
+    match = published[
+        (published["dataset"] == dataset)
+        & (published["backbone"] == backbone_family(backbone))
+        & (published["epochs"] == epochs)
+    ]
     rows = []
     for (method, source), numbers in match.groupby(["method", "source"], sort=True):
         by_protocol = dict(zip(numbers["protocol"].str.lower(), numbers["top1"]))
-        rows.append({"method": method, "source": f"published: {source}", "status": "", "n": None, "seeds": "",
-                     "linear_top1_mean": by_protocol.get("linear"), "knn_top1_mean": by_protocol.get("knn"),
-                     "note": ""})
+        rows.append(
+            {
+                "method": method,
+                "source": f"published: {source}",
+                "status": "",
+                "n": None,
+                "seeds": "",
+                "linear_top1_mean": by_protocol.get("linear"),
+                "knn_top1_mean": by_protocol.get("knn"),
+                "note": "",
+            }
+        )
     return rows
 
 
@@ -99,12 +136,14 @@ def _variant_labels(runs: pd.DataFrame) -> dict[str, str]:
     """For runs of one method in one group: what sets each setting apart ('' when only one)."""
     settings = sorted(runs["setting"].unique())
     if len(settings) < 2:
-        return {setting: "" for setting in settings}
+        return dict.fromkeys(settings, "")
     flat = [_flatten(json.loads(setting)) for setting in settings]
     keys = sorted({key for item in flat for key in item})
     differing = [key for key in keys if len({json.dumps(item.get(key)) for item in flat}) > 1]
-    return {setting: ", ".join(f"{key}={_plain(item.get(key))}" for key in differing)
-            for setting, item in zip(settings, flat)}
+    return {
+        setting: ", ".join(f"{key}={_plain(item.get(key))}" for key in differing)
+        for setting, item in zip(settings, flat)
+    }
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -145,29 +184,51 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
     rows = []
     done = runs[runs["status"] == FINISHED]
     if len(done):
-        rows.append({
-            "method": method, "source": "ours", "status": FINISHED, "n": len(done), "seeds": _seeds(done["seed"]),
-            "linear_top1_mean": done["linear_top1"].mean(), "linear_top1_std": done["linear_top1"].std(ddof=1),
-            "knn_top1_mean": done["knn_top1"].mean(), "knn_top1_std": done["knn_top1"].std(ddof=1),
-            "pretrain_seconds": done["pretrain_seconds"].mean(),
-            "samples_per_second": done["samples_per_second"].mean(),
-            "peak_memory_mb": done["peak_memory_mb"].mean(),
-            "note": "; ".join(part for part in (label, baseline_note) if part),
-        })
+        rows.append(
+            {
+                "method": method,
+                "source": "ours",
+                "status": FINISHED,
+                "n": len(done),
+                "seeds": _seeds(done["seed"]),
+                "linear_top1_mean": done["linear_top1"].mean(),
+                "linear_top1_std": done["linear_top1"].std(ddof=1),
+                "knn_top1_mean": done["knn_top1"].mean(),
+                "knn_top1_std": done["knn_top1"].std(ddof=1),
+                "pretrain_seconds": done["pretrain_seconds"].mean(),
+                "samples_per_second": done["samples_per_second"].mean(),
+                "peak_memory_mb": done["peak_memory_mb"].mean(),
+                "note": "; ".join(part for part in (label, baseline_note) if part),
+            }
+        )
     for run in runs[runs["status"] != FINISHED].itertuples(index=False):
-        rows.append({
-            "method": method, "source": "ours", "status": run.status, "n": None, "seeds": str(run.seed),
-            "pretrain_seconds": run.pretrain_seconds, "samples_per_second": run.samples_per_second,
-            "peak_memory_mb": run.peak_memory_mb,
-            "note": "; ".join(part for part in (label, baseline_note, run.note) if part),
-        })
+        rows.append(
+            {
+                "method": method,
+                "source": "ours",
+                "status": run.status,
+                "n": None,
+                "seeds": str(run.seed),
+                "pretrain_seconds": run.pretrain_seconds,
+                "samples_per_second": run.samples_per_second,
+                "peak_memory_mb": run.peak_memory_mb,
+                "note": "; ".join(part for part in (label, baseline_note, run.note) if part),
+            }
+        )
     return rows
 
 
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
     """Baseline first, then methods A-Z; per method ours (aggregate, then other runs) before published."""
-    return (row["method"] != RANDOM_INIT, row["method"], row["source"] != "ours", row["status"] != FINISHED,
-            row["source"], row["note"], row["seeds"])
+    return (
+        row["method"] != RANDOM_INIT,
+        row["method"],
+        row["source"] != "ours",
+        row["status"] != FINISHED,
+        row["source"],
+        row["note"],
+        row["seeds"],
+    )
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -184,8 +245,19 @@ def _escape_markdown(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "…": r"\ldots{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "…": r"\ldots{}",
+}
 
 
 def _escape_latex(text: str) -> str:
@@ -217,8 +289,11 @@ def _display_cells(row: pd.Series, style: _Style) -> list[str]:
     published = row["source"] != "ours"
     blank = "" if published else style.missing
     return [
-        style.escape(row["method"]), style.escape(row["source"]), style.escape(row["status"]),
-        blank if _is_missing(row["n"]) else str(int(row["n"])), style.escape(row["seeds"]),
+        style.escape(row["method"]),
+        style.escape(row["source"]),
+        style.escape(row["status"]),
+        blank if _is_missing(row["n"]) else str(int(row["n"])),
+        style.escape(row["seeds"]),
         _accuracy(row["linear_top1_mean"], row["linear_top1_std"], style),
         _accuracy(row["knn_top1_mean"], row["knn_top1_std"], style),
         blank if _is_missing(row["pretrain_seconds"]) else _fixed(row["pretrain_seconds"], 1, style),
@@ -242,7 +317,8 @@ def render_markdown(table: pd.DataFrame) -> str:
     for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
         cells = [_display_cells(row, MARKDOWN) for _, row in rows.iterrows()]
         body = pd.DataFrame(cells, columns=_DISPLAY_HEADERS).to_markdown(
-            index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * 6 + ["left"])
+            index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * 6 + ["left"]
+        )
         lines += ["", f"## {group_title(dataset, backbone, epochs)}", "", body]
     return "\n".join(lines) + "\n"
 
@@ -251,11 +327,17 @@ def render_latex(table: pd.DataFrame) -> str:
     """A booktabs tabular: one block per group under an italic group title."""
     width = len(_DISPLAY_HEADERS)
     header = " & ".join(_escape_latex(name).replace("kNN", "$k$NN") for name in _DISPLAY_HEADERS)
-    lines = [r"% Generated by `ssl-bench table`; needs \usepackage{booktabs}.",
-             r"\begin{tabular}{lllrlrrrrl}", r"\toprule", header + r" \\"]
+    lines = [
+        r"% Generated by `ssl-bench table`; needs \usepackage{booktabs}.",
+        r"\begin{tabular}{lllrlrrrrl}",
+        r"\toprule",
+        header + r" \\",
+    ]
     for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
-        lines += [r"\midrule",
-                  rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_escape_latex(group_title(dataset, backbone, epochs))}}}}} \\"]
+        lines += [
+            r"\midrule",
+            rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_escape_latex(group_title(dataset, backbone, epochs))}}}}} \\",
+        ]
         lines += [" & ".join(_display_cells(row, LATEX)) + r" \\" for _, row in rows.iterrows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -273,8 +355,9 @@ def render_csv(table: pd.DataFrame) -> str:
 
 # --- plots -------------------------------------------------------------------------------------
 # --- the command -------------------------------------------------------------------------------
-def build_table(results_dirs: Sequence[Path | str], output_dir: Path | str | None = None,
-                published_csv: Path = PUBLISHED_CSV) -> TableOutput:
+def build_table(
+    results_dirs: Sequence[Path | str], output_dir: Path | str | None = None, published_csv: Path = PUBLISHED_CSV
+) -> TableOutput:
     """Read the runs, write table.md/.csv/.tex and the plots into `output_dir`, return what was made."""
     roots = [Path(d) for d in results_dirs]
     out = Path(output_dir) if output_dir is not None else roots[0]
@@ -292,8 +375,13 @@ def build_table(results_dirs: Sequence[Path | str], output_dir: Path | str | Non
     return TableOutput(markdown=markdown, files=files, plots_dir=out / PLOTS_DIR, plots=plots, warnings=warnings)
 
 
-def print_table(results_dirs: Sequence[Path | str], output_dir: Path | str | None = None, *,
-                stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def print_table(
+    results_dirs: Sequence[Path | str],
+    output_dir: Path | str | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """What `ssl-bench table` prints, and `ssl-bench run` at its end: warnings, table, files, plots.
 
     Returns 0, or 1 when no run could be read.

@@ -7,7 +7,7 @@ run computes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -22,10 +22,17 @@ def build_method(config: RunConfig) -> Method:
     """Backbone, heads and loss of the run, on the current default device."""
     method_cls = get_method(config.method)
     backbone, feature_dim = build_backbone(config.backbone, config.zero_init_residual)
-    return method_cls(backbone, feature_dim, config.projector, config.predictor,
-                      loss_params=config.loss, method_params=config.method_params,
-                      projector_options=config.projector_options, predictor_options=config.predictor_options,
-                      loss_scale=config.loss_scale)
+    return method_cls(
+        backbone,
+        feature_dim,
+        config.projector,
+        config.predictor,
+        loss_params=config.loss,
+        method_params=config.method_params,
+        projector_options=config.projector_options,
+        predictor_options=config.predictor_options,
+        loss_scale=config.loss_scale,
+    )
 
 
 def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimizer:
@@ -35,8 +42,13 @@ def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimi
     """
     bias_norm_lr = None if config.bias_norm_base_lr is None else scaled_lr(config.bias_norm_base_lr, config.batch_size)
     # Only trainable parameters: a momentum target (requires_grad False) is not optimised.
-    groups = parameter_groups(method, lr=config.lr, weight_decay=config.weight_decay, bias_norm_lr=bias_norm_lr,
-                              constant_lr_params=method.constant_lr_parameters())
+    groups = parameter_groups(
+        method,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        bias_norm_lr=bias_norm_lr,
+        constant_lr_params=method.constant_lr_parameters(),
+    )
     return build_optimizer(config.optimizer, groups, lars_variant=config.lars_variant, lars_eta=config.lars_eta)
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.run.assemble import build_method, build_run_optimizer
 from ssl_bench.config import RunConfig
 from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method
+from ssl_bench.run.assemble import build_method, build_run_optimizer
 from ssl_bench.train.optim import LARS
 
 # Parts of the pipeline that no option changes, stated so that a source that differs shows it.
@@ -66,8 +66,10 @@ def _optimizer_groups(config: RunConfig, method: Method, optimizer: torch.optim.
     for group in optimizer.param_groups:
         fixed = group.get("constant_lr", False)
         if lars:
-            parts = [("adapted", [p for p in group["params"] if p.ndim != 1]),
-                     ("excluded", [p for p in group["params"] if p.ndim == 1])]
+            parts = [
+                ("adapted", [p for p in group["params"] if p.ndim != 1]),
+                ("excluded", [p for p in group["params"] if p.ndim == 1]),
+            ]
         else:
             parts = [("", list(group["params"]))]
         for part, params in parts:
@@ -86,8 +88,11 @@ def _optimizer_groups(config: RunConfig, method: Method, optimizer: torch.optim.
             excluded = part == "excluded"
             entry["weight_decay"] = 0.0 if excluded else group["weight_decay"]
             if lars:
-                entry["lars"] = "none (plain momentum SGD)" if excluded else (
-                    f"{group['variant']}, eta {group['eta']:g}" + (", clip_lr" if group["clip_lr"] else ""))
+                entry["lars"] = (
+                    "none (plain momentum SGD)"
+                    if excluded
+                    else (f"{group['variant']}, eta {group['eta']:g}" + (", clip_lr" if group["clip_lr"] else ""))
+                )
             described.append(entry)
     return described
 
@@ -101,11 +106,14 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
     info = dataset_info(config.dataset)
     momentum = None
     if method.uses_momentum_target:
-        momentum = {"base": method.method_params["momentum_base"], "final": 1.0,
-                    "schedule": "cosine over all steps, applied after every optimiser step",
-                    "init": "a copy of the online backbone and projector",
-                    "ema_of": "parameters (buffers are the target's own)",
-                    "views": "both" if method.online_views == "ab" else "view b only (the online network sees view a)"}
+        momentum = {
+            "base": method.method_params["momentum_base"],
+            "final": 1.0,
+            "schedule": "cosine over all steps, applied after every optimiser step",
+            "init": "a copy of the online backbone and projector",
+            "ema_of": "parameters (buffers are the target's own)",
+            "views": "both" if method.online_views == "ab" else "view b only (the online network sees view a)",
+        }
     backbone_params = sum(p.numel() for p in method.backbone.parameters())
     return {
         "method": config.method,
@@ -113,27 +121,52 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
         "seed": config.seed,
         "source": config.source,
         "deviations": dict(config.deviations),
-        "data": {"train_subset": config.train_subset, "image_size": config.image_size,
-                 "mean": list(info.mean), "std": list(info.std)},
-        "backbone": {"name": config.backbone, "zero_init_residual": config.zero_init_residual,
-                     "stem": stem(method.backbone), "feature_dim": method.feature_dim,
-                     "parameters": backbone_params},
-        "projector": {"widths": list(config.projector), "options": dict(config.projector_options),
-                      "layers": layer_list(method.projector)},
-        "predictor": None if method.predictor is None else {
-            "widths": list(config.predictor), "options": dict(config.predictor_options),
-            "layers": layer_list(method.predictor)},
+        "data": {
+            "train_subset": config.train_subset,
+            "image_size": config.image_size,
+            "mean": list(info.mean),
+            "std": list(info.std),
+        },
+        "backbone": {
+            "name": config.backbone,
+            "zero_init_residual": config.zero_init_residual,
+            "stem": stem(method.backbone),
+            "feature_dim": method.feature_dim,
+            "parameters": backbone_params,
+        },
+        "projector": {
+            "widths": list(config.projector),
+            "options": dict(config.projector_options),
+            "layers": layer_list(method.projector),
+        },
+        "predictor": None
+        if method.predictor is None
+        else {
+            "widths": list(config.predictor),
+            "options": dict(config.predictor_options),
+            "layers": layer_list(method.predictor),
+        },
         "loss": {"params": dict(config.loss), "scale": config.loss_scale, "method_params": dict(config.method_params)},
         "momentum_target": momentum,
         "optimizer": {"name": config.optimizer, "groups": _optimizer_groups(config, method, optimizer)},
-        "schedule": {"batch_size": config.batch_size, "epochs": config.epochs, "warmup_epochs": config.warmup_epochs,
-                     "base_lr": config.base_lr, "lr": config.lr, "bias_norm_base_lr": config.bias_norm_base_lr,
-                     "lr_scaling": "base_lr x batch / 256", "end_factor": config.lr_end_factor,
-                     "form": SCHEDULE_FORM},
+        "schedule": {
+            "batch_size": config.batch_size,
+            "epochs": config.epochs,
+            "warmup_epochs": config.warmup_epochs,
+            "base_lr": config.base_lr,
+            "lr": config.lr,
+            "bias_norm_base_lr": config.bias_norm_base_lr,
+            "lr_scaling": "base_lr x batch / 256",
+            "end_factor": config.lr_end_factor,
+            "form": SCHEDULE_FORM,
+        },
         "augmentation": {
-            "view_a": dataclasses.asdict(view_a), "view_b": dataclasses.asdict(view_b),
-            "crop_ratio": list(CROP_RATIO), "crop_interpolation": CROP_INTERPOLATION,
-            "blur_sigma": list(BLUR_SIGMA), "blur_kernel": blur_kernel_size(config.image_size),
+            "view_a": dataclasses.asdict(view_a),
+            "view_b": dataclasses.asdict(view_b),
+            "crop_ratio": list(CROP_RATIO),
+            "crop_interpolation": CROP_INTERPOLATION,
+            "blur_sigma": list(BLUR_SIGMA),
+            "blur_kernel": blur_kernel_size(config.image_size),
             "solarize_threshold": SOLARIZE_THRESHOLD,
         },
         "execution": {"precision": PRECISIONS[config.precision], "sync_batchnorm": config.sync_batchnorm},

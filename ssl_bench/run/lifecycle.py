@@ -17,27 +17,35 @@ It is recognised and reused like any run.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ssl_bench.config import RunConfig
+from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
 from ssl_bench.eval.features import cached_features
 from ssl_bench.eval.probes import EvalProtocol, knn_top1, linear_probe, protocol_for
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
-from ssl_bench.device import resolve_device
 from ssl_bench.run.assemble import build_method
-from ssl_bench.run.record import (RANDOM_INIT, Log, base_record, finished_record, record_failure,
-                                  record_running, write_failure, write_record)
 from ssl_bench.run.preemption import TrainingStopped
+from ssl_bench.run.record import (
+    RANDOM_INIT,
+    Log,
+    base_record,
+    finished_record,
+    record_failure,
+    record_running,
+    write_failure,
+    write_record,
+)
 from ssl_bench.run.rundir import RunDir
 from ssl_bench.train.trainer import RunResult, pretrain
-
 
 # --------------------------------------------------------------------------------------------
 # The random-init baseline
@@ -52,9 +60,20 @@ def random_init_config(config: RunConfig) -> RunConfig:
     """
     execution = {name: getattr(config, name) for name in RunConfig.EXECUTION_FIELDS}
     return RunConfig(
-        method=RANDOM_INIT, dataset=config.dataset, backbone=config.backbone, image_size=config.image_size,
-        seed=config.seed, zero_init_residual=config.zero_init_residual, projector=(), batch_size=0, epochs=0, warmup_epochs=0, optimizer="none",
-        base_lr=0.0, weight_decay=0.0, loss={},
+        method=RANDOM_INIT,
+        dataset=config.dataset,
+        backbone=config.backbone,
+        image_size=config.image_size,
+        seed=config.seed,
+        zero_init_residual=config.zero_init_residual,
+        projector=(),
+        batch_size=0,
+        epochs=0,
+        warmup_epochs=0,
+        optimizer="none",
+        base_lr=0.0,
+        weight_decay=0.0,
+        loss={},
         source="random-init baseline: the untrained backbone every run of this seed starts from",
         **execution,
     )
@@ -88,8 +107,9 @@ def pretrained_backbone(config: RunConfig, run_dir: RunDir) -> nn.Module:
 # Evaluating
 
 
-def evaluate_run(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
-                 log: Log = print) -> dict[str, Any]:
+def evaluate_run(
+    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, log: Log = print
+) -> dict[str, Any]:
     """Evaluate the pre-trained run of ``config`` and write its ``result.json``; returns the record.
 
     Whatever state the run is in, it leaves a record: finished (evaluated now, or earlier with the
@@ -111,12 +131,19 @@ def evaluate_run(config: RunConfig, results_dir: str | Path, protocol: EvalProto
         record = base_record(config, run_dir, protocol, "running")
         write_record(run_dir, record, log)
         return record
-    return _evaluate(run_dir, config, protocol, lambda: pretrained_backbone(config, run_dir),
-                     epochs_done=status.get("epochs_done", config.epochs), log=log)
+    return _evaluate(
+        run_dir,
+        config,
+        protocol,
+        lambda: pretrained_backbone(config, run_dir),
+        epochs_done=status.get("epochs_done", config.epochs),
+        log=log,
+    )
 
 
-def evaluate_baseline(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
-                      log: Log = print) -> dict[str, Any]:
+def evaluate_baseline(
+    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, log: Log = print
+) -> dict[str, Any]:
     """Evaluate the random-init baseline of ``config`` (its own run directory); returns its record."""
     protocol = protocol or protocol_for(config.dataset)
     baseline = random_init_config(config)
@@ -133,16 +160,24 @@ def evaluate_baseline(config: RunConfig, results_dir: str | Path, protocol: Eval
     return _evaluate(run_dir, baseline, protocol, lambda: initial_backbone(baseline), epochs_done=0, log=log)
 
 
-def _evaluate(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, load_backbone: Callable[[], nn.Module], *,
-              epochs_done: int, log: Log) -> dict[str, Any]:
+def _evaluate(
+    run_dir: RunDir,
+    config: RunConfig,
+    protocol: EvalProtocol,
+    load_backbone: Callable[[], nn.Module],
+    *,
+    epochs_done: int,
+    log: Log,
+) -> dict[str, Any]:
     device = resolve_device(config.device)
     record = base_record(config, run_dir, protocol, "running")
     write_record(run_dir, record, log)  # a reader sees "running" while this evaluation goes on
     try:
         reset_peak_memory(device)
         start = time.perf_counter()
-        splits, was_cached = cached_features(run_dir, config, protocol, load_backbone, device,
-                                             epochs_done=epochs_done, log=log)
+        splits, was_cached = cached_features(
+            run_dir, config, protocol, load_backbone, device, epochs_done=epochs_done, log=log
+        )
         extracted = time.perf_counter()
         train, test = splits["train"], splits["test"]
         # Classes from the labels present (ImageFolder data has no fixed class count).
@@ -155,17 +190,28 @@ def _evaluate(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, load_b
         write_failure(run_dir, config, error, protocol, prefix="evaluation failed: ", log=log)
         raise
     record.update(
-        status="finished", linear_top1=linear, knn_top1=knn, eval_seconds=done - start,
-        eval_peak_memory_mb=peak_memory_mb(device), device=str(device), updated=time.time(),
+        status="finished",
+        linear_top1=linear,
+        knn_top1=knn,
+        eval_seconds=done - start,
+        eval_peak_memory_mb=peak_memory_mb(device),
+        device=str(device),
+        updated=time.time(),
         eval_details={
-            "train_samples": len(train.labels), "test_samples": len(test.labels),
-            "feature_dim": train.features.shape[1], "features_cached": was_cached,
-            "extract_seconds": extracted - start, "linear_seconds": probed - extracted, "knn_seconds": done - probed,
+            "train_samples": len(train.labels),
+            "test_samples": len(test.labels),
+            "feature_dim": train.features.shape[1],
+            "features_cached": was_cached,
+            "extract_seconds": extracted - start,
+            "linear_seconds": probed - extracted,
+            "knn_seconds": done - probed,
         },
     )
     write_record(run_dir, record, log)
-    log(f"[{config.method}] linear probe {linear:.2f}%, kNN {knn:.2f}% ({len(train.labels)} train / "
-        f"{len(test.labels)} test images, {done - start:.1f}s{', cached features' if was_cached else ''})")
+    log(
+        f"[{config.method}] linear probe {linear:.2f}%, kNN {knn:.2f}% ({len(train.labels)} train / "
+        f"{len(test.labels)} test images, {done - start:.1f}s{', cached features' if was_cached else ''})"
+    )
     return record
 
 
@@ -173,8 +219,15 @@ def is_baseline(config: RunConfig) -> bool:
     return config.method == RANDOM_INIT
 
 
-def run_entry(config: RunConfig, results_dir: str | Path, *, progress: bool = True, log: Log = print,
-              should_stop: Callable[[], bool] | None = None, status_extra: dict[str, Any] | None = None) -> RunResult:
+def run_entry(
+    config: RunConfig,
+    results_dir: str | Path,
+    *,
+    progress: bool = True,
+    log: Log = print,
+    should_stop: Callable[[], bool] | None = None,
+    status_extra: dict[str, Any] | None = None,
+) -> RunResult:
     """Carry out one sweep entry: a baseline is evaluated; a method is pre-trained, then evaluated.
 
     In a multi-process run every rank pre-trains, and rank 0 alone evaluates and writes records.
@@ -190,8 +243,9 @@ def run_entry(config: RunConfig, results_dir: str | Path, *, progress: bool = Tr
             return RunResult(config.method, RunDir.for_config(results_dir, config).path, status, train_seconds=0.0)
         if main:
             record_running(config, results_dir, log=log)
-        result = pretrain(config, results_dir, progress=progress, log=log, should_stop=should_stop,
-                          status_extra=status_extra)
+        result = pretrain(
+            config, results_dir, progress=progress, log=log, should_stop=should_stop, status_extra=status_extra
+        )
         if main:
             evaluate_run(config, results_dir, log=log)  # records a failed pre-training as failed, too
         return result

@@ -11,10 +11,11 @@ step, where model, optimiser and step counter agree, saves the checkpoint there 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any
 
 
 class TrainingStopped(Exception):
@@ -54,7 +55,7 @@ class StopRequest:
         self.signal_number = signum
 
     @contextmanager
-    def catching(self, *signals: int) -> Iterator["StopRequest"]:
+    def catching(self, *signals: int) -> Iterator[StopRequest]:
         """Route ``signals`` to this flag for the block; the previous handlers are kept (and
         restored after) so that the caller can still hand the signal on to them."""
         for signum in signals:

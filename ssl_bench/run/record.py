@@ -49,8 +49,9 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ssl_bench.config import RunConfig
 from ssl_bench.eval.probes import EvalProtocol, protocol_for
@@ -79,9 +80,12 @@ def _as_run_dir(run_dir: RunDir | str | Path) -> RunDir:
 
 
 def _is_done(record: dict[str, Any] | None, config: RunConfig, protocol: EvalProtocol) -> bool:
-    return (record is not None and record["status"] == "finished"
-            and record["identity_hash"] == config.identity_hash()
-            and record["eval_protocol_hash"] == protocol.identity_hash())
+    return (
+        record is not None
+        and record["status"] == "finished"
+        and record["identity_hash"] == config.identity_hash()
+        and record["eval_protocol_hash"] == protocol.identity_hash()
+    )
 
 
 def is_done(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None) -> bool:
@@ -98,8 +102,10 @@ def finished_record(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, 
     existing = read_result(run_dir)
     if not _is_done(existing, config, protocol):
         return None
-    log(f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
-        f"kNN {existing['knn_top1']:.2f}%")
+    log(
+        f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
+        f"kNN {existing['knn_top1']:.2f}%"
+    )
     return existing
 
 
@@ -144,16 +150,20 @@ def write_record(run_dir: RunDir, record: dict[str, Any], log: Log) -> None:
     """Write ``result.json``, first setting aside a finished record of another protocol."""
     path = run_dir.path / RESULT
     previous = read_result(run_dir)
-    if (previous is not None and previous["status"] == "finished"
-            and previous.get("eval_protocol_hash") != record["eval_protocol_hash"]):
+    if (
+        previous is not None
+        and previous["status"] == "finished"
+        and previous.get("eval_protocol_hash") != record["eval_protocol_hash"]
+    ):
         kept = run_dir.path / f"result-{previous.get('eval_protocol_hash')}.json"
         atomic_write_json(kept, previous)
         log(f"[{record['method']}] kept the record of protocol {previous.get('eval_protocol_hash')} as {kept}")
     atomic_write_json(path, record)
 
 
-def record_running(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *,
-                   log: Log = print) -> None:
+def record_running(
+    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, log: Log = print
+) -> None:
     """Mark the run as running (before pre-training starts), unless it is already finished."""
     protocol = protocol or protocol_for(config.dataset)
     run_dir = RunDir.for_config(results_dir, config)
@@ -161,15 +171,28 @@ def record_running(config: RunConfig, results_dir: str | Path, protocol: EvalPro
         write_record(run_dir, base_record(config, run_dir, protocol, "running"), log)
 
 
-def record_failure(config: RunConfig, results_dir: str | Path, error: BaseException | str,
-                   protocol: EvalProtocol | None = None, *, log: Log = print) -> dict[str, Any]:
+def record_failure(
+    config: RunConfig,
+    results_dir: str | Path,
+    error: BaseException | str,
+    protocol: EvalProtocol | None = None,
+    *,
+    log: Log = print,
+) -> dict[str, Any]:
     """Write a failed record of the run of ``config`` in ``results_dir``; returns it (see :func:`write_failure`)."""
     protocol = protocol or protocol_for(config.dataset)
     return write_failure(RunDir.for_config(results_dir, config), config, error, protocol, log=log)
 
 
-def write_failure(run_dir: RunDir, config: RunConfig, error: BaseException | str, protocol: EvalProtocol, *,
-                  prefix: str = "", log: Log = print) -> dict[str, Any]:
+def write_failure(
+    run_dir: RunDir,
+    config: RunConfig,
+    error: BaseException | str,
+    protocol: EvalProtocol,
+    *,
+    prefix: str = "",
+    log: Log = print,
+) -> dict[str, Any]:
     """Write a failed record into ``run_dir``; returns it. An exception (a crash the caller caught)
     is recorded as ``prefix + "Type: message"``, its traceback in the run directory's ``error.log``."""
     if isinstance(error, BaseException):

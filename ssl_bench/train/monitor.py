@@ -85,8 +85,15 @@ class OnlineProbe(nn.Module):
 class TrainingMonitor:
     """Online probe + collapse diagnostics of one run; see the module docstring."""
 
-    def __init__(self, feature_dim: int, num_classes: int, device: torch.device, *, seed: int,
-                 config: MonitorConfig = MonitorConfig()) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        device: torch.device,
+        *,
+        seed: int,
+        config: MonitorConfig = MonitorConfig(),
+    ) -> None:
         self.config = config
         self.device = torch.device(device)
         self.probe: OnlineProbe | None = None
@@ -97,9 +104,12 @@ class TrainingMonitor:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.probe = OnlineProbe(feature_dim, num_classes).to(self.device)
-            self.optimizer = torch.optim.SGD(self.probe.parameters(), lr=config.probe_lr,
-                                             momentum=config.probe_momentum,
-                                             weight_decay=config.probe_weight_decay)
+            self.optimizer = torch.optim.SGD(
+                self.probe.parameters(),
+                lr=config.probe_lr,
+                momentum=config.probe_momentum,
+                weight_decay=config.probe_weight_decay,
+            )
         self._reset_epoch()
 
     def _reset_epoch(self) -> None:
@@ -169,8 +179,12 @@ class TrainingMonitor:
             "config": asdict(self.config),
             "probe": None if self.probe is None else self.probe.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-            "tallies": {"correct": self.correct, "labelled": self.labelled,
-                        "loss_sum": self.loss_sum, "loss_batches": self.loss_batches},
+            "tallies": {
+                "correct": self.correct,
+                "labelled": self.labelled,
+                "loss_sum": self.loss_sum,
+                "loss_batches": self.loss_batches,
+            },
             "representations": [r.cpu() for r in self.representations],
             "embeddings": [e.cpu() for e in self.embeddings],
         }

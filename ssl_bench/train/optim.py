@@ -72,15 +72,15 @@ def _is_excluded(p: torch.Tensor) -> bool:
     return p.ndim == 1
 
 
-def _check_hyperparameters(lr: Any, weight_decay: Any, momentum: Any, eta: Any, variant: Any = "official",
-                           clip_lr: Any = False) -> None:
+def _check_hyperparameters(
+    lr: Any, weight_decay: Any, momentum: Any, eta: Any, variant: Any = "official", clip_lr: Any = False
+) -> None:
     """Raise ``ValueError`` for any LARS hyperparameter out of range."""
     if variant not in LARS_VARIANTS:
         raise ValueError(f"LARS: variant must be one of {', '.join(LARS_VARIANTS)}, got {variant!r}")
     if clip_lr and variant != "solo-learn":
         raise ValueError("LARS: clip_lr belongs to the solo-learn variant")
-    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum),
-                        ("eta", eta)):
+    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum), ("eta", eta)):
         # bool is a Real; a tensor lr would need a different code path (alpha= takes numbers).
         if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
             raise ValueError(f"LARS: {name} must be a real number, got {value!r}")
@@ -106,8 +106,9 @@ class _Trust:
     def __init__(self, eta: float, variant: str, clip_lr: bool, lr: float) -> None:
         self.eta, self.variant, self.clip_lr, self.lr = eta, variant, clip_lr, lr
 
-    def factors(self, p_norms: torch.Tensor, g_norms: torch.Tensor, wd: float,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def factors(
+        self, p_norms: torch.Tensor, g_norms: torch.Tensor, wd: float, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, decay): the update is ``scale * g + decay * p``, elementwise per parameter.
 
         ``g_norms`` are the norms of the raw gradients for the solo-learn variant and of
@@ -170,8 +171,15 @@ class LARS(torch.optim.Optimizer):
         foreach: bool = True,
     ) -> None:
         _check_hyperparameters(lr, weight_decay, momentum, eta, variant, clip_lr)
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
-                        variant=variant, clip_lr=clip_lr, foreach=foreach)
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            eta=eta,
+            variant=variant,
+            clip_lr=clip_lr,
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -185,12 +193,14 @@ class LARS(torch.optim.Optimizer):
         # Groups may override the defaults, so check them too (the base class fills the rest).
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _check_hyperparameters(group["lr"], group["weight_decay"], group["momentum"],
-                               group["eta"], group["variant"], group["clip_lr"])
+        _check_hyperparameters(
+            group["lr"], group["weight_decay"], group["momentum"], group["eta"], group["variant"], group["clip_lr"]
+        )
 
     @torch.no_grad()
     def step(  # type: ignore[override]
-        self, closure: Callable[[], float] | None = None,
+        self,
+        closure: Callable[[], float] | None = None,
     ) -> float | None:
         """One optimisation step; ``closure``, if given, re-evaluates the model and its loss."""
         loss = None
@@ -274,8 +284,13 @@ def _foreach_update(bucket: _Bucket, lr: float, wd: float, momentum: float, trus
 
 
 def _single_param_update(
-    p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor,
-    lr: float, wd: float, momentum: float, trust: _Trust,
+    p: torch.Tensor,
+    grad: torch.Tensor,
+    buf: torch.Tensor,
+    lr: float,
+    wd: float,
+    momentum: float,
+    trust: _Trust,
 ) -> None:
     """The LARS update for one parameter (sparse gradients, mixed dtypes, or ``foreach=False``)."""
     g = grad.to_dense() if grad.is_sparse else grad
@@ -295,7 +310,11 @@ def _single_param_update(
 
 
 def warmup_cosine(
-    step: int, total_steps: int, warmup_steps: int, peak_lr: float, end_factor: float = 0.001,
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    peak_lr: float,
+    end_factor: float = 0.001,
 ) -> float:
     """The learning rate at ``step`` (0-based) of the official VICReg / Barlow Twins schedule.
 
@@ -307,9 +326,7 @@ def warmup_cosine(
     if total_steps <= 0:
         raise ValueError(f"warmup_cosine: total_steps must be > 0, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(
-            f"warmup_cosine: warmup_steps must be in [0, total_steps={total_steps}], "
-            f"got {warmup_steps}")
+        raise ValueError(f"warmup_cosine: warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
     if step < 0:
         raise ValueError(f"warmup_cosine: step must be >= 0, got {step}")
     if peak_lr < 0:
@@ -325,7 +342,10 @@ def warmup_cosine(
 
 
 def parameter_groups(
-    model: nn.Module, lr: float, weight_decay: float, bias_norm_lr: float | None = None,
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    bias_norm_lr: float | None = None,
     constant_lr_params: Iterable[torch.Tensor] = (),
 ) -> list[dict[str, Any]]:
     """Parameter groups for :func:`build_optimizer`, each with its peak lr under ``"peak_lr"``.
@@ -354,17 +374,33 @@ def parameter_groups(
         biases_and_norms = [p for p in params if _is_excluded(p)]
         groups = [
             {"name": "weights", "params": weights, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay},
-            {"name": "biases and norms", "params": biases_and_norms, "lr": bias_norm_lr, "peak_lr": bias_norm_lr,
-             "weight_decay": weight_decay},
+            {
+                "name": "biases and norms",
+                "params": biases_and_norms,
+                "lr": bias_norm_lr,
+                "peak_lr": bias_norm_lr,
+                "weight_decay": weight_decay,
+            },
         ]
     if fixed:
-        groups.append({"name": "constant lr", "params": fixed, "lr": lr, "peak_lr": lr,
-                       "weight_decay": weight_decay, "constant_lr": True})
+        groups.append(
+            {
+                "name": "constant lr",
+                "params": fixed,
+                "lr": lr,
+                "peak_lr": lr,
+                "weight_decay": weight_decay,
+                "constant_lr": True,
+            }
+        )
     return groups
 
 
 def set_scheduled_lr(
-    optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
     end_factor: float = 0.001,
 ) -> float:
     """Set every group's ``lr`` to :func:`warmup_cosine` of its ``"peak_lr"``; return group 0's.
@@ -374,8 +410,8 @@ def set_scheduled_lr(
     for index, group in enumerate(optimizer.param_groups):
         if "peak_lr" not in group:
             raise ValueError(
-                f"set_scheduled_lr: parameter group {index} has no 'peak_lr'; "
-                "build the groups with parameter_groups()")
+                f"set_scheduled_lr: parameter group {index} has no 'peak_lr'; build the groups with parameter_groups()"
+            )
         if group.get("constant_lr", False):
             group["lr"] = group["peak_lr"]
         else:
@@ -388,13 +424,18 @@ def _fused_supported(groups: list[dict[str, Any]]) -> bool:
     type among CPU and CUDA. Anything else (meta tensors, mixed devices) gets the foreach path."""
     params = [p for g in groups for p in g["params"]]
     device_types = {p.device.type for p in params}
-    return (len(device_types) == 1 and device_types <= {"cpu", "cuda"}
-            and all(torch.is_floating_point(p) for p in params))
+    return (
+        len(device_types) == 1 and device_types <= {"cpu", "cuda"} and all(torch.is_floating_point(p) for p in params)
+    )
 
 
 def build_optimizer(
-    name: str, groups: list[dict[str, Any]], momentum: float = 0.9, *,
-    lars_variant: str = "official", lars_eta: float | None = None,
+    name: str,
+    groups: list[dict[str, Any]],
+    momentum: float = 0.9,
+    *,
+    lars_variant: str = "official",
+    lars_eta: float | None = None,
 ) -> torch.optim.Optimizer:
     """The optimiser ``name`` ("lars", "sgd" or "adamw") over ``groups``.
 
@@ -417,8 +458,9 @@ def build_optimizer(
         if lars_variant not in LARS_VARIANTS:
             raise ValueError(f"unknown LARS variant {lars_variant!r}; known: {', '.join(LARS_VARIANTS)}")
         eta = DEFAULT_LARS_ETA[lars_variant] if lars_eta is None else lars_eta
-        return LARS(groups, lr=lr, momentum=momentum, eta=eta, variant=lars_variant,
-                    clip_lr=lars_variant == "solo-learn")
+        return LARS(
+            groups, lr=lr, momentum=momentum, eta=eta, variant=lars_variant, clip_lr=lars_variant == "solo-learn"
+        )
     if key == "sgd":
         # foreach rather than fused: fused SGD rejects sparse gradients; foreach handles all.
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)

@@ -5,27 +5,27 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from ssl_bench.distributed import ddp
-from ssl_bench.distributed import collectives
 from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import TrainLoader
+from ssl_bench.device import resolve_device
+from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
-from ssl_bench.train.monitor import TrainingMonitor
-from ssl_bench.device import resolve_device
 from ssl_bench.run.assemble import build_augmentation, build_method, build_run_optimizer
-from ssl_bench.train.optim import set_scheduled_lr
 from ssl_bench.run.preemption import TrainingStopped
 from ssl_bench.run.rundir import RunDir
+from ssl_bench.train.monitor import TrainingMonitor
+from ssl_bench.train.optim import set_scheduled_lr
 
 
 @dataclass
@@ -65,9 +65,16 @@ class EpochAccumulator:
 class Trainer:
     """Owns everything shared: data, model, optimiser, schedule, logging and checkpoints."""
 
-    def __init__(self, config: RunConfig, run_dir: RunDir, *, progress: bool = True,
-                 log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
-                 data: ImageData | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: RunDir,
+        *,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+        should_stop: Callable[[], bool] | None = None,
+        data: ImageData | None = None,
+    ) -> None:
         """``data``: pre-train on these images instead of loading ``config.dataset`` (whose
         normalisation and classes still apply); ``ssl-bench bench`` passes synthetic images."""
         self.config = config
@@ -106,8 +113,14 @@ class Trainer:
         self.optimizer = build_run_optimizer(config, self.method)
         augmentation = build_augmentation(config, info.mean, info.std)
         self.loader = TrainLoader(
-            data, augmentation.to(self.device), self.local_batch, seed=config.seed, device=self.device,
-            rank=self.rank, world_size=self.world_size, num_workers=config.num_workers,
+            data,
+            augmentation.to(self.device),
+            self.local_batch,
+            seed=config.seed,
+            device=self.device,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=config.num_workers,
             channels_last=self.channels_last,
         )
         self.steps_per_epoch = self.loader.steps_per_epoch()
@@ -157,8 +170,7 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------
     def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        lr = set_scheduled_lr(self.optimizer, self.step, self.total_steps, self.warmup_steps,
-                              self.config.lr_end_factor)
+        lr = set_scheduled_lr(self.optimizer, self.step, self.total_steps, self.warmup_steps, self.config.lr_end_factor)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             out = self.model(x_a, x_b)
@@ -182,8 +194,14 @@ class Trainer:
     def fit(self) -> None:
         config = self.config
         start_epoch = self.step // self.steps_per_epoch
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{config.method}", unit="step",
-                   disable=not (self.progress and self.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=f"{config.method}",
+            unit="step",
+            disable=not (self.progress and self.is_main and sys.stderr.isatty()),
+            dynamic_ncols=True,
+        )
         samples_per_step = config.batch_size  # the global batch
         try:
             for epoch in range(start_epoch, config.epochs):
@@ -199,8 +217,12 @@ class Trainer:
                     self.step += 1
                     bar.update(1)
                     # refresh=False: drawn at the bar's own pace (mininterval), not redrawn every step.
-                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.3g}",
-                                    samples_s=f"{samples_per_step / max(now - tick, 1e-9):.0f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{values['loss']:.4f}",
+                        lr=f"{values['lr']:.3g}",
+                        samples_s=f"{samples_per_step / max(now - tick, 1e-9):.0f}",
+                        refresh=False,
+                    )
                     if self.step % config.checkpoint_every_steps == 0 and self.step % self.steps_per_epoch:
                         self.save_checkpoint()
                     tick = time.perf_counter()
@@ -237,13 +259,21 @@ class Trainer:
             self.run_dir.write_metrics(self.metrics)
             terms = " ".join(f"{k}={v:.4g}" for k, v in means.items() if k not in {"loss", "lr"})
             watch = " ".join(f"{k}={v:.3g}" for k, v in monitored.items() if v is not None and k != "online_probe_loss")
-            self.log(f"[{self.config.method}] epoch {epoch + 1}/{self.config.epochs} loss={row['loss']:.4f} "
-                     f"{terms} lr={row['lr']:.4g} samples/s={row['samples_per_second']:.0f} {watch}".replace("  ", " "))
+            self.log(
+                f"[{self.config.method}] epoch {epoch + 1}/{self.config.epochs} loss={row['loss']:.4f} "
+                f"{terms} lr={row['lr']:.4g} samples/s={row['samples_per_second']:.0f} {watch}".replace("  ", " ")
+            )
 
 
-def pretrain(config: RunConfig, results_dir: str | Path, *, progress: bool = True,
-             log: Callable[[str], None] = print, should_stop: Callable[[], bool] | None = None,
-             status_extra: dict[str, Any] | None = None) -> RunResult:
+def pretrain(
+    config: RunConfig,
+    results_dir: str | Path,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] | None = None,
+    status_extra: dict[str, Any] | None = None,
+) -> RunResult:
     """Pre-train `config` into its run directory, resuming it if it was interrupted.
 
     ``should_stop`` is asked before every step; when it says yes the run checkpoints that step
@@ -264,20 +294,28 @@ def pretrain(config: RunConfig, results_dir: str | Path, *, progress: bool = Tru
         run_dir.write_config(config)
         run_dir.write_environment(trainer.device)
         run_dir.write_status("running", step=trainer.step)
-    log(f"[{config.method}] {run_dir.path}: {config.backbone}, {trainer.num_samples} images, "
+    log(
+        f"[{config.method}] {run_dir.path}: {config.backbone}, {trainer.num_samples} images, "
         f"batch {config.batch_size}"
         + (f" ({trainer.local_batch} x {trainer.world_size} ranks)" if trainer.world_size > 1 else "")
         + f", lr {trainer.peak_lr:.4g} "
         f"(base {config.base_lr:g} x batch / 256), {config.epochs} epochs on {trainer.device}"
-        + (f"; resuming at step {resumed_from}/{trainer.total_steps}" if resumed_from else ""))
+        + (f"; resuming at step {resumed_from}/{trainer.total_steps}" if resumed_from else "")
+    )
     try:
         trainer.fit()
     except NonFiniteLossError as error:
         if trainer.is_main:
             run_dir.write_status("failed", error=str(error), failed_step=error.step, terms=error.terms)
         log(f"[{config.method}] FAILED: {error}")
-        return RunResult(config.method, run_dir.path, "failed", epochs_done=len(trainer.metrics),
-                         error=str(error), resumed_from_step=resumed_from)
+        return RunResult(
+            config.method,
+            run_dir.path,
+            "failed",
+            epochs_done=len(trainer.metrics),
+            error=str(error),
+            resumed_from_step=resumed_from,
+        )
     except KeyboardInterrupt:
         trainer.save_checkpoint()
         run_dir.write_status("interrupted", step=trainer.step)
@@ -305,7 +343,12 @@ def pretrain(config: RunConfig, results_dir: str | Path, *, progress: bool = Tru
 
 def _result_from_status(config: RunConfig, run_dir: RunDir, status: dict[str, Any]) -> RunResult:
     return RunResult(
-        config.method, run_dir.path, status["status"], epochs_done=status.get("epochs_done", 0),
-        final_loss=status.get("final_loss"), train_seconds=status.get("train_seconds", 0.0),
-        samples_per_second=status.get("samples_per_second"), peak_memory_mb=status.get("peak_memory_mb"),
+        config.method,
+        run_dir.path,
+        status["status"],
+        epochs_done=status.get("epochs_done", 0),
+        final_loss=status.get("final_loss"),
+        train_seconds=status.get("train_seconds", 0.0),
+        samples_per_second=status.get("samples_per_second"),
+        peak_memory_mb=status.get("peak_memory_mb"),
     )

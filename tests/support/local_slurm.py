@@ -652,9 +652,7 @@ def _start_mariadb(started: list[Daemon], env: dict) -> int:
             env=env,
         )
     )
-    _wait_for(
-        "mariadbd", lambda: _mysql("SELECT 1", sock).returncode == 0, 30, ["mariadbd"], daemon=started[-1]
-    )
+    _wait_for("mariadbd", lambda: _mysql("SELECT 1", sock).returncode == 0, 30, ["mariadbd"], daemon=started[-1])
     sql = f"CREATE DATABASE IF NOT EXISTS {DB_NAME};"
     for host in ("127.0.0.1", "localhost"):
         sql += (
@@ -740,9 +738,7 @@ def _start_daemons(node: str, started: list[Daemon], timings: dict) -> str:
             _run(["scontrol", "update", f"nodename={node}", "state=resume"], env=client_env)
         return state == "idle"
 
-    _wait_for(
-        f"node {node} idle in sinfo", node_idle, 30, ["slurmd", "slurmctld"], interval=0.3, daemon=started[-1]
-    )
+    _wait_for(f"node {node} idle in sinfo", node_idle, 30, ["slurmd", "slurmctld"], interval=0.3, daemon=started[-1])
     timings["slurmd"] = time.monotonic() - t
     return str(slurm_conf)
 
@@ -992,9 +988,7 @@ def status() -> dict:
         "mode": avail.mode,
         "reason": avail.reason,
         "state_file": str(STATE_FILE),
-        "recorded_daemons": [
-            {"name": d.name, "pid": d.pid, "alive": d.alive()} for d in _state_daemons(state)
-        ],
+        "recorded_daemons": [{"name": d.name, "pid": d.pid, "alive": d.alive()} for d in _state_daemons(state)],
         "log_dir": str(LOG_DIR),
     }
     if avail.mode == "running":
