@@ -177,18 +177,18 @@ def _uncommitted(paths: list[str]) -> list[str]:
     return [line[3:] for line in status.splitlines()]
 
 
-def pytest(tests: tuple[str, ...], scratch: Path) -> int:
-    # -p no:cacheprovider: no .pytest_cache in the scratch copy; -x: one failure is enough.
+def pytest(tests: tuple[str, ...]) -> int:
+    # -x: one failure is enough.
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-        cwd=scratch,
+        cwd=ROOT,
         capture_output=True,
         text=True,
     ).returncode
 
 
-def run(mutation: Mutation, scratch: Path) -> tuple[bool, float]:
-    path = scratch / mutation.path
+def run(mutation: Mutation) -> tuple[bool, float]:
+    path = ROOT / mutation.path
     original = path.read_text()
     if original.count(mutation.original) != 1:
         raise SystemExit(f"{mutation.name}: the snippet to mutate is not in {mutation.path} exactly once")
@@ -211,10 +211,10 @@ def main(argv: list[str]) -> int:
     if pytest(guarding) != 0:
         raise SystemExit("the guarding tests fail without any mutation: fix them first")
     survivors = []
-    print(f"{'mutation':<28} {'file':<22} {'caught':<7} seconds")
+    print(f"{'mutation':<28} {'file':<26} {'caught':<7} seconds")
     for mutation in chosen:
         caught, seconds = run(mutation)
-        print(f"{mutation.name:<28} {mutation.path:<22} {'yes' if caught else 'NO':<7} {seconds:.0f}", flush=True)
+        print(f"{mutation.name:<28} {mutation.path:<26} {'yes' if caught else 'NO':<7} {seconds:.0f}", flush=True)
         if not caught:
             survivors.append(mutation.name)
     print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutations caught by a failing test")
