@@ -135,8 +135,8 @@ MUTATIONS = [
     Mutation(
         "schedule-end-value",
         "ssl_bench/train/trainer.py",
-        "                              self.config.lr_end_factor)",
-        "                              0.001)",
+        "self.warmup_steps, self.config.lr_end_factor)",
+        "self.warmup_steps, 0.001)",
         ("tests/test_resolved_config.py",),
     ),
     Mutation(
@@ -163,7 +163,7 @@ MUTATIONS = [
     Mutation(
         "lars-variant",
         "ssl_bench/run/assemble.py",
-        "lars_variant=config.lars_variant,",
+        "lars_variant=config.lars_variant, ",
         "",
         ("tests/test_recipe_fidelity.py", "tests/test_resolved_config.py"),
     ),
