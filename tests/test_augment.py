@@ -18,6 +18,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 
 from ssl_bench.data import augment as A
+from ssl_bench.data import ops
 from ssl_bench.data.augment import ViewConfig, ViewPairAugmentation, view_pair_configs
 from ssl_bench.errors import UsageError
 
@@ -87,17 +88,17 @@ def _colour_batch(n: int = 48) -> torch.Tensor:
 def test_colour_ops_match_torchvision(name):
     x = _colour_batch()
     factors = torch.rand(x.shape[0]) - 0.5 if name == "hue" else torch.rand(x.shape[0]) * 1.8 + 0.1
-    ours = getattr(A, f"adjust_{name}")(x, factors)
+    ours = getattr(ops, f"adjust_{name}")(x, factors)
     reference = torch.stack([getattr(TF, f"adjust_{name}")(img, f.item()) for img, f in zip(x, factors)])
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
 
 
 def test_luma_and_solarize_match_torchvision():
     x = _colour_batch()
-    torch.testing.assert_close(A.luma(x), TF.rgb_to_grayscale(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ops.luma(x), TF.rgb_to_grayscale(x), atol=1e-6, rtol=0)
     every_value = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
     reference = TF.solarize(every_value, 128).float() / 255  # Solarize(threshold=128) on uint8
-    torch.testing.assert_close(A.solarize(every_value.float() / 255), reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ops.solarize(every_value.float() / 255), reference, atol=1e-6, rtol=0)
     # kornia's RandomSolarize gives the same only when its threshold and addition ranges are
     # both zero-width (its defaults draw the threshold from (0.4, 0.6) and add an offset).
     kornia_exact = K.RandomSolarize(thresholds=0.0, additions=0.0, p=1.0)
@@ -109,7 +110,7 @@ def test_resized_crop_matches_torchvision(size):
     torch.manual_seed(1)
     images = torch.rand(6, 3, 30, 24)
     boxes = torch.tensor([[0, 0, 24, 30], [3, 5, 10, 12], [10, 2, 14, 28], [0, 0, 1, 1], [23, 29, 1, 1], [4, 9, 17, 8]])
-    ours = A.resized_crop(images, boxes.float(), size)
+    ours = ops.resized_crop(images, boxes.float(), size)
     reference = torch.stack(
         [
             TF.resized_crop(
@@ -122,7 +123,7 @@ def test_resized_crop_matches_torchvision(size):
     # The flip folded into the column weights is RandomHorizontalFlip after the crop.
     flip = torch.tensor([True, False, True, True, False, True])
     flipped = torch.where(flip.view(-1, 1, 1, 1), TF.horizontal_flip(reference), reference)
-    torch.testing.assert_close(A.resized_crop(images, boxes.float(), size, flip), flipped, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ops.resized_crop(images, boxes.float(), size, flip), flipped, atol=1e-5, rtol=0)
 
 
 def test_crop_boxes_follow_torchvision_distribution():
