@@ -18,14 +18,14 @@ Written atomically into every run directory (the baseline's included) by :func:`
 ``knn_top1``                weighted kNN, test top-1 in % (null unless finished)
 ``epochs_done``             epochs pre-trained
 ``final_loss``              mean loss of the last epoch (null for the baseline)
-``online_probe_top1``       last epoch's online-probe train accuracy in % (see monitor.py)
+``online_probe_top1``       last epoch's online-probe train accuracy in % (ssl_bench.train.monitor)
 ``embedding_std``           last epoch's mean per-dimension std of normalised embeddings
 ``rankme_representation``   last epoch's RankMe of the representation
 ``rankme_embedding``        last epoch's RankMe of the embedding
 ``pretrain_seconds``        wall time in training steps over all resumptions (0 for baseline)
 ``samples_per_second``      pre-training throughput (null for the baseline)
 ``peak_memory_mb``          peak memory of pre-training: CUDA ``max_memory_allocated``, or
-                            the process's peak RSS on CPU (see memory.py); null for baseline
+                            the process's peak RSS on CPU (ssl_bench.perf.memory); null for baseline
 ``eval_seconds``            wall time of the evaluation that produced the numbers
 ``eval_peak_memory_mb``     peak memory of that evaluation, measured like ``peak_memory_mb``
 ``eval_details``            ``train_samples``, ``test_samples``, ``feature_dim``,
