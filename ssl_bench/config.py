@@ -190,6 +190,9 @@ class RunConfig:
     method_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     train_subset: int | None = None
+    # Pre-train without the validation images (the split all selection uses); False pre-trains
+    # on the whole labelled train split, as the papers' ImageNet runs do.
+    hold_out_val: bool = True
     loss_scale: float = 1.0
     lars_variant: str = "official"
     lars_eta: float = 0.001

@@ -104,7 +104,7 @@ def cifar10_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
 def test_cifar10_round_trip(cifar10_root):
     root, images, labels = cifar10_root
     n_train = 5 * CIFAR10_TRAIN_PER_BATCH
-    train = D.load_split("cifar10", root, "train")
+    train = D.load_split("cifar10", root, "train", hold_out_val=False)
     assert isinstance(train, TensorImages)
     assert train.images.shape == (n_train, 3, 32, 32) and train.images.dtype == torch.uint8
     assert train.images.is_contiguous()
@@ -118,7 +118,7 @@ def test_cifar10_round_trip(cifar10_root):
     test = D.load_split("cifar10", root, "test")
     assert len(test) == CIFAR10_TEST and torch.equal(test.images, images[n_train:])
     assert torch.equal(test.labels, labels[n_train:])
-    pretrain = D.load_split("cifar10", root, "pretrain")
+    pretrain = D.load_split("cifar10", root, "pretrain", hold_out_val=False)
     assert torch.equal(pretrain.images, train.images)
 
 
@@ -127,13 +127,13 @@ def test_cifar10_corrupted_file_fails_checksum(cifar10_root):
     batch = root / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:-10])
     with pytest.raises(UsageError, match="checksum") as caught:
-        D.load_split("cifar10", root, "train")
+        D.load_split("cifar10", root, "train", hold_out_val=False)
     assert str(root / "cifar-10-batches-py") in str(caught.value)
 
 
 def test_cifar10_missing_names_path_and_archive(tmp_path):
     with pytest.raises(UsageError) as caught:
-        D.load_split("cifar10", tmp_path, "train")
+        D.load_split("cifar10", tmp_path, "train", hold_out_val=False)
     message = str(caught.value)
     assert str(tmp_path / "cifar-10-batches-py") in message
     assert "cifar-10-python.tar.gz" in message and "download=true" in message
@@ -146,7 +146,7 @@ def test_cifar10_failed_download_is_a_usage_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tv_datasets.cifar, "download_and_extract_archive", offline)
     with pytest.raises(UsageError, match="could not download CIFAR-10"):
-        D.load_split("cifar10", tmp_path, "train", download=True)
+        D.load_split("cifar10", tmp_path, "train", download=True, hold_out_val=False)
 
 
 def test_cifar100_round_trip(tmp_path, monkeypatch):
@@ -174,7 +174,7 @@ def test_cifar100_round_trip(tmp_path, monkeypatch):
     )
     _trust_generated_files(monkeypatch, tv_datasets.CIFAR100, folder)
 
-    train = D.load_split("cifar100", tmp_path, "train")
+    train = D.load_split("cifar100", tmp_path, "train", hold_out_val=False)
     test = D.load_split("cifar100", tmp_path, "test")
     assert train.images.shape == (8, 3, 32, 32) and len(test) == 4
     assert torch.equal(train.images, images[:8]) and torch.equal(test.images, images[8:])
@@ -218,7 +218,7 @@ def test_stl10_splits_orientation_and_unlabeled(stl10_root):
     root, images, train_labels, test_labels = stl10_root
     assert _stl_bytes(images[:1])[1 * 96 * 96 + 5 * 96 + 3] == 255  # where the marker sits on disk
 
-    train = D.load_split("stl10", root, "train")
+    train = D.load_split("stl10", root, "train", hold_out_val=False)
     assert train.images.shape == (STL_TRAIN, 3, 96, 96) and train.images.dtype == torch.uint8
     assert train.images.is_contiguous()
     assert train.images[0, 1, 3, 5] == 255 and int(train.images[0].sum()) == 255
@@ -226,7 +226,7 @@ def test_stl10_splits_orientation_and_unlabeled(stl10_root):
     assert train.labels.tolist() == [label - 1 for label in train_labels]
     assert train.classes == D._STL10_CLASSES
 
-    pretrain = D.load_split("stl10", root, "pretrain")
+    pretrain = D.load_split("stl10", root, "pretrain", hold_out_val=False)
     assert len(pretrain) == STL_TRAIN + STL_UNLABELED
     assert torch.equal(pretrain.images, images[: STL_TRAIN + STL_UNLABELED])
     assert pretrain.labels[STL_TRAIN:].tolist() == [-1] * STL_UNLABELED
@@ -256,7 +256,7 @@ def test_stl10_missing_lists_files_and_path(tmp_path):
     (tmp_path / "stl10_binary").mkdir()
     (tmp_path / "stl10_binary" / "train_X.bin").write_bytes(b"")
     with pytest.raises(UsageError) as caught:
-        D.load_split("stl10", tmp_path, "pretrain")
+        D.load_split("stl10", tmp_path, "pretrain", hold_out_val=False)
     message = str(caught.value)
     assert str(tmp_path / "stl10_binary") in message and "unlabeled_X.bin" in message
     assert "train_X.bin," not in message  # present files are not reported missing
@@ -309,7 +309,7 @@ def system_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _check_fashion(root: Path, arrays) -> None:
-    train = D.load_split("fashion-mnist", root, "train")
+    train = D.load_split("fashion-mnist", root, "train", hold_out_val=False)
     test = D.load_split("fashion-mnist", root, "test")
     assert train.images.shape == (FASHION_SIZES["train"], 1, 28, 28) and train.images.dtype == torch.uint8
     assert test.images.shape == (FASHION_SIZES["t10k"], 1, 28, 28)
@@ -319,7 +319,7 @@ def _check_fashion(root: Path, arrays) -> None:
     assert test.labels.tolist() == arrays["t10k"][1].tolist()
     assert train.images[0, 0, 2, 7] == 255 and int(train.images[0].sum()) == 255
     assert train.classes[9] == "Ankle boot"
-    assert torch.equal(D.load_split("fashion-mnist", root, "pretrain").images, train.images)
+    assert torch.equal(D.load_split("fashion-mnist", root, "pretrain", hold_out_val=False).images, train.images)
 
 
 def test_fashion_mnist_copied_from_system_package(tmp_path, system_dir):
@@ -355,7 +355,7 @@ def test_fashion_mnist_truncated_archive_leaves_nothing_behind(tmp_path, system_
     archive = system_dir / "train-images-idx3-ubyte.gz"
     archive.write_bytes(archive.read_bytes()[:200])
     with pytest.raises(UsageError, match="could not unzip") as caught:
-        D.load_split("fashion-mnist", tmp_path, "train")
+        D.load_split("fashion-mnist", tmp_path, "train", hold_out_val=False)
     assert str(archive) in str(caught.value)
     raw = tmp_path / "FashionMNIST" / "raw"
     assert not (raw / "train-images-idx3-ubyte").exists()
@@ -364,7 +364,7 @@ def test_fashion_mnist_truncated_archive_leaves_nothing_behind(tmp_path, system_
 
 def test_fashion_mnist_missing_message(tmp_path, system_dir):
     with pytest.raises(UsageError) as caught:
-        D.load_split("fashion-mnist", tmp_path, "train")
+        D.load_split("fashion-mnist", tmp_path, "train", hold_out_val=False)
     message = str(caught.value)
     assert str(tmp_path / "FashionMNIST" / "raw") in message
     assert str(system_dir) in message
@@ -376,7 +376,7 @@ def test_fashion_mnist_missing_message(tmp_path, system_dir):
     reason="Debian package dataset-fashion-mnist not installed",
 )
 def test_real_fashion_mnist(tmp_path):
-    train = D.load_split("fashion-mnist", tmp_path, "train")
+    train = D.load_split("fashion-mnist", tmp_path, "train", hold_out_val=False)
     test = D.load_split("fashion-mnist", tmp_path, "test")
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [6000] * 10
@@ -418,7 +418,7 @@ def folder_root(tmp_path: Path) -> Path:
 
 
 def test_imagefolder_samples_and_pixels(folder_root):
-    train = D.load_split("imagefolder", folder_root, "train")
+    train = D.load_split("imagefolder", folder_root, "train", hold_out_val=False)
     assert isinstance(train, FolderImages)
     assert train.classes == ["cat", "dog"] and len(train) == 12
     assert torch.bincount(train.labels).tolist() == [6, 6]
@@ -437,7 +437,7 @@ def test_imagefolder_samples_and_pixels(folder_root):
 
     test = D.load_split("imagefolder", folder_root, "test")
     assert len(test) == 4 and all("/val/" in path for path, _ in test.samples)
-    assert D.load_split("imagefolder", folder_root, "pretrain").samples == train.samples
+    assert D.load_split("imagefolder", folder_root, "pretrain", hold_out_val=False).samples == train.samples
 
 
 def test_grayscale_image_loads_as_rgb(folder_root):
@@ -468,7 +468,7 @@ def test_val_class_unknown_to_train_is_an_error(folder_root):
 def test_imagenet_missing_val_names_path_and_layout(folder_root):
     (folder_root / "val").rename(folder_root / "validation")
     with pytest.warns(UserWarning, match="1000 classes"):
-        assert len(D.load_split("imagenet", folder_root, "train")) == 12
+        assert len(D.load_split("imagenet", folder_root, "train", hold_out_val=False)) == 12
     with pytest.raises(UsageError) as caught:
         D.load_split("imagenet", folder_root, "test")
     message = str(caught.value)
@@ -478,9 +478,9 @@ def test_imagenet_missing_val_names_path_and_layout(folder_root):
 def test_empty_train_class_and_download_are_errors(folder_root, tmp_path):
     (folder_root / "train" / "empty").mkdir()
     with pytest.raises(UsageError, match="empty"):
-        D.load_split("imagefolder", folder_root, "train")
+        D.load_split("imagefolder", folder_root, "train", hold_out_val=False)
     with pytest.raises(UsageError, match="cannot be downloaded"):
-        D.load_split("imagenet100", tmp_path, "train", download=True)
+        D.load_split("imagenet100", tmp_path, "train", download=True, hold_out_val=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ def test_unknown_dataset_suggests_close_name(typo, suggestion, tmp_path):
     with pytest.raises(UsageError, match=f"did you mean '{suggestion}'"):
         D.dataset_info(typo)
     with pytest.raises(UsageError, match=f"did you mean '{suggestion}'"):
-        D.load_split(typo, tmp_path, "train")
+        D.load_split(typo, tmp_path, "train", hold_out_val=False)
 
 
 def test_unknown_split(tmp_path):
@@ -555,8 +555,43 @@ def test_balanced_subset_total_and_errors():
 
 
 def test_balanced_subset_of_folder_data(folder_root):
-    train = D.load_split("imagefolder", folder_root, "train")
+    train = D.load_split("imagefolder", folder_root, "train", hold_out_val=False)
     subset = D.balanced_subset(train, per_class=2, seed=0)
     assert isinstance(subset, FolderImages) and len(subset) == 4
     assert torch.bincount(subset.labels).tolist() == [2, 2]
     assert set(subset.samples) <= set(train.samples)
+
+
+# ----------------------------------------------------------------------------------------------
+# The validation split
+
+
+def test_validation_split_is_class_balanced_fixed_and_held_out(cifar10_root):
+    root, _, _ = cifar10_root
+    full = D.load_split("cifar10", root, "train", hold_out_val=False)
+    val = D.load_split("cifar10", root, "val")
+    train = D.load_split("cifar10", root, "train")
+    pretrain = D.load_split("cifar10", root, "pretrain")
+    # Each class keeps at least one train image: the split takes a tenth of a small class (at
+    # least one), where a full-size one gives val_per_class (500 for CIFAR-10).
+    per_class = torch.bincount(full.labels, minlength=10)
+    expected = [max(1, int(count) // 10) if count <= 500 else 500 for count in per_class]
+    assert torch.bincount(val.labels, minlength=10).tolist() == expected
+    assert len(train) + len(val) == len(full) and torch.equal(train.images, pretrain.images)
+    # Disjoint, and together the whole labelled train split.
+    rows = {tuple(image.flatten().tolist()) for image in full.images}
+    assert {tuple(image.flatten().tolist()) for image in val.images} | {
+        tuple(image.flatten().tolist()) for image in train.images
+    } == rows
+    # The same images every time, whatever the run.
+    assert torch.equal(D.load_split("cifar10", root, "val").images, val.images)
+
+
+def test_validation_indices_take_per_class_and_ignore_unlabeled():
+    labels = torch.tensor([0] * 30 + [1] * 30 + [-1] * 50)
+    chosen = D.validation_indices(labels, per_class=4)
+    assert torch.bincount(labels[chosen]).tolist() == [4, 4]
+    # Unlabeled samples after the labelled ones (STL-10's train+unlabeled) change nothing.
+    assert torch.equal(D.validation_indices(labels[:60], per_class=4), chosen)
+    assert torch.equal(D.validation_indices(labels, per_class=4, seed=D.VAL_SEED), chosen)
+    assert not torch.equal(D.validation_indices(labels, per_class=4, seed=1), chosen)

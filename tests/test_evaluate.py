@@ -24,6 +24,8 @@ from ssl_bench.eval.probes import (
     knn_top1,
     linear_probe,
     protocol_for,
+    select_knn,
+    select_linear_probe,
 )
 from ssl_bench.launch.cli import main
 from ssl_bench.run.lifecycle import evaluate_baseline, evaluate_run, initial_backbone, random_init_config
@@ -157,6 +159,11 @@ RECORD_FIELDS = {
     "identity_hash",
     "linear_top1",
     "knn_top1",
+    "knn_top1_fixed",
+    "linear_choice",
+    "knn_choice",
+    "selection_split",
+    "reported_split",
     "epochs_done",
     "final_loss",
     "online_probe_top1",
@@ -236,10 +243,21 @@ def test_run_writes_the_documented_record(finished, fashion_root):
     protocol = protocol_for("fashion-mnist")
     assert record["eval_protocol"] == protocol.to_dict()
     assert record["eval_protocol_hash"] == protocol.identity_hash()
-    assert record["eval_details"]["train_samples"] == 600 and record["eval_details"]["test_samples"] == 200
+    # 600 generated train images, 60 per class: the validation split takes a tenth of each class.
+    details = record["eval_details"]
+    assert (details["train_samples"], details["val_samples"], details["test_samples"]) == (540, 60, 200)
     assert record["device"] == "cpu"
     cache = torch.load(run_dir.path / FEATURES, weights_only=True)
-    assert cache["splits"]["train"]["features"].shape == (600, 256)
+    assert cache["splits"]["train"]["features"].shape == (540, 256)
+    assert cache["splits"]["val"]["features"].shape == (60, 256)
+    # Every choice was made on the validation split; the reported numbers are the chosen ones' test top-1.
+    assert (record["selection_split"], record["reported_split"]) == ("val", "test")
+    linear, knn = record["linear_choice"], record["knn_choice"]
+    assert record["linear_top1"] == linear["test_top1"] and record["knn_top1"] == knn["test_top1"]
+    assert linear["val_top1"] == max(point["val_top1"] for point in linear["grid"])
+    assert len(linear["grid"]) == len(protocol.linear.lr_grid) * len(protocol.linear.weight_decay_grid)
+    assert knn["val_top1"] == max(point["val_top1"] for point in knn["grid"])
+    assert 0 <= record["knn_top1_fixed"] <= 100
 
 
 def test_a_second_run_skips_what_is_done(finished, fashion_root, monkeypatch, capsys):
@@ -352,3 +370,46 @@ def test_a_collapsed_encoder_scores_no_better_than_chance_by_knn(tmp_path, fashi
     monkeypatch.setattr(lifecycle, "build_backbone", lambda name, zero_init_residual=None: (Constant(), 8))
     record = evaluate_baseline(_config(fashion_root), tmp_path, EvalProtocol(linear=FAST_LINEAR), **QUIET)
     assert record["knn_top1"] <= 15 and record["linear_top1"] <= 15
+
+
+def test_scrambled_test_labels_change_no_choice(finished, fashion_root, tmp_path):
+    """The test split is only ever scored: scrambling its labels leaves every chosen probe setting
+    (and every validation score behind the choice) unchanged, through the whole evaluation."""
+    import shutil
+
+    config = _config(fashion_root)
+    original = RunDir.for_config(finished, config)
+    copy = tmp_path / "results"
+    shutil.copytree(original.path.parent.parent, copy)
+    run_dir = RunDir.for_config(copy, config)
+    cache = torch.load(run_dir.path / FEATURES, weights_only=True)
+    labels = cache["splits"]["test"]["labels"]
+    cache["splits"]["test"]["labels"] = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(9))]
+    assert not torch.equal(cache["splits"]["test"]["labels"], labels)
+    torch.save(cache, run_dir.path / FEATURES)
+    (run_dir.path / "result.json").unlink()
+
+    scrambled = evaluate_run(config, copy, **QUIET)
+    before = read_result(original)
+    assert scrambled["eval_details"]["features_cached"]  # the same features, only the test labels differ
+    for choice in ("linear_choice", "knn_choice"):
+        for key in ("setting", "val_top1", "grid"):
+            assert scrambled[choice][key] == before[choice][key], (choice, key)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_probe_choices_depend_on_validation_not_test(seed):
+    """The same at the function level, on overlapping clusters where the grid's points differ."""
+    train, val = _clusters(400, seed=seed, spread=5.0), _clusters(200, seed=seed + 10, spread=5.0)
+    test = _clusters(200, seed=seed + 20, spread=5.0)
+    scrambled = SplitFeatures(test.features, test.labels[torch.randperm(len(test.labels))])
+    config = LinearProbeConfig(epochs=5, lr_grid=(0.001, 0.1, 3.0), weight_decay_grid=(0.0, 0.1))
+    for split in (test, scrambled):
+        linear = select_linear_probe(train, val, split, config, num_classes=10, seed=0)
+        knn = select_knn(train, val, split, KnnConfig(k_grid=(1, 20), temperature_grid=(0.05, 1.0)), num_classes=10)
+        if split is test:
+            reference = (linear.setting, linear.grid, knn.setting, knn.grid)
+            assert len({point["val_top1"] for point in linear.grid}) > 1  # the grid's points do differ
+        assert (linear.setting, linear.grid, knn.setting, knn.grid) == reference
+    # ... while the reported test numbers are the chosen settings' scores on whatever test labels are given.
+    assert select_linear_probe(train, val, scrambled, config, num_classes=10, seed=0).test_top1 < 50

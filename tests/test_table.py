@@ -177,7 +177,8 @@ def test_published_numbers_only_for_matching_settings(results):
     # 800 epochs: lightly's kNN numbers, in the kNN column.
     at_800 = published[published["epochs"] == 800]
     assert set(at_800["source"]) == {"published: lightly (batch 512)"}
-    assert at_800.set_index("method").loc["simclr", "knn_top1_mean"] == "87.9"
+    # lightly's kNN numbers are at k = 200, T = 0.1: the fixed-setting column.
+    assert at_800.set_index("method").loc["simclr", "knn_fixed_top1_mean"] == "87.9"
     assert at_800["linear_top1_mean"].isna().all()
     # No ImageNet or CIFAR-100 number matches any of these runs.
     assert not published["linear_top1_mean"].isin(["73.2", "65.78"]).any()
@@ -223,8 +224,19 @@ def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results
         for line in md.splitlines()
         if line.startswith("| ")
     }
-    assert cells["simclr", "ours", "finished", "3", "0,1,2"][:4] == ["91.17 ± 1.26", "86.00 ± 1.00", "110.0", "1100"]
-    assert cells["vicreg", "ours", "finished", "2", "0,1"][:2] == ["92.50 ± 0.71", "89.00 ± 1.41"]
+    # mean ± std [95% interval]; vicreg (n=2) is best in both protocols, simclr is tied with it in kNN only.
+    # (These records carry no k=200 kNN value: that column stays empty.)
+    assert cells["simclr", "ours", "finished", "3", "0,1,2"][:5] == [
+        "91.17 ± 1.26 [88.04, 94.29]",
+        "86.00* ± 1.00 [83.52, 88.48]",
+        "–",
+        "110.0",
+        "1100",
+    ]
+    assert cells["vicreg", "ours", "finished", "2", "0,1"][:2] == [
+        "**92.50** ± 0.71 [86.15, 98.85]",
+        "**89.00** ± 1.41 [76.29, 101.71]",
+    ]
     assert cells["simclr", "published: solo-learn", "", "", ""][:2] == ["90.74", "–"]
     assert cells["vicreg", "ours", "failed", "–", "2"][-1].startswith("at step 40: non-finite loss")
     assert cells["barlow_twins", "ours", "running", "–", "0"][-1] == "epoch 3/1000 done"
@@ -325,3 +337,147 @@ def test_the_committed_demo_table_regenerates_byte_identically(tmp_path):
     assert output.files and not output.warnings
     for suffix in (".md", ".csv", ".tex"):
         assert (tmp_path / f"table{suffix}").read_bytes() == (demo / f"table{suffix}").read_bytes(), suffix
+
+
+def make_ranked_results(root: Path) -> Path:
+    """Three methods x seeds 0-2, a single-seed method, and a baseline above every method.
+
+    linear: byol best, simclr tied with it, vicreg clearly worse; kNN: simclr best, byol tied, vicreg worse.
+    """
+    accuracies = {
+        "byol": [(92.0, 85.0), (93.0, 86.0), (94.0, 87.0)],
+        "simclr": [(91.0, 87.0), (93.5, 89.0), (93.0, 88.0)],
+        "vicreg": [(80.0, 70.0), (81.0, 71.0), (82.5, 72.0)],
+    }
+    for method, per_seed in accuracies.items():
+        for seed, (linear, knn) in enumerate(per_seed):
+            write_run(root, method, seed, result=evaluated(linear, knn, 100.0, 1000.0))
+    write_run(root, "barlow_twins", 0, result=evaluated(99.0, 50.0, 100.0, 1000.0))  # n=1: never best
+    for seed, linear in enumerate([95.0, 95.5, 96.0]):  # a baseline above every method takes no part
+        write_run(root, "random_init", seed, epochs=0, metrics=[], result=evaluated(linear, 30.0 + seed, 0.0, 1.0))
+    return root
+
+
+def test_intervals_best_and_ties_computed_by_hand(tmp_path):
+    output = build_table([make_ranked_results(tmp_path / "runs")])
+    # t_{0.975, 2} = 4.302653 (3 seeds); half-width of the interval = t * std / sqrt(3).
+    t2 = 4.302653
+    # Paired tests have 2 df; there P(|T| > |t|) = 1 - |t| / sqrt(2 + t^2).
+    # linear, against byol (92, 93, 94; mean 93, std 1):
+    #   simclr (91, 93.5, 93): d = -1, 0.5, -1, mean -0.5, s_d sqrt(0.75), t = -0.5 / (sqrt(0.75) / sqrt(3)) = -1
+    #   vicreg (80, 81, 82.5): d = -12, -12, -11.5, mean -71/6, s_d sqrt(1/12), t = -71
+    p_simclr_linear, p_vicreg_linear = 1 - 1 / 3**0.5, 1 - 71 / (2 + 71**2) ** 0.5  # 0.4226 tied, 0.0002 not
+    # kNN, against simclr (87, 89, 88; mean 88, std 1):
+    #   byol (85, 86, 87): d = -2, -3, -1, mean -2, s_d 1, t = -2 sqrt(3)
+    #   vicreg (70, 71, 72): d = -17, -18, -16, mean -17, s_d 1, t = -17 sqrt(3)
+    p_byol_knn, p_vicreg_knn = 1 - 12**0.5 / 14**0.5, 1 - 867**0.5 / 869**0.5  # 0.0742 tied, 0.0012 not
+    assert p_simclr_linear > 0.05 and p_byol_knn > 0.05 and p_vicreg_linear < 0.05 and p_vicreg_knn < 0.05
+
+    md = output.markdown
+    assert "two-sided paired Student t-test" in md and "alpha = 0.05" in md and "Tied methods are ties" in md
+    rows = {
+        tuple(cell.strip() for cell in line.split("|")[1:3]): [cell.strip() for cell in line.split("|")[3:-1]]
+        for line in md.splitlines()
+        if line.startswith("| ")
+    }
+    # status, n, seeds, linear, kNN, pre-train (s), samples/s, note
+    assert rows["byol", "ours"][:5] == [
+        "finished",
+        "3",
+        "0,1,2",
+        "**93.00** ± 1.00 [90.52, 95.48]",
+        "86.00* ± 1.00 [83.52, 88.48]",
+    ]
+    assert rows["simclr", "ours"][3:5] == ["92.50* ± 1.32 [89.21, 95.79]", "**88.00** ± 1.00 [85.52, 90.48]"]
+    assert rows["vicreg", "ours"][3:5] == ["81.17 ± 1.26 [78.04, 84.29]", "71.00 ± 1.00 [68.52, 73.48]"]
+    assert rows["barlow_twins", "ours"][3:5] == ["99.00", "50.00"]
+    assert rows["barlow_twins", "ours"][-1] == "n=1, no interval; untested (n<2)"
+    assert rows["random_init", "ours"][3:5] == ["95.50 ± 0.50 [94.26, 96.74]", "31.00 ± 1.00 [28.52, 33.48]"]
+    assert rows["random_init", "ours"][-1] == "no pre-training (baseline)"
+    assert rows["simclr", "published: solo-learn"][3] == "90.74"
+    assert all(cells[-1] == "" for key, cells in rows.items() if key[0] in ("byol", "simclr", "vicreg"))
+
+    csv = pd.read_csv(output.files[1], dtype={"seeds": str}, keep_default_na=False, na_values=[""])
+    csv = csv[csv["source"] == "ours"].set_index("method")
+    expected = {
+        # method: linear (mean, std, ci_low, ci_high, vs_best, p), kNN (same)
+        "byol": (
+            (93.0, 1.0, 93 - t2 / 3**0.5, 93 + t2 / 3**0.5, "best", None),
+            (86.0, 1.0, 86 - t2 / 3**0.5, 86 + t2 / 3**0.5, "tied", p_byol_knn),
+        ),
+        "simclr": (
+            (92.5, 1.75**0.5, 92.5 - t2 * 1.75**0.5 / 3**0.5, 92.5 + t2 * 1.75**0.5 / 3**0.5, "tied", p_simclr_linear),
+            (88.0, 1.0, 88 - t2 / 3**0.5, 88 + t2 / 3**0.5, "best", None),
+        ),
+        "vicreg": (
+            # mean 243.5 / 3; deviations -7/6, -1/6, 4/3 -> std sqrt(19/12), std / sqrt(3) = sqrt(19/36)
+            (
+                243.5 / 3,
+                (19 / 12) ** 0.5,
+                243.5 / 3 - t2 * (19 / 36) ** 0.5,
+                243.5 / 3 + t2 * (19 / 36) ** 0.5,
+                "different",
+                p_vicreg_linear,
+            ),
+            (71.0, 1.0, 71 - t2 / 3**0.5, 71 + t2 / 3**0.5, "different", p_vicreg_knn),
+        ),
+    }
+    for method, protocols in expected.items():
+        for protocol, (mean, std, low, high, vs_best, p_value) in zip(("linear", "knn"), protocols):
+            row = csv.loc[method]
+            got = [row[f"{protocol}_top1_{name}"] for name in ("mean", "std", "ci_low", "ci_high")]
+            assert got == pytest.approx([mean, std, low, high], abs=1e-4), (method, protocol)
+            assert row[f"{protocol}_vs_best"] == vs_best, (method, protocol)
+            assert row[f"{protocol}_best"] == (vs_best == "best")
+            assert row[f"{protocol}_tied_with_best"] == (vs_best == "tied")
+            if p_value is None:
+                assert pd.isna(row[f"{protocol}_p_vs_best"])
+            else:
+                assert row[f"{protocol}_p_vs_best"] == pytest.approx(p_value, rel=1e-4)
+    assert csv.loc["simclr", "linear_top1_per_seed"] == "0:91;1:93.5;2:93"
+    assert csv.loc["vicreg", "knn_top1_per_seed"] == "0:70;1:71;2:72"
+    for method in ("barlow_twins", "random_init"):
+        row = csv.loc[method]
+        assert not row["linear_best"] and not row["linear_tied_with_best"] and not row["knn_best"]
+    assert csv.loc["barlow_twins", "linear_vs_best"] == "untested (n<2)"
+    assert pd.isna(csv.loc["barlow_twins", "linear_top1_ci_low"]) and pd.isna(
+        csv.loc["barlow_twins", "linear_top1_std"]
+    )
+    assert csv.loc["barlow_twins", "linear_top1_per_seed"] == "0:99"
+    assert pd.isna(csv.loc["random_init", "linear_vs_best"])  # outside the ranking: empty
+    assert csv.loc["random_init", "linear_top1_ci_high"] == pytest.approx(95.5 + t2 * 0.5 / 3**0.5, abs=1e-4)
+
+    tex = output.files[2].read_text()
+    assert r"\textbf{93.00} $\pm$ 1.00 [90.52, 95.48]" in tex and r"92.50$^{*}$ $\pm$ 1.32 [89.21, 95.79]" in tex
+    assert r"untested (n\textless{}2)" in tex
+    assert "paired Student t-test" in tex and "alpha = 0.05" in tex
+
+
+def test_a_method_sharing_fewer_than_two_seeds_with_the_best_is_untested(tmp_path):
+    root = tmp_path / "runs"
+    for seed, linear in enumerate([90.0, 91.0, 92.0]):
+        write_run(root, "simclr", seed, result=evaluated(linear, linear, 1.0, 1.0))
+    for seed, linear in ((2, 80.0), (3, 81.0)):  # shares only seed 2 with simclr
+        write_run(root, "byol", seed, result=evaluated(linear, linear, 1.0, 1.0))
+    output = build_table([root])
+    csv = pd.read_csv(output.files[1]).query("source == 'ours'").set_index("method")
+    assert csv.loc["simclr", "linear_vs_best"] == "best"
+    assert csv.loc["byol", "knn_vs_best"] == "untested (n<2)" and pd.isna(csv.loc["byol", "knn_p_vs_best"])
+    row = next(line for line in output.markdown.splitlines() if line.startswith("| byol "))
+    assert row.split("|")[6].strip() == "80.50 ± 0.71 [74.15, 86.85]" and "untested (n<2)" in row
+
+
+def test_a_protocol_with_one_value_is_untested_in_that_protocol_only(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root, "simclr", seed, result=evaluated(90.0 + seed, 80.0 + seed, 1.0, 1.0))
+        knn = {"knn_top1": 70.0} if seed == 0 else {}  # the second kNN evaluation is missing
+        write_run(root, "byol", seed, result={"linear_top1": 85.0 + 2 * seed, **knn})
+    output = build_table([root])
+    csv = pd.read_csv(output.files[1]).query("source == 'ours'").set_index("method")
+    # linear: d = 85 - 90, 87 - 91 = -5, -4; t = -4.5 / (sqrt(0.5) / sqrt(2)) = -9; 1 df: p = 1 - 2 atan(9) / pi
+    assert csv.loc["byol", "linear_vs_best"] == "tied"
+    assert csv.loc["byol", "linear_p_vs_best"] == pytest.approx(0.0704466, rel=1e-5)
+    assert csv.loc["byol", "knn_vs_best"] == "untested (n<2)"
+    row = next(line for line in output.markdown.splitlines() if line.startswith("| byol "))
+    assert row.split("|")[-2].strip() == "kNN untested (n<2)"

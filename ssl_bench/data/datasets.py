@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import Tensor
 from torchvision import datasets as tv_datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, find_classes, make_dataset
 
@@ -37,7 +38,9 @@ from ssl_bench.errors import UsageError, unknown_name_message
 # files. A module attribute (read at call time) so tests can point it at a fake directory.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-SPLITS = ("train", "test", "pretrain")
+SPLITS = ("train", "val", "test", "pretrain")
+# The validation split's draw: fixed, so every run of a dataset holds out the same images.
+VAL_SEED = 0
 
 # Statistics of ImageNet's train split, the usual choice for any natural-image folder dataset.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,6 +68,9 @@ class DatasetInfo:
     recipe: str  # "small" (28-96 px datasets) or "imagenet"
     in_memory: bool  # True: load_split gives TensorImages; False: FolderImages
     description: str  # one line for the CLI's listing
+    # Images of every class carved from the labelled train split as the validation split
+    # (class-balanced, the same for every run): all selection happens on it, never on test.
+    val_per_class: int = 0
 
 
 _INFOS: dict[str, DatasetInfo] = {
@@ -82,6 +88,7 @@ _INFOS: dict[str, DatasetInfo] = {
             True,
             "Fashion-MNIST: 60k train / 10k test 28x28 grayscale clothing images, 10 classes "
             "(offline: apt-get install dataset-fashion-mnist)",
+            val_per_class=500,
         ),
         DatasetInfo(
             "cifar10",
@@ -93,6 +100,7 @@ _INFOS: dict[str, DatasetInfo] = {
             "small",
             True,
             "CIFAR-10: 50k train / 10k test 32x32 RGB images, 10 classes",
+            val_per_class=500,
         ),
         DatasetInfo(
             "cifar100",
@@ -104,6 +112,7 @@ _INFOS: dict[str, DatasetInfo] = {
             "small",
             True,
             "CIFAR-100: 50k train / 10k test 32x32 RGB images, 100 classes",
+            val_per_class=50,
         ),
         DatasetInfo(
             "stl10",
@@ -116,6 +125,7 @@ _INFOS: dict[str, DatasetInfo] = {
             True,
             "STL-10: 5k labelled + 100k unlabelled train / 8k test 96x96 RGB images, 10 classes "
             "(pre-trains on train+unlabeled)",
+            val_per_class=50,
         ),
         DatasetInfo(
             "imagenet",
@@ -127,6 +137,7 @@ _INFOS: dict[str, DatasetInfo] = {
             "imagenet",
             False,
             "ImageNet-1k (ILSVRC2012) as an ImageFolder tree ROOT/{train,val}/<class>/*.JPEG, 1000 classes",
+            val_per_class=10,
         ),
         DatasetInfo(
             "imagenet100",
@@ -138,6 +149,7 @@ _INFOS: dict[str, DatasetInfo] = {
             "imagenet",
             False,
             "ImageNet-100 (100-class ImageNet subset) as an ImageFolder tree ROOT/{train,val}/<class>/*.JPEG",
+            val_per_class=50,
         ),
         DatasetInfo(
             "imagefolder",
@@ -149,6 +161,7 @@ _INFOS: dict[str, DatasetInfo] = {
             "imagenet",
             False,
             "any ImageFolder tree ROOT/{train,val}/<class>/<image> (classes from the folders, ImageNet stats)",
+            val_per_class=10,
         ),
     ]
 }
@@ -177,22 +190,58 @@ def dataset_info(name: str) -> DatasetInfo:
         raise UsageError(unknown_name_message("dataset", name, _INFOS)) from None
 
 
-def load_split(name: str, root: str | Path, split: str, download: bool = False) -> ImageData:
+def load_split(
+    name: str, root: str | Path, split: str, download: bool = False, *, hold_out_val: bool = True
+) -> ImageData:
     """Load one split of dataset ``name`` stored under ``root``.
 
-    split: ``"train"`` (labelled train split), ``"test"`` (labelled evaluation split; ``val/``
-    for folder data) or ``"pretrain"`` (what self-supervised pre-training uses: the train split,
-    and for STL-10 train+unlabeled, where the unlabeled images have label -1).
+    split: ``"train"`` (the labelled train split without the validation images), ``"val"`` (the
+    validation split: :attr:`DatasetInfo.val_per_class` images of every class carved from the
+    labelled train split, see :func:`validation_indices`), ``"test"`` (the labelled evaluation
+    split; ``val/`` for folder data; only ever reported, never used to choose anything) or
+    ``"pretrain"`` (what self-supervised pre-training uses: the train split without the
+    validation images, and for STL-10 train+unlabeled, where the unlabeled images have label -1).
+    hold_out_val: False keeps the validation images in "train" and "pretrain".
     download: let torchvision fetch a missing small dataset (needs internet).
     """
-    dataset_info(name)  # a UsageError, with the closest name, for an unknown one
+    info = dataset_info(name)  # a UsageError, with the closest name, for an unknown one
     if split not in SPLITS:
         raise UsageError(unknown_name_message("split", split, SPLITS))
     root = Path(root).expanduser().absolute()
-    data = _LOADERS[name](root, split, download)
+    data = _LOADERS[name](
+        root, "test" if split == "test" else ("pretrain" if split == "pretrain" else "train"), download
+    )
     if isinstance(data, TensorImages):
         _check_labels(name, root, data)
-    return data
+    if split == "test" or (split != "val" and not hold_out_val):
+        return data
+    val = validation_indices(data.labels, info.val_per_class)
+    if split == "val":
+        return data.subset(val)
+    keep = torch.ones(len(data), dtype=torch.bool)
+    keep[val] = False
+    return data.subset(torch.nonzero(keep).flatten())
+
+
+def validation_indices(labels: Tensor, per_class: int, seed: int = VAL_SEED) -> Tensor:
+    """The validation split's indices into a labelled train split: ``per_class`` of each class.
+
+    Each class's samples (label >= 0, in index order) are shuffled by a generator seeded with
+    ``seed`` and the first ``per_class`` taken, so the split depends on the labels alone: the
+    same images for every run, and the same whether unlabeled samples follow (STL-10's
+    train+unlabeled holds its labelled train split first). A class with fewer samples gives a
+    tenth of them, at least one.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in torch.unique(labels[labels >= 0]).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        order = torch.randperm(len(members), generator=generator)
+        count = per_class if per_class < len(members) else max(1, len(members) // 10)
+        chosen.append(members[order[:count]])
+    if not chosen:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.sort(torch.cat(chosen)).values
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,4 +523,5 @@ __all__ = [
     "balanced_subset",
     "dataset_info",
     "load_split",
+    "validation_indices",
 ]

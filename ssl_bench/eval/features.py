@@ -66,9 +66,9 @@ def cached_features(
     epochs_done: int,
     log: Log,
 ) -> tuple[dict[str, SplitFeatures], bool]:
-    """Train and test features of the run, from ``features.pt`` when it matches, else extracted.
+    """Train, validation and test features of the run, from ``features.pt`` when it matches, else extracted.
 
-    Returns the two splits and whether the cache was used. The cache key is the run's identity
+    Returns the three splits and whether the cache was used. The cache key is the run's identity
     hash, its epochs done and the protocol's data fields; extraction settings that cannot change
     the features (batch size, workers, device) are not part of it.
     """
@@ -83,7 +83,11 @@ def cached_features(
     info = dataset_info(config.dataset)
     backbone = load_backbone().to(device)
     splits: dict[str, SplitFeatures] = {}
-    for split, samples in (("train", protocol.train_samples), ("test", protocol.test_samples)):
+    for split, samples in (
+        ("train", protocol.train_samples),
+        ("val", protocol.val_samples),
+        ("test", protocol.test_samples),
+    ):
         data = _eval_split(config, split, samples, protocol.subset_seed)
         splits[split] = extract_features(
             backbone,

@@ -3,27 +3,33 @@
 What is evaluated
 -----------------
 The *representation* (backbone output, not the projector's embedding), backbone frozen and in
-eval mode. Features of the labelled train split and of the test split are extracted once per
-run and cached in the run directory (``features.pt``, keyed by the run's identity, its epochs
-and the protocol's data fields); every later evaluation of that run reuses them. On them:
+eval mode. Features of three splits are extracted once per run and cached in the run directory
+(``ssl_bench.eval.features``): the labelled train split without the validation images, the
+validation split (``DatasetInfo.val_per_class`` images of every class carved from the labelled
+train split, the same for every run; ``ssl_bench.data.datasets.validation_indices``) and the
+test split. Everything that is chosen is chosen on the validation split; the test split is only
+ever scored, with the settings already chosen.
 
-- **Linear probe** (offline): a linear layer on the cached features, cross-entropy, SGD with
-  momentum 0.9, batch 256, weight decay 1e-6, 100 epochs, cosine decay per epoch: the VICReg
-  protocol (facebookresearch/vicreg ``evaluate.py``) and solo-learn's 100 CIFAR epochs. Two deliberate differences,
+- **Linear probe** (offline): linear heads on the cached features, cross-entropy, SGD with
+  momentum 0.9, batch 256, 100 epochs, cosine decay per epoch: the VICReg protocol
+  (facebookresearch/vicreg ``evaluate.py``) and solo-learn's 100 CIFAR epochs. A grid of heads
+  (lr x weight decay, :class:`LinearProbeConfig`) is trained in one pass over the same batches,
+  as DINOv2 trains its grid of linear heads; the head with the best validation top-1 is chosen
+  and its test top-1 reported, with the chosen values. Two deliberate differences from VICReg,
   both the usual price of probing cached features: no augmentation (VICReg crops and flips each
   epoch), and features standardised with the train split's per-dimension mean and std (like the
-  BatchNorm without affine parameters of MAE's probe), so that one lr (0.1) works for every
-  backbone, including a random-init one whose features have an arbitrary scale (VICReg uses
-  0.3 on raw ResNet features). The head starts at zero (the problem is convex; no RNG needed);
-  the batch order is drawn from the run's seed. Reported: test top-1 after the last epoch, no
-  model selection on the test split.
+  BatchNorm without affine parameters of MAE's probe), so that one grid serves every backbone,
+  a random-init one included. Heads start at zero (the problem is convex); the batch order is
+  drawn from the run's seed.
 - **Weighted kNN** (lightly / InstDisc, Wu et al. 2018): cosine similarity to every train
-  feature, the k = 200 most similar vote for their class with weight exp(similarity / T),
-  T = 0.1; the class with the largest summed weight wins.
+  feature, the k most similar vote for their class with weight exp(similarity / T). k and T are
+  chosen on the validation split from a small grid; the test top-1 at k = 200, T = 0.1 is
+  reported as well, for comparison with lightly's tables.
 
 Each dataset's protocol is in :data:`PROTOCOLS` (:func:`protocol_for`). All use the settings
 above; the CPU demo (Fashion-MNIST) differs only in probing a class-balanced 10k subset of the
-60k train images (all 10k test images are used), which keeps feature extraction to seconds.
+train images (all 5k validation and 10k test images are used), which keeps feature extraction
+to seconds.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 # --------------------------------------------------------------------------------------------
 # Protocols
@@ -44,7 +50,11 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    """Offline linear probe on cached features (VICReg's protocol; see the module docstring)."""
+    """Offline linear probe on cached features (VICReg's protocol; see the module docstring).
+
+    ``lr`` and ``weight_decay`` are the settings of a single head (:func:`linear_probe`); the
+    grids are what :func:`select_linear_probe` chooses from on the validation split.
+    """
 
     epochs: int = 100
     batch_size: int = 256
@@ -52,14 +62,22 @@ class LinearProbeConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-6
     standardize: bool = True
+    lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    weight_decay_grid: tuple[float, ...] = (0.0, 1e-6, 1e-4, 1e-3)
 
 
 @dataclass(frozen=True)
 class KnnConfig:
-    """Weighted kNN: k nearest by cosine similarity, votes weighted by exp(similarity / temperature)."""
+    """Weighted kNN: k nearest by cosine similarity, votes weighted by exp(similarity / temperature).
+
+    ``k`` and ``temperature`` are the fixed, reported-for-comparison setting (lightly's); the
+    grids are what :func:`select_knn` chooses from on the validation split.
+    """
 
     k: int = 200
     temperature: float = 0.1
+    k_grid: tuple[int, ...] = (10, 20, 50, 100, 200)
+    temperature_grid: tuple[float, ...] = (0.04, 0.07, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -67,23 +85,30 @@ class EvalProtocol:
     """How a run is evaluated. Part of the record; a different protocol means a new evaluation."""
 
     name: str = "standard"
-    # Class-balanced subsets of the labelled train / test splits (None = the whole split),
-    # drawn with subset_seed (not the run's seed: every run is scored on the same images).
+    # Class-balanced subsets of the labelled train / validation / test splits (None = the whole
+    # split), drawn with subset_seed (not the run's seed: every run is scored on the same images).
     train_samples: int | None = None
+    val_samples: int | None = None
     test_samples: int | None = None
     subset_seed: int = 0
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As JSON holds it (grids as lists), so that a record read back compares equal."""
+        return json.loads(json.dumps(asdict(self)))
 
     def identity_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
     def features_key(self) -> dict[str, Any]:
         """The fields that decide which features are extracted (the cache key's protocol part)."""
-        return {"train_samples": self.train_samples, "test_samples": self.test_samples, "subset_seed": self.subset_seed}
+        return {
+            "train_samples": self.train_samples,
+            "val_samples": self.val_samples,
+            "test_samples": self.test_samples,
+            "subset_seed": self.subset_seed,
+        }
 
 
 STANDARD_PROTOCOL = EvalProtocol()
@@ -113,11 +138,62 @@ class SplitFeatures:
 # Linear probe and kNN
 
 
-def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
-    """Centre and scale every tensor with the per-dimension mean and std of ``train``."""
-    mean = train.mean(dim=0)
-    std = train.std(dim=0).clamp_min(1e-6)  # a constant dimension becomes 0, not NaN
-    return tuple((x - mean) / std for x in (train, *others))
+def train_linear_heads(
+    train: SplitFeatures,
+    config: LinearProbeConfig,
+    settings: list[tuple[float, float]],
+    *,
+    num_classes: int,
+    seed: int,
+    device: torch.device = torch.device("cpu"),
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Train one linear head per (lr, weight decay) in ``settings`` on ``train``, all in one pass.
+
+    Every head sees the same batches in the same order (drawn from ``seed``) and takes torch's
+    SGD step (g + wd w into the momentum buffer, lr x buffer off the weights; weights and biases
+    alike) with its own lr, cosine-decayed per epoch as CosineAnnealingLR(T_max=epochs) in
+    VICReg. Returns the weights (G, D, C), biases (G, C), and the train mean and std that
+    standardise the features (zeros and ones without ``config.standardize``).
+    """
+    x = train.features.to(device)
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)  # a constant dimension becomes 0, not NaN
+    if not config.standardize:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    x = (x - mean) / std
+    y = train.labels.to(device)
+    heads, dim = len(settings), x.shape[1]
+    weight = torch.zeros(heads, dim, num_classes, device=device)
+    bias = torch.zeros(heads, num_classes, device=device)
+    weight_buf, bias_buf = torch.zeros_like(weight), torch.zeros_like(bias)
+    base_lr = torch.tensor([lr for lr, _ in settings], device=device)
+    decay = torch.tensor([wd for _, wd in settings], device=device)
+    order_rng = torch.Generator().manual_seed(seed)
+    n = len(x)
+    for epoch in range(config.epochs):
+        lr = base_lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+        order = torch.randperm(n, generator=order_rng).to(device)
+        for start in range(0, n, config.batch_size):  # the last, smaller batch is kept
+            index = order[start : start + config.batch_size]
+            batch, target = x[index], y[index]
+            logits = torch.einsum("nd,gdc->gnc", batch, weight) + bias[:, None, :]
+            # d(mean cross-entropy)/d(logits) per head: (softmax - onehot) / batch size.
+            grad_logits = logits.softmax(dim=2)
+            grad_logits[:, torch.arange(len(target), device=device), target] -= 1.0
+            grad_logits /= len(target)
+            grad_weight = torch.einsum("nd,gnc->gdc", batch, grad_logits) + decay[:, None, None] * weight
+            grad_bias = grad_logits.sum(dim=1) + decay[:, None] * bias
+            weight_buf.mul_(config.momentum).add_(grad_weight)
+            bias_buf.mul_(config.momentum).add_(grad_bias)
+            weight -= lr[:, None, None] * weight_buf
+            bias -= lr[:, None] * bias_buf
+    return weight, bias, mean, std
+
+
+def _head_top1(weight: Tensor, bias: Tensor, mean: Tensor, std: Tensor, split: SplitFeatures) -> Tensor:
+    """(G,) top-1 accuracy in % of every head on ``split``."""
+    x = (split.features.to(weight.device) - mean) / std
+    predictions = (torch.einsum("nd,gdc->gnc", x, weight) + bias[:, None, :]).argmax(dim=2)
+    return 100.0 * (predictions == split.labels.to(weight.device)).double().mean(dim=1)
 
 
 def linear_probe(
@@ -129,57 +205,87 @@ def linear_probe(
     seed: int,
     device: torch.device = torch.device("cpu"),
 ) -> float:
-    """Train a linear classifier on ``train`` (see LinearProbeConfig); test top-1 accuracy in %."""
-    train_x, test_x = train.features.to(device), test.features.to(device)
-    if config.standardize:
-        train_x, test_x = standardize(train_x, test_x)
-    train_y, test_y = train.labels.to(device), test.labels.to(device)
-    head = nn.Linear(train_x.shape[1], num_classes).to(device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    optimizer = torch.optim.SGD(
-        head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    """One head with ``config.lr`` and ``config.weight_decay`` trained on ``train``; its top-1 in % on ``test``."""
+    heads = train_linear_heads(
+        train, config, [(config.lr, config.weight_decay)], num_classes=num_classes, seed=seed, device=device
     )
-    order_rng = torch.Generator().manual_seed(seed)
-    n = len(train_x)
-    with torch.enable_grad():
-        for epoch in range(config.epochs):
-            # Cosine decay per epoch, as torch's CosineAnnealingLR(T_max=epochs) in VICReg.
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
-            order = torch.randperm(n, generator=order_rng).to(device)
-            for start in range(0, n, config.batch_size):  # the last, smaller batch is kept
-                index = order[start : start + config.batch_size]
-                loss = F.cross_entropy(head(train_x[index]), train_y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    with torch.no_grad():
-        predictions = head(test_x).argmax(dim=1)
-    return 100.0 * int((predictions == test_y).sum()) / len(test_y)
+    return float(_head_top1(*heads, test)[0])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A setting chosen on the validation split, and what it scored there and on test."""
+
+    setting: dict[str, float]
+    val_top1: float
+    test_top1: float
+    grid: list[dict[str, float]]  # every setting tried, with its validation top-1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _best(scores: list[float]) -> int:
+    """The index of the best score; the first of equals, so that the grid's order breaks ties."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def select_linear_probe(
+    train: SplitFeatures,
+    val: SplitFeatures,
+    test: SplitFeatures,
+    config: LinearProbeConfig,
+    *,
+    num_classes: int,
+    seed: int,
+    device: torch.device = torch.device("cpu"),
+) -> Choice:
+    """The grid's heads trained on ``train``, the best on ``val`` chosen, its ``test`` top-1 reported.
+
+    Only the chosen head ever sees the test split, after the choice: test labels cannot change it.
+    """
+    settings = [(lr, wd) for lr in config.lr_grid for wd in config.weight_decay_grid]
+    weight, bias, mean, std = train_linear_heads(
+        train, config, settings, num_classes=num_classes, seed=seed, device=device
+    )
+    val_top1 = _head_top1(weight, bias, mean, std, val).tolist()
+    best = _best(val_top1)
+    test_top1 = float(_head_top1(weight[best : best + 1], bias[best : best + 1], mean, std, test)[0])
+    grid = [{"lr": lr, "weight_decay": wd, "val_top1": top1} for (lr, wd), top1 in zip(settings, val_top1)]
+    lr, wd = settings[best]
+    return Choice({"lr": lr, "weight_decay": wd}, val_top1[best], test_top1, grid)
+
+
+def _neighbours(bank: Tensor, queries: Tensor, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """Cosine similarities and indices of each query's k nearest rows of the normalised ``bank``.
+
+    Queries go in chunks whose similarity matrix holds about 2**26 floats (256 MB) by default,
+    so an ImageNet-sized bank fits next to it on one GPU.
+    """
+    chunk_size = chunk_size or max(1, 2**26 // len(bank))
+    similarities, indices = [], []
+    for start in range(0, len(queries), chunk_size):
+        query = F.normalize(queries[start : start + chunk_size].float().to(bank.device), dim=1)
+        similarity, index = (query @ bank.T).topk(k, dim=1)
+        similarities.append(similarity)
+        indices.append(index)
+    return torch.cat(similarities), torch.cat(indices)
+
+
+def _votes(similarity: Tensor, index: Tensor, labels: Tensor, temperature: float, num_classes: int) -> Tensor:
+    # float64: exp(1 / T) overflows float32 for T below about 0.012.
+    weights = (similarity.double() / temperature).exp()
+    votes = torch.zeros(len(similarity), num_classes, dtype=torch.float64, device=similarity.device)
+    return votes.scatter_add_(1, labels[index], weights)
 
 
 def knn_scores(
     train: SplitFeatures, queries: Tensor, config: KnnConfig, *, num_classes: int, chunk_size: int | None = None
 ) -> Tensor:
-    """(Q, num_classes) float64 votes: sum of exp(cos / T) over each query's k nearest train features.
-
-    Queries go in chunks whose similarity matrix holds about 2**26 floats (256 MB) by default,
-    so an ImageNet-sized bank fits next to it on one GPU.
-    """
+    """(Q, num_classes) float64 votes: sum of exp(cos / T) over each query's k nearest train features."""
     bank = F.normalize(train.features.float(), dim=1)
-    labels = train.labels.to(bank.device)
-    k = min(config.k, len(bank))
-    chunk_size = chunk_size or max(1, 2**26 // len(bank))
-    scores = []
-    for start in range(0, len(queries), chunk_size):
-        query = F.normalize(queries[start : start + chunk_size].float().to(bank.device), dim=1)
-        similarity, index = (query @ bank.T).topk(k, dim=1)
-        # float64: exp(1 / T) overflows float32 for T below about 0.012.
-        weights = (similarity.double() / config.temperature).exp()
-        votes = torch.zeros(len(query), num_classes, dtype=torch.float64, device=bank.device)
-        scores.append(votes.scatter_add_(1, labels[index], weights))
-    return torch.cat(scores)
+    similarity, index = _neighbours(bank, queries, min(config.k, len(bank)), chunk_size)
+    return _votes(similarity, index, train.labels.to(bank.device), config.temperature, num_classes)
 
 
 def knn_top1(
@@ -194,3 +300,29 @@ def knn_top1(
     train = SplitFeatures(train.features.to(device), train.labels.to(device))
     predictions = knn_scores(train, test.features.to(device), config, num_classes=num_classes).argmax(dim=1)
     return 100.0 * int((predictions == test.labels.to(device)).sum()) / len(test.labels)
+
+
+def select_knn(
+    train: SplitFeatures,
+    val: SplitFeatures,
+    test: SplitFeatures,
+    config: KnnConfig,
+    *,
+    num_classes: int,
+    device: torch.device = torch.device("cpu"),
+) -> Choice:
+    """The (k, T) of the grid with the best ``val`` top-1 (train features as the bank); its ``test`` top-1."""
+    bank = F.normalize(train.features.float().to(device), dim=1)
+    labels, val_labels = train.labels.to(device), val.labels.to(device)
+    # The neighbours once, at the largest k; each k of the grid takes its first k of them.
+    similarity, index = _neighbours(bank, val.features, min(max(config.k_grid), len(bank)), None)
+    settings = [(k, t) for k in config.k_grid for t in config.temperature_grid]
+    val_top1 = []
+    for k, temperature in settings:
+        votes = _votes(similarity[:, :k], index[:, :k], labels, temperature, num_classes)
+        val_top1.append(100.0 * int((votes.argmax(dim=1) == val_labels).sum()) / len(val_labels))
+    best = _best(val_top1)
+    k, temperature = settings[best]
+    test_top1 = knn_top1(train, test, KnnConfig(k, temperature), num_classes=num_classes, device=device)
+    grid = [{"k": k, "temperature": t, "val_top1": top1} for (k, t), top1 in zip(settings, val_top1)]
+    return Choice({"k": k, "temperature": temperature}, val_top1[best], test_top1, grid)

@@ -4,14 +4,24 @@ Every directory below the given results directories that holds a `config.json` (
 `result.json`) is one run. Runs are grouped by (dataset, backbone, pre-training epochs); within
 a group each method gets
 
-- one row aggregating its finished, evaluated runs: mean ± sample std (ddof 1) over the `n`
-  seeds of linear and kNN top-1 (%), mean pre-training seconds and samples/s;
+- one row aggregating its finished, evaluated runs: per protocol (linear and kNN top-1, %) the mean,
+  the sample std (ddof 1) and the 95% Student t confidence interval of the mean over the `n` seeds
+  (`ssl_bench.report.stats`), the per-seed values, and mean pre-training seconds and samples/s. A
+  single-seed row shows its value alone and says "n=1, no interval";
 - one row per run that is not finished and evaluated (failed, running, interrupted, pre-trained
   but not evaluated), with the failing step or error and the log path when known; such runs are
   never averaged in;
 - the published numbers of `experiments/published.csv` (shipped as package data) whose setting
   matches the group (dataset, backbone family, epochs and protocol), in rows of their own whose
   source reads `published: ...`.
+
+Within a group and per protocol, the best method is the one with the highest mean among the
+aggregated rows with at least 2 seeds (on equal means, the first in row order). Every other
+aggregated row is compared with it by a two-sided paired Student t-test over the seeds both share
+(pairs matched by seed value; two runs of one setting with the same seed count as their mean) at
+alpha 0.05: with p >= alpha it is tied with the best, else different; with fewer than 2 shared seeds
+it is "untested (n<2)". In md/tex the best mean is bold and a tied one carries `*`. The
+random-init baseline, published numbers and unfinished runs take no part in this ranking.
 
 The random-init baseline (method `random_init`, 0 epochs) is a row of every group of its dataset
 and backbone. Runs of one method whose configurations differ in more than the seed (say another
@@ -20,9 +30,22 @@ that cannot be read (unparseable JSON, missing status) is named in a warning and
 
 Outputs, written atomically into the output directory (the first results directory by default):
 `table.md` (exactly what is printed), `table.csv` (one flat table, numbers unformatted), `table.tex`
-(booktabs) and `plots/*.png`. The text depends on the run records only (sorted rows, fixed
-float formats, paths relative to the results directory), so a second call regenerates it
-byte-identically.
+(booktabs) and `plots/*.png`. Per protocol P (`linear`, `knn`) table.csv has the columns
+
+- `P_top1_mean`, `P_top1_std`, `P_top1_ci_low`, `P_top1_ci_high`: mean (a published row's number),
+  sample std and 95% interval, each empty where undefined (std and interval need n >= 2);
+- `P_top1_per_seed`: the values of the finished runs as `seed:value;seed:value` (sorted by seed,
+  values with 6 significant digits);
+- `P_vs_best`: `best`, `tied`, `different`, `untested (n<2)`, or empty for rows outside the ranking;
+- `P_best`, `P_tied_with_best`: the same as booleans (False outside the ranking and for the best
+  itself in `P_tied_with_best`);
+- `P_p_vs_best`: the p-value of the paired test against the best (empty where none was made).
+
+The `note` column holds the row's own note (setting, baseline, failure); the md/tex note cell
+adds "n=1, no interval" and "untested (n<2)" where they apply.
+
+The text depends on the run records only (sorted rows, fixed float formats, paths relative to the
+results directory), so a second call regenerates it byte-identically.
 """
 
 from __future__ import annotations
@@ -30,6 +53,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -40,6 +64,7 @@ import pandas as pd
 
 from ssl_bench.report.plots import write_plots
 from ssl_bench.report.runs import FINISHED, collect_runs, group_title, groups
+from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import RANDOM_INIT
 from ssl_bench.run.rundir import atomic_write_text
 
@@ -59,6 +84,31 @@ class TableOutput:
     warnings: list[str] = field(default_factory=list)
 
 
+# linear and knn: the settings chosen on the validation split; knn_fixed: k = 200, T = 0.1, the
+# setting of lightly's published kNN numbers.
+PROTOCOLS = ("linear", "knn", "knn_fixed")
+_PROTOCOL_LABELS = {"linear": "linear", "knn": "kNN", "knn_fixed": "kNN k=200"}
+CONFIDENCE = 0.95  # of the interval of the mean
+ALPHA = 0.05  # of the paired t-test against the best
+BEST, TIED, DIFFERENT, UNTESTED = "best", "tied", "different", "untested (n<2)"
+SINGLE_SEED = "n=1, no interval"
+
+
+def _protocol_columns(protocol: str) -> list[str]:
+    top1 = f"{protocol}_top1"
+    return [
+        f"{top1}_mean",
+        f"{top1}_std",
+        f"{top1}_ci_low",
+        f"{top1}_ci_high",
+        f"{top1}_per_seed",
+        f"{protocol}_vs_best",
+        f"{protocol}_best",
+        f"{protocol}_tied_with_best",
+        f"{protocol}_p_vs_best",
+    ]
+
+
 # Columns of table.csv, in order. Numbers stay unformatted there; md/tex format them.
 CSV_COLUMNS = [
     "dataset",
@@ -69,10 +119,7 @@ CSV_COLUMNS = [
     "status",
     "n",
     "seeds",
-    "linear_top1_mean",
-    "linear_top1_std",
-    "knn_top1_mean",
-    "knn_top1_std",
+    *(column for protocol in PROTOCOLS for column in _protocol_columns(protocol)),
     "pretrain_seconds",
     "samples_per_second",
     "peak_memory_mb",
@@ -86,6 +133,7 @@ _DISPLAY_HEADERS = [
     "seeds",
     "linear top-1 (%)",
     "kNN top-1 (%)",
+    "kNN k=200 (%)",
     "pre-train (s)",
     "samples/s",
     "note",
@@ -120,7 +168,8 @@ def published_rows(published: pd.DataFrame, dataset: str, backbone: str, epochs:
                 "n": None,
                 "seeds": "",
                 "linear_top1_mean": by_protocol.get("linear"),
-                "knn_top1_mean": by_protocol.get("knn"),
+                # Published kNN numbers (lightly's) are at k = 200, T = 0.1.
+                "knn_fixed_top1_mean": by_protocol.get("knn"),
                 "note": "",
             }
         )
@@ -173,8 +222,15 @@ def summarize(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
                 group_rows.extend(_method_rows(str(method), runs_of_setting, labels[setting]))
         group_rows.extend(published_rows(published, dataset, backbone, epochs))
         group_rows.sort(key=_row_order)
-        rows.extend({"dataset": dataset, "backbone": backbone, "epochs": epochs, **row} for row in group_rows)
+        _rank(group_rows)
+        rows.extend(
+            {"dataset": dataset, "backbone": backbone, "epochs": epochs, **_without_private(row)} for row in group_rows
+        )
     return pd.DataFrame.from_records(rows, columns=CSV_COLUMNS)
+
+
+def _without_private(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if not key.startswith("_")}
 
 
 def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, Any]]:
@@ -184,23 +240,22 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
     rows = []
     done = runs[runs["status"] == FINISHED]
     if len(done):
-        rows.append(
-            {
-                "method": method,
-                "source": "ours",
-                "status": FINISHED,
-                "n": len(done),
-                "seeds": _seeds(done["seed"]),
-                "linear_top1_mean": done["linear_top1"].mean(),
-                "linear_top1_std": done["linear_top1"].std(ddof=1),
-                "knn_top1_mean": done["knn_top1"].mean(),
-                "knn_top1_std": done["knn_top1"].std(ddof=1),
-                "pretrain_seconds": done["pretrain_seconds"].mean(),
-                "samples_per_second": done["samples_per_second"].mean(),
-                "peak_memory_mb": done["peak_memory_mb"].mean(),
-                "note": "; ".join(part for part in (label, baseline_note) if part),
-            }
-        )
+        row: dict[str, Any] = {
+            "method": method,
+            "source": "ours",
+            "status": FINISHED,
+            "n": len(done),
+            "seeds": _seeds(done["seed"]),
+            "pretrain_seconds": done["pretrain_seconds"].mean(),
+            "samples_per_second": done["samples_per_second"].mean(),
+            "peak_memory_mb": done["peak_memory_mb"].mean(),
+            "note": "; ".join(part for part in (label, baseline_note) if part),
+            "_by_seed": {},
+        }
+        for protocol in PROTOCOLS:
+            row.update(_protocol_summary(protocol, done))
+            row["_by_seed"][protocol] = _by_seed(done, f"{protocol}_top1")
+        rows.append(row)
     for run in runs[runs["status"] != FINISHED].itertuples(index=False):
         rows.append(
             {
@@ -218,6 +273,67 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
     return rows
 
 
+def _protocol_summary(protocol: str, done: pd.DataFrame) -> dict[str, Any]:
+    """Mean, sample std, interval and per-seed values of one protocol over finished runs (sorted by seed)."""
+    column = f"{protocol}_top1"
+    present = done[done[column].notna()]
+    values = [float(value) for value in present[column]]
+    summary: dict[str, Any] = {
+        f"{column}_per_seed": ";".join(f"{int(seed)}:{value:.6g}" for seed, value in zip(present["seed"], values))
+    }
+    if values:
+        interval = mean_interval(values, CONFIDENCE)
+        summary |= {
+            f"{column}_mean": interval.mean,
+            f"{column}_std": interval.std,
+            f"{column}_ci_low": interval.low,
+            f"{column}_ci_high": interval.high,
+        }
+    return summary
+
+
+def _by_seed(done: pd.DataFrame, column: str) -> dict[int, float]:
+    """Seed -> value for the paired test; runs of one setting sharing a seed count as their mean."""
+    present = done[done[column].notna()]
+    return {int(seed): float(values.mean()) for seed, values in present.groupby("seed", sort=True)[column]}
+
+
+def _rank(rows: list[dict[str, Any]]) -> None:
+    """Mark, per protocol, the best aggregated row of one group and which rows are tied with it.
+
+    `rows` is one group in row order; the flags are set on every row (False and '' outside the ranking).
+    """
+    ranked = [
+        row for row in rows if row["source"] == "ours" and row["status"] == FINISHED and row["method"] != RANDOM_INIT
+    ]
+    for protocol in PROTOCOLS:
+        for row in rows:
+            row |= {f"{protocol}_vs_best": "", f"{protocol}_best": False, f"{protocol}_tied_with_best": False}
+        candidates = [row for row in ranked if len(row["_by_seed"][protocol]) >= 2]
+        mean = f"{protocol}_top1_mean"
+        # max() keeps the first of equal means, so equal means go to the earlier row.
+        best = max(candidates, key=lambda row: row[mean], default=None)
+        best_values = {} if best is None else best["_by_seed"][protocol]
+        for row in ranked:
+            if row is best:
+                row |= {f"{protocol}_vs_best": BEST, f"{protocol}_best": True}
+                continue
+            own = row["_by_seed"][protocol]
+            if not own:  # no value in this protocol (a record without it): nothing to compare
+                continue
+            shared = sorted(set(own) & set(best_values))
+            if len(shared) < 2:
+                row[f"{protocol}_vs_best"] = UNTESTED
+                continue
+            test = paired_t_test([own[seed] for seed in shared], [best_values[seed] for seed in shared])
+            tied = test.p_value >= ALPHA
+            row |= {
+                f"{protocol}_vs_best": TIED if tied else DIFFERENT,
+                f"{protocol}_tied_with_best": tied,
+                f"{protocol}_p_vs_best": test.p_value,
+            }
+
+
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
     """Baseline first, then methods A-Z; per method ours (aggregate, then other runs) before published."""
     return (
@@ -232,13 +348,31 @@ def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 # --- rendering ---------------------------------------------------------------------------------
+def _explanation(n: str, bold: str, star: str) -> str:
+    """What the table's numbers and marks mean; `n`, `bold` and `star` as the format writes them."""
+    confidence = f"{CONFIDENCE:.0%}"
+    return (
+        f"Top-1 accuracy (%) of finished runs: mean ± sample std over the {n} seeds, then the {confidence} "
+        f"confidence interval of the mean [low, high] (Student t, n-1 degrees of freedom); a single-seed row "
+        f"shows its value alone (n=1, no interval). Per group and protocol, {bold} marks the best method (highest "
+        f"mean among methods with n >= 2) and {star} a method tied with it: not significantly different in a "
+        f"two-sided paired Student t-test over the seeds both share, alpha = {ALPHA:g}. Tied methods are ties: "
+        f"the data do not order them. With fewer than 2 shared seeds there is no test: untested (n<2). The "
+        f"random-init baseline and published rows are not ranked. Failed and unfinished runs are listed on their "
+        f"own rows, never averaged in. Rows whose source reads `published: ...` come from "
+        f"experiments/published.csv (same dataset, backbone family, epochs and protocol)."
+    )
+
+
 @dataclass(frozen=True)
 class _Style:
-    """How one output format writes a cell: the ± sign, a missing value, escaping."""
+    """How one output format writes a cell: the ± sign, a missing value, escaping, best and tied marks."""
 
     pm: str
     missing: str
     escape: Callable[[str], str]
+    best: Callable[[str], str]
+    tied: str
 
 
 def _escape_markdown(text: str) -> str:
@@ -257,6 +391,8 @@ _LATEX_SPECIAL = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     "…": r"\ldots{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 
 
@@ -264,20 +400,48 @@ def _escape_latex(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
-MARKDOWN = _Style(pm=" ± ", missing="–", escape=_escape_markdown)
-LATEX = _Style(pm=r" $\pm$ ", missing="--", escape=_escape_latex)
+MARKDOWN = _Style(pm=" ± ", missing="–", escape=_escape_markdown, best=lambda text: f"**{text}**", tied="*")
+LATEX = _Style(
+    pm=r" $\pm$ ", missing="--", escape=_escape_latex, best=lambda text: rf"\textbf{{{text}}}", tied=r"$^{*}$"
+)
 
 
 def _is_missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
-def _accuracy(mean: Any, std: Any, style: _Style) -> str:
+def _accuracy(row: pd.Series, protocol: str, style: _Style) -> str:
+    """`mean ± std [ci_low, ci_high]`, the mean bold when best and followed by the tied mark when tied."""
+    top1 = f"{protocol}_top1"
+    mean = row[f"{top1}_mean"]
     if _is_missing(mean):
         return style.missing
     if isinstance(mean, str):  # a published number, shown with the source's own precision
         return mean
-    return f"{mean:.2f}" + ("" if _is_missing(std) else f"{style.pm}{std:.2f}")
+    text = f"{mean:.2f}"
+    if row[f"{protocol}_best"]:
+        text = style.best(text)
+    elif row[f"{protocol}_tied_with_best"]:
+        text += style.tied
+    if not _is_missing(row[f"{top1}_std"]):
+        text += f"{style.pm}{row[f'{top1}_std']:.2f}"
+    if not _is_missing(row[f"{top1}_ci_low"]):
+        text += f" [{row[f'{top1}_ci_low']:.2f}, {row[f'{top1}_ci_high']:.2f}]"
+    return text
+
+
+def _display_note(row: pd.Series) -> str:
+    """The row's note, then "n=1, no interval" and which protocols went untested, where they apply."""
+    parts = [row["note"]] if isinstance(row["note"], str) and row["note"] else []
+    if row["source"] == "ours" and row["status"] == FINISHED and row["n"] == 1:
+        parts.append(SINGLE_SEED)
+    untested = [protocol for protocol in PROTOCOLS if row[f"{protocol}_vs_best"] == UNTESTED]
+    compared = [protocol for protocol in PROTOCOLS if row[f"{protocol}_vs_best"]]  # protocols with values
+    if untested and len(untested) == len(compared):
+        parts.append(UNTESTED)
+    elif untested:
+        parts.extend(f"{_PROTOCOL_LABELS[protocol]} {UNTESTED}" for protocol in untested)
+    return "; ".join(parts)
 
 
 def _fixed(value: Any, digits: int, style: _Style) -> str:
@@ -294,11 +458,10 @@ def _display_cells(row: pd.Series, style: _Style) -> list[str]:
         style.escape(row["status"]),
         blank if _is_missing(row["n"]) else str(int(row["n"])),
         style.escape(row["seeds"]),
-        _accuracy(row["linear_top1_mean"], row["linear_top1_std"], style),
-        _accuracy(row["knn_top1_mean"], row["knn_top1_std"], style),
+        *(_accuracy(row, protocol, style) for protocol in PROTOCOLS),
         blank if _is_missing(row["pretrain_seconds"]) else _fixed(row["pretrain_seconds"], 1, style),
         blank if _is_missing(row["samples_per_second"]) else _fixed(row["samples_per_second"], 0, style),
-        style.escape(row["note"] if isinstance(row["note"], str) else ""),
+        style.escape(_display_note(row)),
     ]
 
 
@@ -310,14 +473,12 @@ def render_markdown(table: pd.DataFrame) -> str:
     lines = [
         "# ssl-bench results",
         "",
-        "Top-1 accuracy (%) of finished runs: mean ± sample std over the `n` seeds. Failed and unfinished "
-        "runs are listed on their own rows, never averaged in. Rows whose source reads `published: ...` "
-        "come from experiments/published.csv (same dataset, backbone family, epochs and protocol).",
+        _explanation("`n`", "**bold**", "`*`"),
     ]
     for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
         cells = [_display_cells(row, MARKDOWN) for _, row in rows.iterrows()]
         body = pd.DataFrame(cells, columns=_DISPLAY_HEADERS).to_markdown(
-            index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * 6 + ["left"]
+            index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * 7 + ["left"]
         )
         lines += ["", f"## {group_title(dataset, backbone, epochs)}", "", body]
     return "\n".join(lines) + "\n"
@@ -329,7 +490,8 @@ def render_latex(table: pd.DataFrame) -> str:
     header = " & ".join(_escape_latex(name).replace("kNN", "$k$NN") for name in _DISPLAY_HEADERS)
     lines = [
         r"% Generated by `ssl-bench table`; needs \usepackage{booktabs}.",
-        r"\begin{tabular}{lllrlrrrrl}",
+        *_latex_comment(_explanation("n", "bold", "*")),
+        r"\begin{tabular}{lllrlrrrrrl}",
         r"\toprule",
         header + r" \\",
     ]
@@ -343,11 +505,15 @@ def render_latex(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _latex_comment(text: str, width: int = 100) -> list[str]:
+    return ["% " + line for line in textwrap.wrap(text, width)]
+
+
 def render_csv(table: pd.DataFrame) -> str:
     """The flat table, numbers unformatted but rounded to 6 significant digits (stable text)."""
     numeric = table.copy()
     # Published numbers are kept as written for md/tex; the CSV holds them as numbers like ours.
-    for column in ("linear_top1_mean", "knn_top1_mean"):
+    for column in ("linear_top1_mean", "knn_top1_mean", "knn_fixed_top1_mean"):
         numeric[column] = pd.to_numeric(numeric[column])
     numeric["n"] = numeric["n"].astype("Int64")
     return numeric.to_csv(index=False, float_format="%.6g", lineterminator="\n")

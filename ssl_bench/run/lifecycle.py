@@ -29,7 +29,7 @@ from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
 from ssl_bench.eval.features import cached_features
-from ssl_bench.eval.probes import EvalProtocol, knn_top1, linear_probe, protocol_for
+from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.run.assemble import build_method
@@ -179,26 +179,34 @@ def _evaluate(
             run_dir, config, protocol, load_backbone, device, epochs_done=epochs_done, log=log
         )
         extracted = time.perf_counter()
-        train, test = splits["train"], splits["test"]
+        train, val, test = splits["train"], splits["val"], splits["test"]
         # Classes from the labels present (ImageFolder data has no fixed class count).
-        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-        linear = linear_probe(train, test, protocol.linear, num_classes=num_classes, seed=config.seed, device=device)
+        num_classes = int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1
+        # Settings chosen on the validation split; the test split is scored with them only.
+        linear = select_linear_probe(
+            train, val, test, protocol.linear, num_classes=num_classes, seed=config.seed, device=device
+        )
         probed = time.perf_counter()
-        knn = knn_top1(train, test, protocol.knn, num_classes=num_classes, device=device)
+        knn = select_knn(train, val, test, protocol.knn, num_classes=num_classes, device=device)
+        knn_fixed = knn_top1(train, test, protocol.knn, num_classes=num_classes, device=device)
         done = time.perf_counter()
     except Exception as error:
         write_failure(run_dir, config, error, protocol, prefix="evaluation failed: ", log=log)
         raise
     record.update(
         status="finished",
-        linear_top1=linear,
-        knn_top1=knn,
+        linear_top1=linear.test_top1,
+        knn_top1=knn.test_top1,
+        knn_top1_fixed=knn_fixed,
+        linear_choice=linear.to_dict(),
+        knn_choice=knn.to_dict(),
         eval_seconds=done - start,
         eval_peak_memory_mb=peak_memory_mb(device),
         device=str(device),
         updated=time.time(),
         eval_details={
             "train_samples": len(train.labels),
+            "val_samples": len(val.labels),
             "test_samples": len(test.labels),
             "feature_dim": train.features.shape[1],
             "features_cached": was_cached,
@@ -209,8 +217,11 @@ def _evaluate(
     )
     write_record(run_dir, record, log)
     log(
-        f"[{config.method}] linear probe {linear:.2f}%, kNN {knn:.2f}% ({len(train.labels)} train / "
-        f"{len(test.labels)} test images, {done - start:.1f}s{', cached features' if was_cached else ''})"
+        f"[{config.method}] test top-1: linear probe {linear.test_top1:.2f}% (lr {linear.setting['lr']:g}, "
+        f"wd {linear.setting['weight_decay']:g}, chosen on validation), kNN {knn.test_top1:.2f}% "
+        f"(k {knn.setting['k']:g}, T {knn.setting['temperature']:g}), kNN k=200 T=0.1 {knn_fixed:.2f}% "
+        f"({len(train.labels)} train / {len(val.labels)} validation / {len(test.labels)} test images, "
+        f"{done - start:.1f}s{', cached features' if was_cached else ''})"
     )
     return record
 

@@ -7,15 +7,22 @@ Written atomically into every run directory (the baseline's included) by :func:`
 :func:`read_result`. ``ssl-bench table`` reads exactly these fields, whose names are stable:
 
 ==========================  ============================================================
-``schema_version``          1
+``schema_version``          2
 ``status``                  ``"finished"`` (pre-trained and evaluated), ``"failed"``, or
                             ``"running"`` (pre-training or evaluation not done yet)
 ``method``                  method name; ``"random_init"`` for the baseline
 ``dataset``, ``backbone``   as in the run's config
 ``epochs``, ``seed``        as in the run's config (epochs 0 for the baseline)
 ``identity_hash``           ``RunConfig.identity_hash()``: the hash in the directory name
-``linear_top1``             offline linear probe, test top-1 in % (null unless finished)
-``knn_top1``                weighted kNN, test top-1 in % (null unless finished)
+``linear_top1``             offline linear probe, test top-1 in % of the head chosen on the
+                            validation split (null unless finished)
+``knn_top1``                weighted kNN, test top-1 in % at the k and T chosen on the
+                            validation split (null unless finished)
+``knn_top1_fixed``          weighted kNN, test top-1 in % at k = 200, T = 0.1 (lightly's)
+``linear_choice``,          the chosen setting, its validation and test top-1, and every
+``knn_choice``              setting tried with its validation top-1
+``selection_split``         ``"val"``: the split every choice was made on
+``reported_split``          ``"test"``: the split of the reported numbers
 ``epochs_done``             epochs pre-trained
 ``final_loss``              mean loss of the last epoch (null for the baseline)
 ``online_probe_top1``       last epoch's online-probe train accuracy in % (ssl_bench.train.monitor)
@@ -57,7 +64,7 @@ from ssl_bench.config import RunConfig
 from ssl_bench.eval.probes import EvalProtocol, protocol_for
 from ssl_bench.run.rundir import RunDir, atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULT = "result.json"
 ERROR_LOG = "error.log"  # the traceback of a crash
 RANDOM_INIT = "random_init"  # the method name of the random-init baseline's records
@@ -125,6 +132,11 @@ def base_record(config: RunConfig, run_dir: RunDir, protocol: EvalProtocol, stat
         "identity_hash": config.identity_hash(),
         "linear_top1": None,
         "knn_top1": None,
+        "knn_top1_fixed": None,
+        "linear_choice": None,
+        "knn_choice": None,
+        "selection_split": "val",
+        "reported_split": "test",
         "epochs_done": run_status.get("epochs_done", len(run_dir.read_metrics())),
         "final_loss": run_status.get("final_loss"),
         "online_probe_top1": last.get("online_probe_top1"),

@@ -93,7 +93,9 @@ class Trainer:
 
         info = dataset_info(config.dataset)
         if data is None:
-            data = load_split(config.dataset, config.data_root, "pretrain", download=config.download)
+            data = load_split(
+                config.dataset, config.data_root, "pretrain", download=config.download, hold_out_val=config.hold_out_val
+            )
             if config.train_subset is not None and config.train_subset < len(data):
                 data = balanced_subset(data, total=config.train_subset, seed=config.seed)
         self.num_samples = len(data)
