@@ -57,6 +57,8 @@ class MethodRecipe:
     view_b: dict[str, Any] = field(default_factory=dict)
     # Each deliberate difference from the cited source: resolved field -> why.
     deviations: dict[str, str] = field(default_factory=dict)
+    # What `ssl-bench tune` searches: --set key -> [low, high, "log" | "linear"] (ssl_bench.launch.tune).
+    search: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def lr(self) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["", "run", "methods", "datasets", "table", "status", "bench"]
+COMMANDS = ["", "run", "tune", "methods", "datasets", "table", "status", "bench"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -80,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(commands, DEFAULT_RESULTS_DIR)
     add_bench_parser(commands)
 
+    tune = commands.add_parser(
+        "tune", help="the same trial budget per method over its recipe's search space, chosen on validation data"
+    )
+    tune.add_argument("methods", nargs="+", metavar="METHOD", help="method names (see `ssl-bench methods`)")
+    tune.add_argument("--budget", type=int, default=8, help="trials per method (default: 8)")
+    tune.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default: {DEFAULT_DATASET})")
+    tune.add_argument("--epochs", type=int, help="pre-training epochs of every trial (default: the recipe's)")
+    tune.add_argument("--seed", type=int, default=0, help="the trials' seed (default: 0)")
+    tune.add_argument(
+        "--final-seeds", type=int, nargs="+", default=[], metavar="SEED", help="then run the best values over these"
+    )
+    tune.add_argument("--data-root", default="data", help="where datasets live (default: ./data)")
+    tune.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"(default: ./{DEFAULT_RESULTS_DIR})")
+    tune.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     table = commands.add_parser("table", help="comparison table (markdown, CSV, LaTeX) and plots of run directories")
     table.add_argument(
         "results_dirs",
@@ -212,8 +228,39 @@ def cmd_table(args: argparse.Namespace) -> int:
     return print_table(args.results_dirs, args.output_dir)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ssl_bench.launch.tune import tune
+    from ssl_bench.method import get_method
+
+    for name in args.methods:
+        get_method(name)
+    if args.epochs is not None and args.epochs <= 0:
+        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    overrides = {"epochs": args.epochs, "data_root": args.data_root, "seed": args.seed}
+    command = "ssl-bench " + " ".join(shlex.quote(part) for part in sys.argv[1:])
+    tune(
+        args.methods,
+        args.dataset,
+        args.budget,
+        args.results_dir,
+        overrides,
+        args.settings,
+        final_seeds=args.final_seeds,
+        progress=not args.no_progress,
+        command=command,
+    )
+    if args.final_seeds:
+        from ssl_bench.report.table import print_table
+
+        print_table([args.results_dir])
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
+    "tune": cmd_tune,
     "methods": cmd_methods,
     "datasets": cmd_datasets,
     "table": cmd_table,
