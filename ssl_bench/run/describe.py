@@ -58,7 +58,7 @@ def stem(backbone: nn.Module) -> str:
     return described
 
 
-def _optimizer_groups(config: RunConfig, method: Method, optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+def _optimizer_groups(method: Method, optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     """Each parameter group as built, LARS groups split into adapted and excluded tensors."""
     names = {id(p): name for name, p in method.named_parameters()}
     lars = isinstance(optimizer, LARS)
@@ -148,7 +148,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
         },
         "loss": {"params": dict(config.loss), "scale": config.loss_scale, "method_params": dict(config.method_params)},
         "momentum_target": momentum,
-        "optimizer": {"name": config.optimizer, "groups": _optimizer_groups(config, method, optimizer)},
+        "optimizer": {"name": config.optimizer, "groups": _optimizer_groups(method, optimizer)},
         "schedule": {
             "batch_size": config.batch_size,
             "epochs": config.epochs,
