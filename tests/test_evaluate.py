@@ -413,3 +413,19 @@ def test_probe_choices_depend_on_validation_not_test(seed):
         assert (linear.setting, linear.grid, knn.setting, knn.grid) == reference
     # ... while the reported test numbers are the chosen settings' scores on whatever test labels are given.
     assert select_linear_probe(train, val, scrambled, config, num_classes=10, seed=0).test_top1 < 50
+
+
+def test_a_crash_in_run_entry_is_recorded_once_with_its_context(fashion_root, tmp_path, monkeypatch):
+    """run_entry records a crash; an evaluation error keeps the record the evaluation wrote."""
+    from ssl_bench.run.lifecycle import run_entry
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(features_module, "extract_features", broken)
+    baseline = random_init_config(_config(fashion_root))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_entry(baseline, tmp_path, **QUIET)
+    record = read_result(RunDir.for_config(tmp_path, baseline))
+    assert record["status"] == "failed" and record["error"] == "evaluation failed: RuntimeError: disk on fire"
+    assert "disk on fire" in (RunDir.for_config(tmp_path, baseline).path / "error.log").read_text()

@@ -39,6 +39,7 @@ from ssl_bench.run.record import (
     Log,
     base_record,
     finished_record,
+    read_result,
     record_failure,
     record_running,
     write_failure,
@@ -263,6 +264,9 @@ def run_entry(
     except (UsageError, TrainingStopped):
         raise
     except Exception as error:
-        if main:
+        # An evaluation error is already recorded (with its "evaluation failed" context); the
+        # record was "running" until then, so a "failed" one is this attempt's.
+        record = read_result(RunDir.for_config(results_dir, config))
+        if main and (record is None or record["status"] != "failed"):
             record_failure(config, results_dir, error, log=log)
         raise
