@@ -12,6 +12,7 @@ A reader never sees a half-written file: every write goes to a temporary file th
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -31,14 +32,25 @@ from ssl_bench.config import RunConfig
 CHECKPOINT = "checkpoint.pt"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`; on success it replaces `path` in one step."""
+    """A temporary path beside `path`; on success it replaces `path` in one step.
+
+    The file ends with the mode an ordinary ``open()`` would give it (0666 less the umask), not
+    mkstemp's 0600: others sharing a results directory can read it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -51,8 +63,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
+def _finite(data: Any) -> Any:
+    """``data`` with every NaN or infinite float as None: strict JSON has no NaN."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Strict JSON (NaN and infinities written as null), readable by any JSON reader."""
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
