@@ -117,7 +117,10 @@ class RunDir:
         atomic_write_json(self.path / "environment.json", environment(device))
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+        atomic_write_text(
+            self.path / "metrics.jsonl",
+            "".join(json.dumps(_finite(row), sort_keys=True, allow_nan=False) + "\n" for row in rows),
+        )
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
