@@ -186,17 +186,10 @@ RECORD_FIELDS = {
 QUIET = {"log": lambda _: None}
 
 
-def _config(data_root: Path, method: str = "vicreg", extra: list[str] = ()):
-    return resolve_config(
-        method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root), "batch_size": 32}, [*TINY, *extra]
-    )
-
-
-@pytest.fixture(scope="module")
-def finished(fashion_root, tmp_path_factory) -> Path:
-    """A results directory after `ssl-bench run vicreg` (1 epoch): the baseline and the run, evaluated."""
-    results = tmp_path_factory.mktemp("results")
-    args = [
+def _vicreg_run_args(fashion_root: Path, results: Path) -> list[str]:
+    """`ssl-bench run vicreg` for 1 epoch on the tiny data, as the tests here run it."""
+    settings = [a for s in TINY for a in ("--set", s)]
+    return [
         "run",
         "vicreg",
         "--epochs",
@@ -208,8 +201,21 @@ def finished(fashion_root, tmp_path_factory) -> Path:
         "--results-dir",
         str(results),
         "--no-progress",
-        *[a for s in TINY for a in ("--set", s)],
+        *settings,
     ]
+
+
+def _config(data_root: Path, method: str = "vicreg", extra: list[str] = ()):
+    return resolve_config(
+        method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root), "batch_size": 32}, [*TINY, *extra]
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(fashion_root, tmp_path_factory) -> Path:
+    """A results directory after `ssl-bench run vicreg` (1 epoch): the baseline and the run, evaluated."""
+    results = tmp_path_factory.mktemp("results")
+    args = _vicreg_run_args(fashion_root, results)
     assert main(args) == 0
     return results
 
@@ -265,25 +271,7 @@ def test_a_second_run_skips_what_is_done(finished, fashion_root, monkeypatch, ca
     run_dir = RunDir.for_config(finished, config)
     before = read_result(run_dir)
     _no_extraction(monkeypatch)
-    assert (
-        main(
-            [
-                "run",
-                "vicreg",
-                "--epochs",
-                "1",
-                "--batch-size",
-                "32",
-                "--data-root",
-                str(fashion_root),
-                "--results-dir",
-                str(finished),
-                "--no-progress",
-                *[a for s in TINY for a in ("--set", s)],
-            ]
-        )
-        == 0
-    )
+    assert main(_vicreg_run_args(fashion_root, finished)) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "already evaluated" in out
     assert read_result(run_dir) == before
