@@ -15,6 +15,16 @@ For two views Z_a, Z_b of shape (N, D):
 with lambda = mu = 25, nu = 1, eps = 1e-4. As in the official code the two branches'
 variance terms are averaged and their covariance terms summed.
 
+Variance-term variant (loss parameter ``variance_form``, default ``"std"``): the paper hinges
+the standard deviation, as above; ``"var"`` hinges the variance itself,
+
+    v_var(Z) = 1/D sum_j max(0, 1 - Var(z_j))                                (unbiased Var)
+
+the paper's ablation of the standard deviation against the variance in this term. Per sample the
+var form's gradient, 2 (z - mean) / (N - 1), shrinks with the spread of a collapsing dimension;
+the std form's, (z - mean) / ((N - 1) sqrt(Var + eps)), does not (eps keeps the square root
+differentiable at 0 and has no role in the var form).
+
 Distributed (as in the official code): the invariance term uses the local batch (with equal
 local batch sizes its mean over ranks is the global value); variance and covariance use the
 batch gathered from all ranks, N = global batch. The gather carries gradients.
@@ -61,10 +71,17 @@ def _off_diagonal_sq_sum(zc: Tensor, form: str | None = None) -> Tensor:
     raise ValueError(f"unknown form {form!r}")
 
 
-def _variance_penalty(z: Tensor, eps: float) -> Tensor:
-    """1/D sum_j relu(1 - sqrt(Var(z_j) + eps)), unbiased variance over the batch."""
-    std = torch.sqrt(z.var(dim=0) + eps)
-    return F.relu(1.0 - std).mean()
+VARIANCE_FORMS = ("std", "var")
+
+
+def _variance_penalty(z: Tensor, eps: float, variance_form: str = "std") -> Tensor:
+    """1/D sum_j relu(1 - sqrt(Var(z_j) + eps)) ("std") or relu(1 - Var(z_j)) ("var"), unbiased Var."""
+    var = z.var(dim=0)
+    if variance_form == "std":
+        return F.relu(1.0 - torch.sqrt(var + eps)).mean()
+    if variance_form == "var":
+        return F.relu(1.0 - var).mean()
+    raise ValueError(f"variance_form must be one of {', '.join(VARIANCE_FORMS)}; got {variance_form!r}")
 
 
 def _covariance_penalty(z: Tensor, form: str | None = None) -> Tensor:
@@ -75,7 +92,13 @@ def _covariance_penalty(z: Tensor, form: str | None = None) -> Tensor:
 
 
 def vicreg_terms(
-    z_a: Tensor, z_b: Tensor, eps: float = 1e-4, *, gather: bool | None = None, form: str | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    eps: float = 1e-4,
+    *,
+    gather: bool | None = None,
+    form: str | None = None,
+    variance_form: str = "std",
 ) -> dict[str, Tensor]:
     """The three unweighted VICReg terms: ``invariance``, ``variance``, ``covariance``.
 
@@ -84,12 +107,13 @@ def vicreg_terms(
     and covariance on the batch of all ranks; None = whenever torch.distributed runs with
     more than one rank. ``form``: how the covariance penalty is computed, "gram" or "direct";
     None chooses by shape (see the module docstring). Any other value is a ValueError.
+    ``variance_form``: "std" (the paper's) or "var", the variance term's variant (module docstring).
     """
     check_embedding_pair(z_a, z_b)
     invariance = F.mse_loss(z_a, z_b)  # local batch, also under DDP
     if resolve_gather(gather):
         z_a, z_b = gather_with_grad(z_a), gather_with_grad(z_b)
-    variance = 0.5 * (_variance_penalty(z_a, eps) + _variance_penalty(z_b, eps))
+    variance = 0.5 * (_variance_penalty(z_a, eps, variance_form) + _variance_penalty(z_b, eps, variance_form))
     covariance = _covariance_penalty(z_a, form) + _covariance_penalty(z_b, form)
     return {"invariance": invariance, "variance": variance, "covariance": covariance}
 
@@ -104,12 +128,13 @@ def vicreg_loss(
     *,
     gather: bool | None = None,
     form: str | None = None,
+    variance_form: str = "std",
 ) -> Tensor:
     """VICReg loss: sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance.
 
-    ``gather`` and ``form`` as in :func:`vicreg_terms`.
+    ``gather``, ``form`` and ``variance_form`` as in :func:`vicreg_terms`.
     """
-    terms = vicreg_terms(z_a, z_b, eps=eps, gather=gather, form=form)
+    terms = vicreg_terms(z_a, z_b, eps=eps, gather=gather, form=form, variance_form=variance_form)
     return weighted_loss(terms, sim_coeff, std_coeff, cov_coeff)
 
 
@@ -125,8 +150,10 @@ class VICReg(Method):
     name = "vicreg"
     augmentation = "asymmetric"
     loss_param_names = ("sim_coeff", "std_coeff", "cov_coeff", "eps")
+    loss_param_defaults = {"variance_form": "std"}
+    loss_param_choices = {"variance_form": VARIANCE_FORMS}
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.loss_params
-        terms = vicreg_terms(z_a, z_b, eps=p["eps"])
+        terms = vicreg_terms(z_a, z_b, eps=p["eps"], variance_form=p["variance_form"])
         return weighted_loss(terms, p["sim_coeff"], p["std_coeff"], p["cov_coeff"]), terms

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up ssl-bench in ./.venv: the pinned dependencies (constraints.txt), ssl-bench itself in
-# editable mode, and the offline default dataset (Fashion-MNIST, a Debian package).
+# editable mode with the test tools and the experiment trackers (the tests read their logs back),
+# and the offline default dataset (Fashion-MNIST, a Debian package).
 # Idempotent: a second run only checks. Use PYTHON=python3.12 to pick the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ fi
 stamp=.venv/.ssl-bench-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "setup: installing dependencies (pinned by constraints.txt)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,tensorboard,wandb,mlflow]'
     touch "$stamp"
 fi
 

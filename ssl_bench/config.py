@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -208,6 +210,9 @@ class RunConfig:
     view_a: dict[str, Any] = field(default_factory=dict)
     view_b: dict[str, Any] = field(default_factory=dict)
     deviations: dict[str, str] = field(default_factory=dict)  # from the cited source, with reasons
+    # What the evaluation probes (ssl_bench.eval.features.EVAL_FEATURES): the representation
+    # (backbone output) always, first; "embedding" adds the projector's output beside it.
+    eval_features: tuple[str, ...] = ("representation",)
     # Execution settings: they change how fast a run goes, not what it computes,
     # so they are left out of the run's identity (see `identity_hash`).
     data_root: str = "data"
@@ -222,6 +227,9 @@ class RunConfig:
     )
     # What documents a run rather than defines it: also outside the identity.
     DOCUMENTATION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"source", "deviations"})
+    # Fields left out of to_dict() (so of config.json and the identity) while at their default:
+    # runs recorded before such a field existed keep their identity and read back the same.
+    OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset({"eval_features"})
 
     @property
     def lr(self) -> float:
@@ -232,6 +240,7 @@ class RunConfig:
         return None if self.bias_norm_base_lr is None else scaled_lr(self.bias_norm_base_lr, self.batch_size)
 
     def validate(self) -> None:
+        self.check_values()
         positive = ["batch_size", "epochs", "image_size", "checkpoint_every_steps"]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -259,6 +268,25 @@ class RunConfig:
         for name in ("projector", "predictor"):
             if any(width <= 0 for width in getattr(self, name)):
                 raise UsageError(f"{name} widths must be positive, got {list(getattr(self, name))}")
+        from ssl_bench.eval.features import check_eval_features
+
+        check_eval_features(self.eval_features)
+
+    def check_values(self) -> None:
+        """What no run can start with: a non-finite number, a seed torch cannot take, a device
+        name torch does not know, a batch of one (BatchNorm), a temperature that is not positive."""
+        for name, value in _numbers(self):
+            if not math.isfinite(value):
+                raise UsageError(f"{name} must be a finite number, got {value}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"seed must be in [0, {MAX_SEED}] (a 64-bit generator seed), got {self.seed}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.batch_size == 1:
+            raise UsageError("batch_size must be at least 2: BatchNorm in training mode needs 2 samples")
+        for name, value in self.loss.items():
+            if "temperature" in name and isinstance(value, (int, float)) and not value > 0:
+                raise UsageError(f"loss.{name} must be positive (the logits are divided by it), got {value}")
 
     def view_pair(self) -> tuple[ViewConfig, ViewConfig]:
         """The two views' distributions, as the augmentation takes them."""
@@ -271,6 +299,11 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["projector"] = list(self.projector)
         data["predictor"] = list(self.predictor)
+        data["eval_features"] = list(self.eval_features)
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.OMITTED_AT_DEFAULT}
+        for name, default in defaults.items():
+            if getattr(self, name) == default:
+                del data[name]
         return data
 
     @classmethod
@@ -281,6 +314,7 @@ class RunConfig:
                 **{k: v for k, v in data.items() if k in known},
                 "projector": tuple(data["projector"]),
                 "predictor": tuple(data.get("predictor", ())),
+                "eval_features": tuple(data.get("eval_features", ("representation",))),
             }
         )
 
@@ -289,6 +323,29 @@ class RunConfig:
         excluded = self.EXECUTION_FIELDS | self.DOCUMENTATION_FIELDS
         identity = {k: v for k, v in self.to_dict().items() if k not in excluded}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# Seeds go to torch.manual_seed and numpy; within int64 they also stay exact in every table.
+MAX_SEED = 2**63 - 1
+
+
+def _numbers(config: RunConfig) -> list[tuple[str, float]]:
+    """Every float of ``config`` (in its tables and ranges too), named as ``--set`` names it."""
+    found: list[tuple[str, float]] = []
+
+    def visit(name: str, value: Any) -> None:
+        if isinstance(value, float):
+            found.append((name, value))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                visit(f"{name}.{key}", item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(name, item)
+
+    for f in dataclasses.fields(config):
+        visit(f.name, getattr(config, f.name))
+    return found
 
 
 def resolve_config(
@@ -428,9 +485,14 @@ def apply_setting(config: RunConfig, setting: str) -> None:
     table, dot, name = key.partition(".")
     if dot and table in PARAMETER_TABLES:
         params = getattr(config, table)
-        if name not in params:
-            raise UsageError(unknown_name_message(f"{table} parameter of {config.method}", name, params))
-        current = params[name]
+        # A loss parameter with a default (Method.loss_param_defaults) may be set though the
+        # recipe left it out; at its default it is not stored (the run is the default run).
+        optional = _loss_param_defaults(config.method) if table == "loss" else {}
+        if name not in params and name not in optional:
+            known = [*params, *optional]
+            listing = None if known else f"{config.method} has no {table} parameters"
+            raise UsageError(unknown_name_message(f"{table} parameter of {config.method}", name, known, listing))
+        current = params[name] if name in params else optional[name]
         # Numbers parse as float (an int in a TOML file is still a float parameter); flags as bool;
         # ranges and strengths (crop_scale, jitter) as lists of floats.
         if isinstance(current, (list, tuple)):
@@ -441,6 +503,8 @@ def apply_setting(config: RunConfig, setting: str) -> None:
             hint = type(current)
         value = _parse_value(key, raw, hint)
         params[name] = list(value) if isinstance(current, (list, tuple)) else value
+        if name in optional and params[name] == optional[name]:
+            del params[name]
         return
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     if key not in fields or key in NOT_SETTABLE:
@@ -451,12 +515,28 @@ def apply_setting(config: RunConfig, setting: str) -> None:
     setattr(config, key, _parse_value(key, raw, hint))
 
 
+def _loss_param_defaults(method: str) -> Mapping[str, Any]:
+    from ssl_bench.method import get_method
+
+    return get_method(method).loss_param_defaults
+
+
 def _parse_value(key: str, raw: str, hint: Any) -> Any:
     try:
         return _convert(raw, hint)
     except ValueError:
-        expected = getattr(hint, "__name__", str(hint))
-        raise UsageError(f"malformed --set {key}={raw}: expected {expected}") from None
+        raise UsageError(f"malformed --set {key}={raw}: expected {_expected(hint)}") from None
+
+
+def _expected(hint: Any) -> str:
+    """What a value of type ``hint`` looks like on the command line."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return " or ".join(_expected(a) for a in args if a is not type(None)) + " or none"
+    if typing.get_origin(hint) is tuple:
+        example = "integers, e.g. 2048,2048,128" if args[0] is int else "numbers, e.g. 0.08,1"
+        return f"comma-separated {example}"
+    return "bool (true or false)" if hint is bool else getattr(hint, "__name__", str(hint))
 
 
 def _convert(raw: str, hint: Any) -> Any:

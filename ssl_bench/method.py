@@ -32,6 +32,7 @@ import importlib.util
 import math
 import pkgutil
 import sys
+import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,12 @@ class Method(nn.Module):
     augmentation: ClassVar[str | tuple[ViewConfig, ViewConfig]] = "symmetric"
     # The recipe's `loss` table must give exactly these; they become self.loss_params.
     loss_param_names: ClassVar[tuple[str, ...]] = ()
+    # Loss parameters a recipe may leave out, with the value they then take (the paper's choice),
+    # e.g. a variant of the loss. A config stores one only when it differs from its default
+    # (`--set loss.<name>=value`), so runs at the default keep the identity they had without it.
+    loss_param_defaults: ClassVar[Mapping[str, Any]] = {}
+    # Loss parameters that take one of a few named values (a loss variant): name -> the choices.
+    loss_param_choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
     # momentum target); they become self.method_params.
     method_param_names: ClassVar[tuple[str, ...]] = ()
@@ -143,7 +150,7 @@ class Method(nn.Module):
         super().__init__()
         loss_params, method_params = dict(loss_params or {}), dict(method_params or {})
         self.check_hyperparameters(projector_dims, predictor_dims, loss_params, method_params, feature_dim=feature_dim)
-        self.loss_params = loss_params
+        self.loss_params = {**self.loss_param_defaults, **loss_params}
         self.method_params = method_params
         # The run's head layouts: the class's declaration unless the recipe resolved them in full.
         self.head_options = {
@@ -188,7 +195,8 @@ class Method(nn.Module):
         feature_dim: int | None = None,
     ) -> None:
         """Raise a UsageError unless a recipe's heads and parameters fit this method."""
-        _check_names(cls.name, "loss", loss_params, cls.loss_param_names)
+        _check_names(cls.name, "loss", loss_params, cls.loss_param_names, optional=cls.loss_param_defaults)
+        cls.check_loss_params({**cls.loss_param_defaults, **loss_params})
         _check_names(cls.name, "method_params", method_params, cls.required_method_params())
         embedding_dim = projector_dims[-1] if projector_dims else feature_dim
         if cls.uses_predictor:
@@ -208,6 +216,19 @@ class Method(nn.Module):
             )
         if cls.uses_momentum_target and not 0.0 <= method_params["momentum_base"] <= 1.0:
             raise UsageError(f"method_params.momentum_base must be in [0, 1], got {method_params['momentum_base']}")
+
+    @classmethod
+    def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:
+        """Raise a UsageError unless each loss parameter of ``loss_param_choices`` is one of its choices.
+
+        ``loss_params`` holds every parameter, the optional ones at their defaults when not given.
+        A method with further constraints on its values extends this.
+        """
+        for name, choices in cls.loss_param_choices.items():
+            if loss_params[name] not in choices:
+                raise UsageError(
+                    f"loss.{name} of {cls.name} must be one of {', '.join(choices)}, got {loss_params[name]!r}"
+                )
 
     def build_projector(self, feature_dim: int, dims: Sequence[int]) -> nn.Module:
         """The projector for the recipe's widths, laid out as ``projector_options`` say."""
@@ -304,12 +325,15 @@ def _at_least_fp32(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def _check_names(method: str, table: str, given: Mapping[str, Any], expected: Sequence[str]) -> None:
-    """UsageError unless the recipe table ``table`` gives exactly the parameter names ``expected``."""
+def _check_names(
+    method: str, table: str, given: Mapping[str, Any], expected: Sequence[str], optional: Iterable[str] = ()
+) -> None:
+    """UsageError unless the recipe table ``table`` gives the names ``expected``, and ``optional`` ones at most."""
+    allowed = [*expected, *optional]
     for name in given:
-        if name not in expected:
-            listing = f"{method} takes: {', '.join(expected) or 'none'}"
-            raise UsageError(unknown_name_message(f"{table} parameter of {method}", name, expected, listing))
+        if name not in allowed:
+            listing = f"{method} takes: {', '.join(allowed) or 'none'}"
+            raise UsageError(unknown_name_message(f"{table} parameter of {method}", name, allowed, listing))
     missing = [name for name in expected if name not in given]
     if missing:
         raise UsageError(f"{method} needs the {table} parameter(s) {', '.join(missing)} (recipe table `{table}`)")
@@ -320,21 +344,29 @@ _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
 
 
+class RegistrationError(TypeError, ValueError):
+    """A class that ``@register_method`` refuses: not a complete Method, or its name is taken."""
+
+
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: make a Method subclass available to ``ssl-bench run <name>``."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise RegistrationError(f"@register_method needs a subclass of ssl_bench.method.Method, got {cls!r}")
     name = getattr(cls, "name", None)
     if not name:
-        raise TypeError(f"{cls.__name__} needs a class attribute `name`")
+        raise RegistrationError(f"{cls.__name__} needs a class attribute `name`")
     if cls.loss is Method.loss:
-        raise TypeError(f"{cls.__name__} must implement loss()")
+        raise RegistrationError(f"{cls.__name__} must implement loss()")
     if cls.online_views not in ("ab", "a"):
-        raise TypeError(f"{cls.__name__}.online_views must be 'ab' or 'a', got {cls.online_views!r}")
+        raise RegistrationError(f"{cls.__name__}.online_views must be 'ab' or 'a', got {cls.online_views!r}")
     if cls.online_views == "a" and not cls.uses_momentum_target:
-        raise TypeError(f"{cls.__name__}: online_views 'a' needs uses_momentum_target (view b goes to the target)")
+        raise RegistrationError(
+            f"{cls.__name__}: online_views 'a' needs uses_momentum_target (view b goes to the target)"
+        )
     existing = _REGISTRY.get(name)
     # Re-registering the same class (a module imported again) is fine; another class is a clash.
     if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise ValueError(f"method name {name!r} is taken by {existing.__module__}.{existing.__qualname__}")
+        raise RegistrationError(f"method name {name!r} is taken by {existing.__module__}.{existing.__qualname__}")
     _REGISTRY[name] = cls
     return cls
 
@@ -384,13 +416,32 @@ def load_method_file(path: str | Path) -> list[str]:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except BaseException as error:
         del sys.modules[module_name]
+        # A file that failed half-way may have registered some of its classes already.
+        for name in [name for name, cls in _REGISTRY.items() if cls.__module__ == module_name]:
+            del _REGISTRY[name]
+        if isinstance(error, Exception):
+            raise UsageError(_method_file_error(path, error)) from None
         raise
     names = sorted(name for name, cls in _REGISTRY.items() if cls.__module__ == module_name)
     if not names:
         raise UsageError(f"{path} registers no method: decorate a Method subclass with @register_method")
     return names
+
+
+def _method_file_error(path: Path, error: Exception) -> str:
+    """One line for a method file that could not be run: where, and what went wrong."""
+    if isinstance(error, SyntaxError):
+        return f"method file {path}, line {error.lineno}: syntax error: {error.msg}"
+    frames = traceback.extract_tb(error.__traceback__)
+    line = next((frame.lineno for frame in reversed(frames) if frame.filename == str(path.absolute())), None)
+    where = f"method file {path}" + (f", line {line}" if line is not None else "")
+    if isinstance(error, ModuleNotFoundError):
+        return f"{where}: it imports {error.name!r}, which is not installed (pip install it into this environment)"
+    if isinstance(error, RegistrationError):
+        return f"{where}: cannot register its method: {error}"
+    return f"{where}: {type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def available_methods() -> list[str]:

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import platform
+import subprocess
 import sys
 
 import pytest
 import torch
 
+from ssl_bench.device import configure_cpu_runtime
 from ssl_bench.launch.cli import main
 from ssl_bench.method import get_method
+from ssl_bench.perf.folder import FolderResult
+from ssl_bench.perf.load import LoadResult, bench_under_load, burner
 from ssl_bench.perf.losses import LossResult, bench_loss, loss_value
 from ssl_bench.perf.machine import machine_slug
 from ssl_bench.perf.pipeline import PipelineResult
-from ssl_bench.perf.report import check_targets
+from ssl_bench.perf.report import BenchReport, check_targets, format_report
 from ssl_bench.perf.settings import BackboneSpec, parse_backbone, resolve_settings
 from ssl_bench.perf.step import StepResult, bench_config, compare_harness_and_bare
 from ssl_bench.perf.synthetic import synthetic_images
@@ -48,7 +54,7 @@ def test_quick_bench_runs_end_to_end_and_writes_json_and_csv(tmp_path, capsys):
     assert main([*QUICK, "--json", str(json_path), "--csv", str(csv_path)]) == 0
     assert torch.get_num_threads() == threads  # --threads is undone afterwards
     printed = capsys.readouterr().out
-    for heading in ("Training step", "Data pipeline", "Loss forward + backward", "Targets"):
+    for heading in ("Training step", "Data pipeline", "Folder pipeline", "Loss forward + backward", "Targets"):
         assert heading in printed
 
     report = json.loads(json_path.read_text())
@@ -71,19 +77,27 @@ def test_quick_bench_runs_end_to_end_and_writes_json_and_csv(tmp_path, capsys):
     assert pipelines == {("ssl-bench", kind), ("per-sample", kind)}
     assert all(p["samples_per_s"] > 0 for p in report["pipeline"])
 
+    folder = {f["pipeline"]: f for f in report["folder"]}
+    assert set(folder) == {"ssl-bench", "classic"} and folder["ssl-bench"]["recipe"] == kind
+    assert all(f["samples_per_s"] > 0 and f["error"] is None for f in folder.values())
+    assert folder["ssl-bench"]["speedup"] == pytest.approx(
+        folder["ssl-bench"]["samples_per_s"] / folder["classic"]["samples_per_s"]
+    )  # one round: the ratio of the two rates
+
     losses = {r["form"]: r for r in report["loss"]}
     assert set(losses) == {"gram", "direct"}
     assert losses["gram"]["loss"] == pytest.approx(losses["direct"]["loss"], rel=1e-5)
     assert all(r["ms"] > 0 for r in report["loss"])
 
     verdicts = {t["name"].split(":")[0]: t["verdict"] for t in report["targets"]}
-    assert set(verdicts) == {"harness overhead", "Gram-form speed-up", "pipeline speed-up"}
+    assert set(verdicts) == {"harness overhead", "Gram-form speed-up", "pipeline speed-up", "folder speed-up"}
+    assert verdicts["folder speed-up"] == "n/a"  # --quick views are 64 px; the target is at 224
     assert set(verdicts.values()) <= {"PASS", "FAIL", "n/a"}
 
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
     sections = [row["section"] for row in rows]
-    assert sections.count("train_step") == 1 and sections.count("pipeline") == 2
+    assert sections.count("train_step") == 1 and sections.count("pipeline") == 2 and sections.count("folder") == 2
     assert sections.count("loss") == 2 and sections.count("target") == len(report["targets"])
     for row in rows:
         assert row["machine_torch"] == torch.__version__ and row["machine_git_commit"] == str(machine["git_commit"])
@@ -96,7 +110,8 @@ def test_a_json_directory_gets_the_machine_name(tmp_path):
     (written,) = out.glob("*.json")
     report = json.loads(written.read_text())
     assert written.stem == machine_slug(report["machine"]) and written.stem.startswith("cpu-")
-    assert report["train_step"] == [] and report["pipeline"] == [] and len(report["loss"]) == 2
+    assert report["train_step"] == [] and report["pipeline"] == [] and report["folder"] == []
+    assert len(report["loss"]) == 2
 
 
 @pytest.mark.parametrize("method", ["vicreg", "tico", "simclr", "barlow_twins"])
@@ -154,6 +169,63 @@ def test_targets_pass_fail_and_not_measured():
 
     empty = check_targets([], [], [])
     assert {c.verdict for c in empty} == {"n/a"}
+
+
+def test_folder_and_load_targets():
+    folder = [
+        FolderResult("ssl-bench", "asymmetric", 224, 32, 2, samples_per_s=50.0, speedup=2.5),
+        FolderResult("ssl-bench gpu-decode", "asymmetric", 224, 32, 2, samples_per_s=30.0, speedup=1.5),
+        FolderResult("classic", "asymmetric", 224, 32, 2, samples_per_s=20.0),
+        FolderResult("ssl-bench", "asymmetric", 64, 8, 0, samples_per_s=50.0, speedup=1.2),
+    ]
+    loads = [
+        LoadResult("simclr", "resnet18", 32, 64, 2, 1, "PASSIVE", slowdown=1.6),
+        LoadResult("simclr", "resnet18", 32, 64, 2, 1, None, slowdown=9.0),
+    ]
+    checks = [c for c in check_targets([], [], [], folder, loads) if c.name.startswith(("folder", "slowdown"))]
+    assert [c.verdict for c in checks] == ["PASS", "FAIL", "n/a", "PASS", "FAIL"]  # 64 px: informational
+    assert checks[0].value == 2.5 and checks[3].at_most and not checks[0].at_most
+    report = BenchReport("cmd", [], {}, {}, folder=folder, under_load=loads, targets=checks)
+    printed = format_report(report)
+    assert "(target <= 2)" in printed and "(target >= 2)" in printed and "Loaded machine" in printed
+
+
+def test_loaded_mode_measures_the_slowdown_and_stops_its_burner():
+    settings = resolve_settings(methods=["simclr"], quick=True, batch_size=8, repeats=1, warmup=0, device="cpu")
+    result = bench_under_load("simclr", settings.backbones[0], settings, print)
+    assert result.error is None and result.rounds == 1
+    assert result.idle_step_ms > 0 and result.loaded_step_ms > 0
+    assert result.slowdown == pytest.approx(result.loaded_step_ms / result.idle_step_ms)
+    with burner(None) as process:
+        assert process.poll() is None  # spinning
+    assert process.poll() is not None  # stopped with the block
+
+
+def test_configure_cpu_runtime_keeps_the_users_choice():
+    environ: dict[str, str] = {}
+    applied = configure_cpu_runtime(environ)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert applied["omp_wait_policy_applied"] is False  # torch is already loaded in this process
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied["heap_keeps_freed_memory"] is True
+    environ = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert configure_cpu_runtime(environ)["omp_wait_policy"] == "ACTIVE" and environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_command_sets_the_wait_policy_before_torch_loads():
+    probe = (
+        "import os, sys\n"
+        "from ssl_bench.launch import cli\n"
+        "cli.configure_cpu_runtime = (lambda original: lambda: (print('torch' in sys.modules), original())[1])"
+        "(cli.configure_cpu_runtime)\n"
+        "try:\n    cli.main(['bench', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "False" and lines[-1] == "PASSIVE"  # set before torch was imported
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def test_methods_prints_the_recipe_table(capsys):
 def test_a_nan_in_one_method_does_not_stop_the_others(fashion_root, tmp_path, monkeypatch, capsys):
     import ssl_bench.methods.simclr
 
-    monkeypatch.setattr(ssl_bench.methods.simclr, "nt_xent_loss", lambda z_a, z_b, **_: (z_a * float("nan")).sum())
+    monkeypatch.setattr(ssl_bench.methods.simclr, "nt_xent_loss", lambda z_a, z_b, *_, **__: (z_a * float("nan")).sum())
     code = main(
         [
             "run",

@@ -160,6 +160,10 @@ RECORD_FIELDS = {
     "linear_top1",
     "knn_top1",
     "knn_top1_fixed",
+    "online_top1",
+    "online_scores",
+    "linear_aug_top1",
+    "linear_aug_scores",
     "linear_choice",
     "knn_choice",
     "selection_split",
@@ -170,6 +174,9 @@ RECORD_FIELDS = {
     "embedding_std",
     "rankme_representation",
     "rankme_embedding",
+    "offdiag_corr_representation",
+    "offdiag_corr_embedding",
+    "features",
     "pretrain_seconds",
     "samples_per_second",
     "peak_memory_mb",
@@ -264,6 +271,28 @@ def test_run_writes_the_documented_record(finished, fashion_root):
     assert len(linear["grid"]) == len(protocol.linear.lr_grid) * len(protocol.linear.weight_decay_grid)
     assert knn["val_top1"] == max(point["val_top1"] for point in knn["grid"])
     assert 0 <= record["knn_top1_fixed"] <= 100
+
+
+def test_the_online_probe_protocol_scores_the_checkpointed_probe_on_test(finished, fashion_root):
+    """solo-learn's CIFAR protocol: the final online probe, in eval mode, on the test images."""
+    config = _config(fashion_root)
+    run_dir = RunDir.for_config(finished, config)
+    record = read_result(run_dir)
+    weights = run_dir.load_checkpoint()["monitor"]["probe"]
+    splits = torch.load(run_dir.path / FEATURES, weights_only=True)["splits"]
+    scores = {}
+    for split in ("val", "test"):
+        features, labels = splits[split]["features"], splits[split]["labels"]
+        # By hand: BatchNorm with its running statistics (no affine), then the linear layer.
+        norm = weights["norm.running_var"] + 1e-5
+        standardised = (features - weights["norm.running_mean"]) / norm.sqrt()
+        logits = standardised @ weights["linear.weight"].T + weights["linear.bias"]
+        scores[split] = 100.0 * int((logits.argmax(dim=1) == labels).sum()) / len(labels)
+    assert record["online_top1"] == pytest.approx(scores["test"], abs=1e-9)
+    assert record["online_scores"] == pytest.approx({"val_top1": scores["val"], "test_top1": scores["test"]})
+    # The baseline never trained a probe: no online number.
+    baseline = read_result(RunDir.for_config(finished, random_init_config(config)))
+    assert baseline["online_top1"] is None and baseline["online_scores"] is None
 
 
 def test_a_second_run_skips_what_is_done(finished, fashion_root, monkeypatch, capsys):

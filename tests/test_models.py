@@ -106,3 +106,35 @@ def test_projector_layout_options():
     moco = build_projector(8, [16, 4], hidden_bias=False, last_bn=True)
     assert [type(m) for m in moco] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
     assert moco[0].bias is None and moco[3].bias is None and not moco[4].affine
+
+
+@pytest.mark.parametrize(
+    "settings, linears, norms, standardised",
+    [
+        (["projector="], 0, 0, False),
+        (["projector=16"], 1, 0, False),
+        (["projector=32,16"], 2, 1, False),
+        (["projector=32,32,16"], 3, 2, False),
+        (["projector=32,32,16", "projector_options.hidden_norm=false"], 3, 0, False),
+        (["projector=32,16", "projector_options.last_bn=true"], 2, 2, True),
+    ],
+)
+def test_projector_variants_through_set(settings, linears, norms, standardised):
+    """The studies' projector variants (none, linear, MLP depths, hidden norm, standardised output)."""
+    from ssl_bench.config import resolve_config
+    from ssl_bench.run.assemble import build_method
+
+    config = resolve_config("vicreg", "fashion-mnist", settings=["backbone=tiny_convnet", *settings])
+    torch.manual_seed(0)
+    method = build_method(config)
+    modules = list(method.projector.modules())
+    assert sum(isinstance(m, nn.Linear) for m in modules) == linears
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in modules) == norms
+    out = method(torch.randn(8, 3, 28, 28), torch.randn(8, 3, 28, 28))
+    assert out.embedding.shape == (8, config.projector[-1] if config.projector else method.feature_dim)
+    if not config.projector:
+        assert torch.equal(out.embedding, out.representation)
+    if standardised:  # per-dimension zero mean, unit (biased) variance over the batch, in training
+        z = out.embedding.detach()
+        assert torch.allclose(z.mean(dim=0), torch.zeros(z.shape[1]), atol=1e-5)
+        assert torch.allclose(z.var(dim=0, unbiased=False), torch.ones(z.shape[1]), atol=1e-3)

@@ -12,7 +12,13 @@ from torch import nn
 from ssl_bench.config import resolve_config
 from ssl_bench.run.preemption import TrainingStopped
 from ssl_bench.run.rundir import RunDir
-from ssl_bench.train.monitor import MonitorConfig, TrainingMonitor, embedding_std, rankme
+from ssl_bench.train.monitor import (
+    MonitorConfig,
+    TrainingMonitor,
+    embedding_std,
+    mean_abs_offdiag_correlation,
+    rankme,
+)
 from ssl_bench.train.trainer import Trainer, pretrain
 
 CPU = torch.device("cpu")
@@ -43,6 +49,24 @@ def test_rankme_follows_the_entropy_formula():
     expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
     assert rankme(_with_singular_values([3.0, 1.0])) == pytest.approx(expected, rel=1e-4)
     assert rankme(torch.zeros(8, 4)) == 0.0
+
+
+def test_offdiag_correlation_of_correlated_independent_and_constant_columns():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(4000, 1, generator=g)
+    # Every column an affine copy of one (signs differ): |corr| = 1 off the diagonal.
+    assert mean_abs_offdiag_correlation(torch.cat([base, -2 * base + 1, 3 * base], dim=1)) == pytest.approx(1.0)
+    # Independent columns: the estimate's noise floor, E|r| = sqrt(2 / (pi N)) for N rows.
+    n = 512
+    independent = mean_abs_offdiag_correlation(torch.randn(n, 64, generator=g))
+    assert independent == pytest.approx(math.sqrt(2 / (math.pi * n)), rel=0.1)
+    # Hand-computed: columns x, y with corr(x, y) = -1/2 (x = [1, 0, -1], y = [0, 1, -1] centred).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    assert mean_abs_offdiag_correlation(x) == pytest.approx(0.5)
+    # A constant (dead) column is left out rather than counted as 0 or NaN.
+    with_dead = torch.cat([x, torch.full((3, 1), 7.0)], dim=1)
+    assert mean_abs_offdiag_correlation(with_dead) == pytest.approx(0.5)
+    assert mean_abs_offdiag_correlation(torch.cat([x[:, :1], torch.zeros(3, 2)], dim=1)) is None
 
 
 def test_embedding_std_separates_spread_from_collapsed():
@@ -144,7 +168,15 @@ def _config(data_root: Path, epochs: int = 1, method: str = "vicreg"):
     return resolve_config(method, "fashion-mnist", {"epochs": epochs, "data_root": str(data_root)}, TINY)
 
 
-MONITOR_KEYS = ("online_probe_top1", "online_probe_loss", "embedding_std", "rankme_representation", "rankme_embedding")
+MONITOR_KEYS = (
+    "online_probe_top1",
+    "online_probe_loss",
+    "embedding_std",
+    "rankme_representation",
+    "rankme_embedding",
+    "offdiag_corr_representation",
+    "offdiag_corr_embedding",
+)
 
 
 class _Collapsed(nn.Module):

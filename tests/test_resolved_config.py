@@ -4,6 +4,8 @@ with, --set on heads and views, and `ssl-bench run --dry-run`."""
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,11 +32,26 @@ TRAINING_FIELDS = (
 )
 
 
+# The values and provenance `ssl-bench tune` wrote for the demo (results/fashion-mnist-tune).
+_TUNE_FILE = Path(__file__).resolve().parents[1] / "results" / "fashion-mnist-tune" / "tune" / "fashion-mnist.toml"
+TUNED = {
+    method: {key: value for key, value in row.items() if key != "provenance"}
+    for method, row in tomllib.loads(_TUNE_FILE.read_text()).items()
+}
+
+
 @pytest.mark.parametrize("method", sorted(load_recipe_table("fashion_mnist").methods))
 def test_demo_rows_are_the_cifar_rows_scaled_down(method):
+    """Sizes scaled down; lr and weight decay of the demo's four methods as `ssl-bench tune` chose them."""
     demo, cifar = load_recipe_table("fashion_mnist").methods[method], load_recipe_table("cifar").methods[method]
+    tuned = TUNED.get(method, {})
     for field in TRAINING_FIELDS:
-        assert getattr(demo, field) == getattr(cifar, field), field
+        if field in tuned:
+            assert getattr(demo, field) == tuned[field], field
+        else:
+            assert getattr(demo, field) == getattr(cifar, field), field
+    if method in ("simclr", "tico", "vicreg", "barlow_twins"):
+        assert set(tuned) == {"base_lr", "weight_decay"} and "tuned on validation" in demo.source
     assert (demo.epochs, demo.warmup_epochs) == (5, 1) and demo.projector != cifar.projector
     # What documents the CIFAR row's source does not travel with it.
     assert demo.source.startswith("CPU demo") and demo.deviations == {}

@@ -80,8 +80,16 @@ def write_run(
     return run_dir
 
 
-def evaluated(linear: float, knn: float, seconds: float, speed: float) -> dict[str, float]:
-    return {"linear_top1": linear, "knn_top1": knn, "pretrain_seconds": seconds, "samples_per_second": speed}
+def evaluated(
+    linear: float, knn: float, seconds: float, speed: float, online: float | None = None
+) -> dict[str, float | None]:
+    return {
+        "linear_top1": linear,
+        "knn_top1": knn,
+        "online_top1": online,
+        "pretrain_seconds": seconds,
+        "samples_per_second": speed,
+    }
 
 
 @pytest.fixture
@@ -94,7 +102,8 @@ def make_results(root: Path) -> Path:
     for seed, (linear, knn, seconds, speed) in enumerate(
         [(90.0, 85.0, 100.0, 1000.0), (91.0, 86.0, 110.0, 1100.0), (92.5, 87.0, 120.0, 1200.0)]
     ):
-        write_run(root, "simclr", seed, result=evaluated(linear, knn, seconds, speed))
+        # The online probe's test top-1 (solo-learn's CIFAR protocol): 1 point under the linear probe.
+        write_run(root, "simclr", seed, result=evaluated(linear, knn, seconds, speed, online=linear - 1))
     for seed, (linear, knn) in enumerate([(92.0, 88.0), (93.0, 90.0)]):
         write_run(root, "vicreg", seed, result=evaluated(linear, knn, 200.0, 500.0))
     failed = write_run(root, "vicreg", 2, status="failed", error="non-finite loss at step 40: loss=nan", failed_step=40)
@@ -165,15 +174,18 @@ def test_random_init_is_a_row_of_every_group_of_its_dataset_and_backbone(results
 
 
 def test_published_numbers_only_for_matching_settings(results):
-    write_run(results, "simclr", 0, epochs=800, result=evaluated(80.0, 75.0, 10.0, 1000.0))
+    # lightly's published kNN is at k = 200, T = 0.1: shown beside our value of that setting.
+    write_run(results, "simclr", 0, epochs=800, result=evaluated(80.0, 75.0, 10.0, 1000.0) | {"knn_top1_fixed": 70.0})
     runs, _, _ = collect_runs([results])
     table = summarize(runs, load_published())
     published = table[table["source"] != "ours"]
-    # CIFAR-10, ResNet-18 family, 1000 epochs: solo-learn's linear numbers.
+    # CIFAR-10, ResNet-18 family, 1000 epochs: solo-learn's numbers, which are its online probe's,
+    # in the online column beside ours (never in the offline linear column).
     at_1000 = published[published["epochs"] == EPOCHS]
     assert set(at_1000["source"]) == {"published: solo-learn"}
     simclr = at_1000[at_1000["method"] == "simclr"].iloc[0]
-    assert simclr["linear_top1_mean"] == "90.74" and pd.isna(simclr["knn_top1_mean"])
+    assert simclr["online_top1_mean"] == "90.74" and pd.isna(simclr["linear_top1_mean"])
+    assert pd.isna(simclr["knn_top1_mean"]) and "online linear probe" in simclr["note"]
     # 800 epochs: lightly's kNN numbers, in the kNN column.
     at_800 = published[published["epochs"] == 800]
     assert set(at_800["source"]) == {"published: lightly (batch 512)"}
@@ -192,15 +204,34 @@ def test_published_rows_need_the_same_backbone_family():
                 "dataset": "cifar10",
                 "backbone": "resnet50",
                 "epochs": 10,
-                "protocol": "linear",
+                "protocol": "linear_aug",
                 "method": "simclr",
                 "top1": "1.0",
+                "note": "",
             }
         ]
     )
-    assert table_module.published_rows(published, "cifar10", "resnet18_cifar", 10) == []
-    assert len(table_module.published_rows(published, "cifar10", "resnet50_cifar", 10)) == 1
-    assert len(table_module.published_rows(published, "cifar10", "timm:resnet50", 10)) == 1
+    measured = {"linear_aug"}
+    assert table_module.published_rows(published, "cifar10", "resnet18_cifar", 10, measured) == []
+    assert len(table_module.published_rows(published, "cifar10", "resnet50_cifar", 10, measured)) == 1
+    assert len(table_module.published_rows(published, "cifar10", "timm:resnet50", 10, measured)) == 1
+
+
+def test_a_published_number_is_shown_only_beside_ours_of_its_protocol(results):
+    """solo-learn's CIFAR numbers are online-probe numbers: runs without one get no solo-learn row."""
+    published = load_published()
+    runs, _, _ = collect_runs([results])
+    without_online = runs.assign(online_top1=float("nan"))
+    table = summarize(without_online, published)
+    assert not (table["source"] == "published: solo-learn").any()
+    # With an online value in the group, they are back, in that column only.
+    table = summarize(runs, published)
+    solo = table[table["source"] == "published: solo-learn"]
+    assert len(solo) == 6 and solo["online_top1_mean"].notna().all() and solo["linear_top1_mean"].isna().all()
+    # A protocol no one knows is an error, not a silently empty column.
+    odd = published.assign(protocol="offline")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        table_module.published_rows(odd, "cifar10", "resnet18_cifar", 1000, {"linear"})
 
 
 def test_runs_of_different_settings_are_not_averaged_together(results):
@@ -226,10 +257,12 @@ def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results
     }
     # mean ± std [95% interval]; vicreg (n=2) is best in both protocols, simclr is tied with it in kNN only.
     # (These records carry no k=200 kNN value: that column stays empty.)
-    assert cells["simclr", "ours", "finished", "3", "0,1,2"][:5] == [
+    # Only simclr has online values here, so it is the best of that column.
+    assert cells["simclr", "ours", "finished", "3", "0,1,2"][:6] == [
         "91.17 ± 1.26 [88.04, 94.29]",
         "86.00* ± 1.00 [83.52, 88.48]",
         "–",
+        "**90.17** ± 1.26 [87.04, 93.29]",
         "110.0",
         "1100",
     ]
@@ -237,7 +270,8 @@ def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results
         "**92.50** ± 0.71 [86.15, 98.85]",
         "**89.00** ± 1.41 [76.29, 101.71]",
     ]
-    assert cells["simclr", "published: solo-learn", "", "", ""][:2] == ["90.74", "–"]
+    # The online column comes after the three always-shown ones.
+    assert cells["simclr", "published: solo-learn", "", "", ""][:4] == ["–", "–", "–", "90.74"]
     assert cells["vicreg", "ours", "failed", "–", "2"][-1].startswith("at step 40: non-finite loss")
     assert cells["barlow_twins", "ours", "running", "–", "0"][-1] == "epoch 3/1000 done"
     assert str(tmp_path) not in md  # no absolute paths
@@ -245,7 +279,7 @@ def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results
     assert list(csv.columns) == table_module.CSV_COLUMNS
     simclr = ours(csv, "simclr")
     assert simclr["linear_top1_mean"] == pytest.approx(91.1667) and simclr["n"] == 3
-    assert csv[csv["source"] == "published: solo-learn"]["linear_top1_mean"].dtype == float
+    assert csv[csv["source"] == "published: solo-learn"]["online_top1_mean"].dtype == float
     tex = texts["table.tex"].decode()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"91.17 $\pm$ 1.26" in tex and r"barlow\_twins" in tex
@@ -288,7 +322,9 @@ def test_the_command_prints_the_table_warnings_and_paths(results, capsys, monkey
     assert main(["table"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith((results / "table.md").read_text())
-    assert captured.out.endswith("table: runs/table.md, runs/table.csv, runs/table.tex\nplots: runs/plots\n")
+    assert captured.out.endswith(
+        "table: runs/table.md, runs/table.csv, runs/table.tex\nplots: runs/plots\nreport: runs/report.html\n"
+    )
     assert captured.err.count("ssl-bench: warning: skipped runs/cifar10/") == 2
 
 
@@ -323,9 +359,13 @@ def test_pre_trained_but_not_evaluated_and_interrupted_runs_are_listed(tmp_path)
 
 def test_published_csv_is_well_formed():
     published = load_published()
-    assert list(published.columns) == ["source", "dataset", "backbone", "epochs", "protocol", "method", "top1"]
+    assert list(published.columns) == ["source", "dataset", "backbone", "epochs", "protocol", "method", "top1", "note"]
     assert len(published) == 32  # every top-1 number of the reference notes' "Published numbers"
-    assert set(published["protocol"]) == {"linear", "knn"}
+    # Each row names the protocol its source measured with, and says it in words.
+    assert set(published["protocol"]) == {"online", "linear_aug", "knn_fixed"}
+    assert (published["note"] != "").all()
+    solo_cifar = published[(published["source"] == "solo-learn") & published["dataset"].str.startswith("cifar")]
+    assert (solo_cifar["protocol"] == "online").all()
     assert published["top1"].astype(float).between(0, 100).all()
     assert not published.duplicated(["source", "dataset", "backbone", "epochs", "protocol", "method"]).any()
 
@@ -394,7 +434,8 @@ def test_intervals_best_and_ties_computed_by_hand(tmp_path):
     assert rows["barlow_twins", "ours"][-1] == "n=1, no interval; untested (n<2)"
     assert rows["random_init", "ours"][3:5] == ["95.50 ± 0.50 [94.26, 96.74]", "31.00 ± 1.00 [28.52, 33.48]"]
     assert rows["random_init", "ours"][-1] == "no pre-training (baseline)"
-    assert rows["simclr", "published: solo-learn"][3] == "90.74"
+    # solo-learn's CIFAR-10 numbers are its online probe's; these runs have none: no such row.
+    assert ("simclr", "published: solo-learn") not in rows
     assert all(cells[-1] == "" for key, cells in rows.items() if key[0] in ("byol", "simclr", "vicreg"))
 
     csv = pd.read_csv(output.files[1], dtype={"seeds": str}, keep_default_na=False, na_values=[""])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from ssl_bench.launch.cli import main
-from ssl_bench.launch.tune import search_space
+from ssl_bench.launch.tune import search_space, tune_methods
 from ssl_bench.run.record import read_result
 from ssl_bench.run.rundir import RunDir
 
@@ -17,11 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["projector=32,16", "batch_size=64", "num_workers=0", "device=cpu", "train_subset=none"]
 
 
-def _tune(fashion_root: Path, results: Path, *extra: str) -> int:
+def _tune(fashion_root: Path, results: Path, *extra: str, methods: tuple[str, ...] = ("simclr", "vicreg")) -> int:
     args = [
         "tune",
-        "simclr",
-        "vicreg",
+        *methods,
         "--budget",
         "2",
         "--epochs",
@@ -69,3 +70,91 @@ def test_tune_without_a_search_space_is_one_line(fashion_root, tmp_path, capsys)
     code = main(["tune", "simclr", "--dataset", "cifar10", "--budget", "1", "--results-dir", str(tmp_path / "r")])
     assert code == 2 and "has no search space" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_rounds_propose_together_and_the_same_values_as_one_at_a_time(fashion_root, tmp_path):
+    """A round asks every method for `parallel` trials before any runs; a seeded study proposes the
+    same values however its trials are grouped into rounds (and whichever executor runs them)."""
+    batches: list[list[tuple[str, float, float]]] = []
+
+    def record_only(configs, results_dir):  # runs nothing: every trial scores 0
+        batches.append([(c.method, c.base_lr, c.weight_decay) for c in configs])
+
+    overrides = {"epochs": 1, "data_root": str(fashion_root), "seed": 0}
+    results = tmp_path / "runs"
+    grouped = tune_methods(["simclr", "vicreg"], "fashion-mnist", 3, results, overrides, TINY, record_only, parallel=2)
+    # Rounds of 2 then 1 trial per method, each round one call with every method's trials.
+    assert [[method for method, *_ in batch] for batch in batches] == [
+        ["simclr", "simclr", "vicreg", "vicreg"],
+        ["simclr", "vicreg"],
+    ]
+    assert all(t["val_top1"] == 0.0 for r in grouped.values() for t in r["provenance"]["trials"])
+    assert grouped["simclr"]["provenance"]["parallel"] == 2
+    batches.clear()
+    single = tune_methods(["simclr", "vicreg"], "fashion-mnist", 3, results, overrides, TINY, record_only)
+    assert len(batches) == 3 and all(len(batch) == 2 for batch in batches)
+    for method in ("simclr", "vicreg"):
+        values = [(t["base_lr"], t["weight_decay"]) for t in grouped[method]["provenance"]["trials"]]
+        assert values == [(t["base_lr"], t["weight_decay"]) for t in single[method]["provenance"]["trials"]]
+    assert not results.exists()  # the executor ran nothing, so nothing was written
+
+
+def test_a_bad_parallel_is_one_line(fashion_root, tmp_path, capsys):
+    assert _tune(fashion_root, tmp_path / "r", "--parallel", "0") == 2
+    assert capsys.readouterr().err.strip() == "ssl-bench: error: --parallel must be positive, got 0"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slurm
+def test_tune_through_slurm_sends_each_round_as_one_job_array(slurm_cluster, fashion_root):
+    """The real local cluster: trials go out as job arrays, and the chosen values are the local ones."""
+    from ssl_bench.launch import slurm
+
+    results = slurm_cluster.workdir / "tune"
+    args = [
+        sys.executable,
+        "-m",
+        "ssl_bench.launch.cli",
+        "tune",
+        "simclr",
+        "--budget",
+        "2",
+        "--parallel",
+        "2",
+        "--epochs",
+        "1",
+        "--data-root",
+        str(fashion_root),
+        "--results-dir",
+        str(results),
+        "--no-progress",
+        *[a for s in TINY for a in ("--set", s)],
+        "--executor",
+        "slurm",
+        "--partition",
+        slurm_cluster.partition,
+        "--time",
+        "10",
+        "--cpus-per-task",
+        "1",
+    ]
+    try:
+        proc = subprocess.run(args, cwd=slurm_cluster.workdir, capture_output=True, text=True, timeout=600)
+    finally:
+        ids = [job.job_id for job in slurm.read_manifest(results)]
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = slurm.read_manifest(results)
+    # One round of 2 trials (+ the random-init baseline of their seed): one array of 3 tasks.
+    assert len(jobs) == 3 and len({job.job_id.split("_")[0] for job in jobs}) == 1
+    assert sorted(job.method for job in jobs) == ["random_init", "simclr", "simclr"]
+    tuned = tomllib.loads((results / "tune" / "fashion-mnist.toml").read_text())["simclr"]
+    assert all(trial["val_top1"] > 0 for trial in tuned["provenance"]["trials"])  # both trials finished
+
+    # The same command run locally proposes, runs and chooses the same (CPU runs are deterministic).
+    local = slurm_cluster.workdir / "tune-local"
+    assert _tune(fashion_root, local, "--parallel", "2", methods=("simclr",)) == 0
+    here = tomllib.loads((local / "tune" / "fashion-mnist.toml").read_text())["simclr"]
+    assert here["base_lr"] == tuned["base_lr"] and here["weight_decay"] == tuned["weight_decay"]
+    assert here["provenance"]["trials"] == tuned["provenance"]["trials"]

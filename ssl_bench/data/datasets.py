@@ -18,6 +18,7 @@ import pickle
 import shutil
 import uuid
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision import datasets as tv_datasets
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ssl_bench.data.images import FolderImages, ImageData, TensorImages
 from ssl_bench.errors import UsageError, unknown_name_message
@@ -282,7 +283,13 @@ def _copy_fashion_mnist_locally(raw: Path, wanted: list[str]) -> None:
             if source.is_file():
                 try:
                     _gunzip_atomically(source, target)
-                except (OSError, EOFError, gzip.BadGzipFile) as error:
+                except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # BadGzipFile is an OSError: first
+                    raise UsageError(
+                        f"could not unzip Fashion-MNIST's {source}: it is corrupt or truncated ({error}); replace it "
+                        "with the original (apt-get install --reinstall dataset-fashion-mnist, or delete it and "
+                        "download again)"
+                    ) from error
+                except OSError as error:
                     raise UsageError(
                         f"could not unzip Fashion-MNIST's {source} into {raw} ({error}); pass a writable "
                         f"dataset root, or unzip the four *-ubyte.gz files of {source.parent} into {raw} yourself"
@@ -401,7 +408,7 @@ def _load_folder(name: str, root: Path, split: str, download: bool) -> FolderIma
             f"{display} should have {expected} classes but {train_dir} has {len(classes)} class folders",
             stacklevel=2,
         )
-    return FolderImages(samples, classes, default_loader)
+    return FolderImages(samples, classes)  # read by PIL: JPEGs decode at the size the crops need
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -36,9 +37,16 @@ class TensorImages:
 
 
 class FolderImages(Dataset):
-    """Image files read on demand (ImageNet-sized data): ``loader(path) -> PIL image``."""
+    """Image files read on demand (ImageNet-sized data).
 
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str], loader: Callable) -> None:
+    ``loader(path) -> PIL image`` decodes a file; None (the default) reads it with PIL, which
+    lets the training crops open a file without decoding it, and then decode a JPEG only at
+    the resolution its crops need (:mod:`ssl_bench.data.folder`).
+    """
+
+    def __init__(
+        self, samples: list[tuple[str, int]], classes: list[str], loader: Callable[[str], Image.Image] | None = None
+    ) -> None:
         self.samples = samples
         self.classes = classes
         self.loader = loader
@@ -47,9 +55,15 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        return self.loader(path), label
+    def open(self, index: int) -> Image.Image:
+        """Sample ``index``'s image; with the default loader opened but not decoded yet (size,
+        mode and format known, pixels read on first use)."""
+        path = self.samples[index][0]
+        return Image.open(path) if self.loader is None else self.loader(path)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        """(RGB image, label), decoded at full size."""
+        return self.open(index).convert("RGB"), self.samples[index][1]
 
     def subset(self, indices: Tensor) -> FolderImages:
         return FolderImages([self.samples[i] for i in indices.tolist()], self.classes, self.loader)

@@ -11,14 +11,17 @@ Two data shapes (see :mod:`ssl_bench.data.images`):
 - :class:`TensorImages` (Fashion-MNIST, CIFAR, STL): the batch is indexed straight out of the
   uint8 tensor, moved to the device (pinned, non-blocking on CUDA) and augmented there: no
   per-sample Python, no DataLoader.
-- :class:`FolderImages` (ImageNet-sized): a DataLoader whose workers decode each file and cut its
-  two RandomResizedCrops (PIL, antialiased) to uint8 S x S tensors; the rest of the augmentation
-  then runs batched on the device. Each sample's crops are seeded from (seed, epoch, sample
-  index), so they too do not depend on the number of workers or on where an epoch resumed.
+- :class:`FolderImages` (ImageNet-sized): a DataLoader whose workers cut each file's two
+  RandomResizedCrops to uint8 S x S tensors, decoding a JPEG only at the resolution the crops
+  need (:class:`~ssl_bench.data.folder.FolderCrops`; with ``decode_on_device`` the JPEGs are
+  decoded and cropped on the GPU instead); the rest of the augmentation then runs batched on
+  the device. Each sample's crops are seeded from (seed, epoch, sample index), so they too do
+  not depend on the number of workers or on where an epoch resumed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.transforms import CenterCrop, RandomResizedCrop, Resize
+from torchvision.transforms import CenterCrop, Resize
 from torchvision.transforms.functional import pil_to_tensor
 
-from ssl_bench.data.augment import CROP_RATIO, ViewPairAugmentation
+from ssl_bench.data.augment import ViewPairAugmentation
+from ssl_bench.data.folder import FolderCrops, collate_encoded, decode_crops_on_device
 from ssl_bench.data.images import FolderImages, ImageData, TensorImages
 
 __all__ = ["TrainLoader", "derive_seed", "eval_batches", "eval_resize_size"]
@@ -74,30 +78,9 @@ def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
     return tensor.to(device)
 
 
-class _TwoCrops(Dataset):
-    """Folder samples -> (crop_a, crop_b, label): two independent RandomResizedCrops, uint8 (3, S, S).
-
-    Items are keyed by (sample index, epoch): each sample's crops are drawn under a seed derived
-    from (seed, epoch, index), computed here so that the workers share that work.
-    """
-
-    def __init__(self, data: FolderImages, size: int, scales: Sequence[tuple[float, float]], seed: int) -> None:
-        self.data = data
-        self.seed = seed
-        self.crops = [RandomResizedCrop(size, scale=scale, ratio=CROP_RATIO, antialias=True) for scale in scales]
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor, int]:
-        index, epoch = key
-        image, label = self.data[index]
-        image = image.convert("RGB")
-        # fork_rng: with num_workers=0 this runs in the training process.
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(derive_seed(self.seed, epoch, index, _SAMPLE_STREAM))
-            crop_a, crop_b = (pil_to_tensor(crop(image)) for crop in self.crops)
-        return crop_a, crop_b, label
+def _sample_seed(seed: int, index: int, epoch: int) -> int:
+    """The seed of one folder sample's crop boxes (a module function: workers may pickle it)."""
+    return derive_seed(seed, epoch, index, _SAMPLE_STREAM)
 
 
 class TrainLoader:
@@ -105,6 +88,8 @@ class TrainLoader:
 
     batch_size is per rank. ``augmentation`` produces the two views; for folder data its crop
     happens in the DataLoader workers (per sample, on the decoded image) and the rest on the device.
+    ``decode_on_device`` (folder data on CUDA): the workers only read the files and draw the
+    boxes; the JPEGs are decoded (nvJPEG) and cropped on the device.
     """
 
     def __init__(
@@ -119,6 +104,7 @@ class TrainLoader:
         world_size: int = 1,
         num_workers: int = 0,
         channels_last: bool = False,
+        decode_on_device: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -141,7 +127,9 @@ class TrainLoader:
         elif isinstance(data, FolderImages):
             self.augmentation = augmentation.without_crop()
             scales = [config.crop_scale for config in augmentation.configs]
-            self._two_crops = _TwoCrops(data, augmentation.image_size, scales, seed)
+            on_device = decode_on_device and self.device.type == "cuda"
+            sample_seed = functools.partial(_sample_seed, seed)
+            self._two_crops = FolderCrops(data, augmentation.image_size, scales, sample_seed, on_device=on_device)
         else:
             raise TypeError(f"data must be TensorImages or FolderImages, got {type(data).__name__}")
 
@@ -197,14 +185,22 @@ class TrainLoader:
 
     def _folder_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         keys = [[(index, epoch) for index in indices] for indices in batches.tolist()]
+        assert self._two_crops is not None
+        on_device = self._two_crops.on_device
         loader = DataLoader(
             self._two_crops,
             batch_sampler=keys,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
+            collate_fn=collate_encoded if on_device else None,
             # The loader draws its workers' base seed from this generator, not the global one.
             generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, _LOADER_STREAM)),
         )
+        if on_device:
+            for batch, (samples, labels) in enumerate(loader, start=start_batch):
+                crops_a, crops_b = decode_crops_on_device(samples, self._two_crops.size, self.device)
+                yield self._finish(epoch, batch, crops_a, crops_b, labels.to(self.device, non_blocking=True))
+            return
         for batch, (crops_a, crops_b, labels) in enumerate(loader, start=start_batch):
             yield self._finish(
                 epoch,

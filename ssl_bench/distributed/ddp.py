@@ -36,6 +36,9 @@ from ssl_bench.errors import UsageError
 
 # Device types whose SyncBatchNorm kernels exist (torch.nn.SyncBatchNorm.forward's own list).
 SYNC_BN_DEVICE_TYPES = frozenset({"cuda", "hpu", "xpu"})
+# How long the other ranks wait for rank 0's evaluation between two runs of a sweep (a full
+# ImageNet evaluation takes hours); a rank that dies ends the others sooner (torchrun, srun).
+RANK0_WAIT = datetime.timedelta(hours=24)
 # Range for a job-derived rendezvous port: below Linux's default ephemeral range (32768-60999),
 # so an outgoing connection on the node is unlikely to hold it already.
 _PORT_BASE, _PORT_SPAN = 20000, 12000
@@ -124,6 +127,8 @@ def init_process_group(env: ProcessEnv, backend: str, timeout_s: float = 600) ->
 
 
 def destroy_process_group() -> None:
+    global _wait_group
+    _wait_group = None
     if collectives.is_distributed():
         dist.destroy_process_group()
 
@@ -189,3 +194,21 @@ def any_rank(flag: bool) -> bool:
 def barrier() -> None:
     if collectives.world_size() > 1:
         dist.barrier()
+
+
+_wait_group: dist.ProcessGroup | None = None
+
+
+def wait_for_rank0() -> None:
+    """Every rank waits here until all arrive: rank 0 comes last, after evaluating a run alone.
+
+    The default group's timeout is sized for training steps, so the wait goes through a gloo
+    group of its own (gloo also for NCCL runs: nothing to move, and it needs no GPU stream)
+    whose timeout is :data:`RANK0_WAIT`. Identity in one process.
+    """
+    global _wait_group
+    if collectives.world_size() <= 1:
+        return
+    if _wait_group is None:
+        _wait_group = dist.new_group(backend="gloo", timeout=RANK0_WAIT)
+    dist.barrier(group=_wait_group)

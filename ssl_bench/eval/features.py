@@ -1,13 +1,21 @@
-"""Features of a frozen backbone on the labelled splits, extracted once per run and cached.
+"""Features of a frozen encoder on the labelled splits, extracted once per run and cached.
 
-``features.pt`` in the run directory is keyed by the run's identity, its epochs done and the
-protocol's data fields; every later evaluation of that run reuses it.
+What is evaluated (``RunConfig.eval_features``, :data:`EVAL_FEATURES`): the *representation*,
+the backbone's output, always; with ``"embedding"`` also the projector's output on top of it
+(SimCLR, section 4.2, probes both and finds the representation better; the studies in
+experiments/studies test that). Both go through the same protocol (:func:`score_features`).
+
+``features.pt`` (the representation's; ``features-<feature>.pt`` for another) in the run
+directory is keyed by the run's identity, its epochs done and the protocol's data fields; every
+later evaluation of that run reuses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,10 +24,14 @@ from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import eval_batches
-from ssl_bench.eval.probes import EvalProtocol, SplitFeatures
+from ssl_bench.errors import UsageError, unknown_name_message
+from ssl_bench.eval.probes import Choice, EvalProtocol, SplitFeatures, knn_top1, select_knn, select_linear_probe
 from ssl_bench.run.rundir import RunDir, atomic_torch_save
+from ssl_bench.train.monitor import mean_abs_offdiag_correlation
 
 FEATURES = "features.pt"
+REPRESENTATION, EMBEDDING = "representation", "embedding"
+EVAL_FEATURES = (REPRESENTATION, EMBEDDING)
 # Images per forward pass when extracting features; eval mode makes the features independent of it.
 EXTRACT_BATCH_SIZE = 256
 
@@ -49,11 +61,36 @@ def extract_features(
     return SplitFeatures(torch.cat(features), torch.cat(labels).long())
 
 
-def _eval_split(config: RunConfig, split: str, samples: int | None, seed: int) -> ImageData:
+def eval_split_data(config: RunConfig, split: str, samples: int | None, seed: int) -> ImageData:
+    """The images of one labelled split that a protocol evaluates on (a balanced subset if ``samples``)."""
     data = load_split(config.dataset, config.data_root, split, download=config.download)
     if samples is not None and samples < len(data):
         data = balanced_subset(data, total=samples, seed=seed)
     return data
+
+
+def check_eval_features(features: tuple[str, ...]) -> None:
+    """A UsageError unless ``features`` names known features, each once, the representation first."""
+    for name in features:
+        if name not in EVAL_FEATURES:
+            raise UsageError(unknown_name_message("eval_features entry", name, EVAL_FEATURES))
+    if not features or features[0] != REPRESENTATION or len(set(features)) != len(features):
+        raise UsageError(
+            f"eval_features must start with {REPRESENTATION!r} and name each feature once, got {list(features)}"
+        )
+
+
+def encoder(method: nn.Module, feature: str) -> nn.Module:
+    """What produces ``feature`` from an image: the method's backbone, or backbone then projector."""
+    if feature == REPRESENTATION:
+        return method.backbone
+    if feature == EMBEDDING:
+        return nn.Sequential(method.backbone, method.projector)
+    raise ValueError(unknown_name_message("feature", feature, EVAL_FEATURES))
+
+
+def features_path(run_dir: RunDir, feature: str = REPRESENTATION) -> Path:
+    return run_dir.path / (FEATURES if feature == REPRESENTATION else f"features-{feature}.pt")
 
 
 def cached_features(
@@ -65,15 +102,19 @@ def cached_features(
     *,
     epochs_done: int,
     log: Log,
+    feature: str = REPRESENTATION,
 ) -> tuple[dict[str, SplitFeatures], bool]:
     """Train, validation and test features of the run, from ``features.pt`` when it matches, else extracted.
 
     Returns the three splits and whether the cache was used. The cache key is the run's identity
-    hash, its epochs done and the protocol's data fields; extraction settings that cannot change
-    the features (batch size, workers, device) are not part of it.
+    hash, its epochs done and the protocol's data fields (and the feature, for another than the
+    representation); extraction settings that cannot change the features (batch size, workers,
+    device) are not part of it. ``load_backbone`` gives the encoder of ``feature``.
     """
     key = {"identity_hash": config.identity_hash(), "epochs_done": epochs_done, **protocol.features_key()}
-    path = run_dir.path / FEATURES
+    if feature != REPRESENTATION:
+        key["feature"] = feature
+    path = features_path(run_dir, feature)
     if path.is_file():
         cache = torch.load(path, map_location="cpu", weights_only=True)
         if cache["key"] == key:
@@ -88,7 +129,7 @@ def cached_features(
         ("val", protocol.val_samples),
         ("test", protocol.test_samples),
     ):
-        data = _eval_split(config, split, samples, protocol.subset_seed)
+        data = eval_split_data(config, split, samples, protocol.subset_seed)
         splits[split] = extract_features(
             backbone,
             data,
@@ -101,3 +142,30 @@ def cached_features(
         )
     atomic_torch_save({"key": key, "splits": {s: asdict(f) for s, f in splits.items()}}, path)
     return splits, False
+
+
+def feature_scores(linear: Choice, knn: Choice, knn_fixed: float, splits: dict[str, SplitFeatures]) -> dict[str, Any]:
+    """One feature's entry of the record's ``features``: the protocol's scores, the feature width,
+    and the test features' mean |off-diagonal correlation| between dimensions."""
+    return {
+        "linear_top1": linear.test_top1,
+        "knn_top1": knn.test_top1,
+        "knn_top1_fixed": knn_fixed,
+        "linear_choice": linear.to_dict(),
+        "knn_choice": knn.to_dict(),
+        "feature_dim": splits["train"].features.shape[1],
+        "offdiag_corr": mean_abs_offdiag_correlation(splits["test"].features),
+    }
+
+
+def score_features(
+    splits: dict[str, SplitFeatures], protocol: EvalProtocol, *, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """The protocol on one feature's splits (:func:`feature_scores`): linear probe and kNN chosen
+    on the validation split and scored on test, and the fixed-setting kNN."""
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    num_classes = int(max(train.labels.max(), val.labels.max(), test.labels.max())) + 1
+    linear = select_linear_probe(train, val, test, protocol.linear, num_classes=num_classes, seed=seed, device=device)
+    knn = select_knn(train, val, test, protocol.knn, num_classes=num_classes, device=device)
+    knn_fixed = knn_top1(train, test, protocol.knn, num_classes=num_classes, device=device)
+    return feature_scores(linear, knn, knn_fixed, splits)

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ssl_bench.device import configure_cpu_runtime
 from ssl_bench.errors import UsageError
-from ssl_bench.launch.slurm_options import add_executor_arguments, add_status_parser, cmd_status, run_on_slurm
+from ssl_bench.launch.checkpoint_cli import add_checkpoint_parsers, cmd_eval, cmd_export
+from ssl_bench.launch.slurm_options import (
+    add_executor_arguments,
+    add_status_parser,
+    cmd_status,
+    run_on_slurm,
+    slurm_round_executor,
+)
 from ssl_bench.perf.cli import add_bench_parser, cmd_bench
+from ssl_bench.run.preemption import Terminated, TrainingStopped, terminate_as_interrupt
+from ssl_bench.study.runner import add_study_parser, cmd_study
+from ssl_bench.track import TRACKER_NAMES
 
 if TYPE_CHECKING:
     from ssl_bench.config import RunConfig
@@ -73,12 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
         "deviations from the cited source) and run nothing",
     )
     run.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run, one per line")
+    run.add_argument(
+        "--logger",
+        dest="loggers",
+        action="append",
+        default=[],
+        choices=TRACKER_NAMES,
+        help="also log each run to this experiment tracker (repeatable): tensorboard, wandb (offline unless "
+        "WANDB_MODE says otherwise), mlflow",
+    )
+    run.add_argument(
+        "--nproc-per-node",
+        type=int,
+        metavar="N",
+        help="data-parallel over N processes on this machine (one per GPU; gloo on CPU), started as torchrun does",
+    )
     add_executor_arguments(run)
 
     commands.add_parser("methods", help="list the methods and print the recipe table")
     commands.add_parser("datasets", help="list the datasets")
     add_status_parser(commands, DEFAULT_RESULTS_DIR)
     add_bench_parser(commands)
+    add_study_parser(commands)
+    add_checkpoint_parsers(commands, DEFAULT_DATASET, DEFAULT_RESULTS_DIR)
 
     tune = commands.add_parser(
         "tune", help="the same trial budget per method over its recipe's search space, chosen on validation data"
@@ -95,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"(default: ./{DEFAULT_RESULTS_DIR})")
     tune.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     tune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tune.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="trials per method and round: a round's trials are proposed together, then run "
+        "(with --executor slurm: as one job array) before the next round learns from them (default: 1)",
+    )
+    add_executor_arguments(tune, wait=False)
 
     table = commands.add_parser("table", help="comparison table (markdown, CSV, LaTeX) and plots of run directories")
     table.add_argument(
@@ -109,19 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any command imports torch: OpenMP's wait policy is read when torch loads.
+    configure_cpu_runtime()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --nproc-per-node` starts it again
     try:
-        return COMMANDS[args.command](args)
+        with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does (status.json, this message)
+            return COMMANDS[args.command](args)
     except UsageError as error:
         print(f"ssl-bench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except TrainingStopped as stop:  # Ctrl-C or SIGTERM while training: stopped at a step boundary
+        print(f"ssl-bench: {stop}; run the same command again to resume", file=sys.stderr)
+        return 128 + (stop.signal_number or signal.SIGINT)
+    except KeyboardInterrupt as interrupt:
         print("ssl-bench: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+    except OSError as error:  # the machine's refusal (a full disk, a read-only directory), not a bug
+        print(f"ssl-bench: error: {error}", file=sys.stderr)
+        return 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ssl_bench.distributed.ddp import torchrun_env
+    from ssl_bench.distributed.torchrun import check_world, launch, run_as_rank
     from ssl_bench.launch.sweep import resolve_sweep, sweep_entries
+    from ssl_bench.launch.validate import check_local_sweep
     from ssl_bench.method import get_method, load_method_file
     from ssl_bench.models.backbones import check_backbone_name
     from ssl_bench.report.table import print_table
@@ -149,33 +200,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.methods, args.dataset or [DEFAULT_DATASET], args.seeds or [args.seed], overrides, args.settings
     )
     check_backbone_name(configs[0].backbone)
+    check_trackers(args)
     if args.json and not args.dry_run:
         raise UsageError("--json goes with --dry-run")
     if args.dry_run:
         return print_dry_run(configs, as_json=args.json)
     if args.executor == "slurm":
         return run_on_slurm(args, configs)
+    # Device, data, batch sizes and results directory, before the first run directory is made.
+    check_local_sweep(sweep_entries(configs), args.results_dir)
+    if (process := torchrun_env()) is not None:  # one of the processes torchrun (or --nproc-per-node) started
+        return run_as_rank(args, configs, process)
+    if args.nproc_per_node is not None:
+        check_world(configs, args.nproc_per_node)
+        if args.nproc_per_node > 1:
+            return launch(args.argv, args.nproc_per_node)
 
     results: list[RunResult] = []
     # The random-init baselines (once per dataset/backbone/image size/seed) show what pre-training
     # bought. run_entry is also what each SLURM job runs, and records a crash itself.
     for config in sweep_entries(configs):
         try:
-            results.append(run_entry(config, args.results_dir, progress=not args.no_progress))
-        except UsageError:
+            results.append(run_entry(config, args.results_dir, progress=not args.no_progress, loggers=args.loggers))
+        except (UsageError, TrainingStopped):
             raise
         except Exception as error:  # one method's crash must not cost the others their runs
             run_dir = RunDir.for_config(args.results_dir, config)
             message = f"{type(error).__name__}: {error}"
-            print(
-                f"ssl-bench: {config.method} failed: {message} (traceback: {run_dir.path / ERROR_LOG})", file=sys.stderr
-            )
+            log = run_dir.path / ERROR_LOG
+            where = f" (traceback: {log})" if log.is_file() else ""
+            print(f"ssl-bench: {config.method} failed: {message}{where}", file=sys.stderr)
             results.append(RunResult(config.method, run_dir.path, "failed", error=message))
     print()
     # The same table `ssl-bench table <results-dir>` prints: earlier runs there (other seeds,
     # other methods) stand beside the ones just run.
     print_table([args.results_dir])
     return 0 if all(r.status == "finished" for r in results) else 1
+
+
+def check_trackers(args: argparse.Namespace) -> None:
+    """The trackers' libraries are installed, and the runs go where they can log."""
+    from ssl_bench.track import check_installed
+
+    check_installed(args.loggers)
+    if args.executor == "slurm":
+        if args.loggers:
+            raise UsageError("--logger works with local and torchrun runs, not with --executor slurm")
+        if args.nproc_per_node is not None:
+            raise UsageError("--nproc-per-node is for local runs; SLURM jobs take --gpus-per-node, --tasks-per-node")
 
 
 def print_dry_run(configs: Sequence[RunConfig], as_json: bool) -> int:
@@ -247,6 +319,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.results_dir,
         overrides,
         args.settings,
+        executor=slurm_round_executor(args) if args.executor == "slurm" else None,
+        parallel=args.parallel,
         final_seeds=args.final_seeds,
         progress=not args.no_progress,
         command=command,
@@ -266,6 +340,9 @@ COMMANDS = {
     "table": cmd_table,
     "status": cmd_status,
     "bench": cmd_bench,
+    "study": cmd_study,
+    "eval": cmd_eval,
+    "export": cmd_export,
 }
 
 

@@ -26,6 +26,7 @@ Where things go, under the results directory:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -33,10 +34,11 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -165,15 +167,63 @@ def check_cluster(options: SlurmOptions) -> None:
     if missing:
         raise UsageError(f"--executor slurm needs SLURM's client commands on PATH; not found: {', '.join(missing)}")
     try:
-        listing = _slurm_command(["sinfo", "--all", "-h", "-o", "%R"])  # --all: hidden partitions too
+        # --all: hidden partitions too. %P marks the default partition with "*"; %l is its MaxTime,
+        # %c the CPUs of its nodes (one line per kind of node).
+        listing = _slurm_command(["sinfo", "--all", "-h", "-o", "%P|%l|%c"])
     except subprocess.TimeoutExpired:
         raise UsageError("sinfo did not answer in time: is the SLURM controller reachable?") from None
     if listing.returncode != 0:
         raise UsageError(f"sinfo failed: {_last_line(listing.stderr) or f'exit status {listing.returncode}'}")
-    if options.partition is not None:
-        known = sorted({line.strip() for line in listing.stdout.splitlines() if line.strip()})
-        if options.partition not in known:
-            raise UsageError(unknown_name_message("partition", options.partition, known))
+    partitions = _partition_limits(listing.stdout)
+    if options.partition is not None and options.partition not in partitions:
+        raise UsageError(unknown_name_message("partition", options.partition, sorted(partitions)))
+    name = options.partition or next((p for p, limits in partitions.items() if limits.default), None)
+    if name is not None:
+        check_limits(options, name, partitions[name])
+
+
+@dataclass
+class PartitionLimits:
+    """What a job on one partition can get: its MaxTime (None: unlimited) and the most CPUs of any node."""
+
+    max_time_min: int | None = None
+    max_cpus_per_node: int | None = None
+    default: bool = False
+
+
+def _partition_limits(sinfo_output: str) -> dict[str, PartitionLimits]:
+    """``sinfo -h -o "%P|%l|%c"`` lines, per partition."""
+    from ssl_bench.launch.slurm_options import slurm_minutes
+
+    partitions: dict[str, PartitionLimits] = {}
+    for line in sinfo_output.splitlines():
+        name, _, rest = line.strip().partition("|")
+        if not name:
+            continue
+        time_limit, _, cpus = rest.partition("|")
+        limits = partitions.setdefault(name.rstrip("*"), PartitionLimits(default=name.endswith("*")))
+        with contextlib.suppress(UsageError):  # "infinite", "n/a": no limit to check
+            limits.max_time_min = slurm_minutes(time_limit)
+        digits = re.match(r"\d+", cpus.strip())
+        if digits:
+            limits.max_cpus_per_node = max(limits.max_cpus_per_node or 0, int(digits.group()))
+    return partitions
+
+
+def check_limits(options: SlurmOptions, partition: str, limits: PartitionLimits) -> None:
+    """A request the partition can never satisfy would pend forever: refuse it before submitting."""
+    if limits.max_time_min is not None and options.time_min > limits.max_time_min:
+        raise UsageError(
+            f"--time {options.time_min} min exceeds partition {partition}'s time limit of {limits.max_time_min} min; "
+            "ask for less (a longer run is checkpointed and requeued at each attempt's limit)"
+        )
+    cpus = (options.cpus_per_task or 1) * options.processes_per_node
+    if limits.max_cpus_per_node is not None and cpus > limits.max_cpus_per_node:
+        raise UsageError(
+            f"{cpus} CPUs per node ({options.processes_per_node} process(es) x --cpus-per-task "
+            f"{options.cpus_per_task or 1}) exceed the {limits.max_cpus_per_node} CPUs of partition {partition}'s "
+            "largest node"
+        )
 
 
 def check_datasets(entries: Sequence[RunConfig]) -> None:
@@ -321,6 +371,19 @@ class SubmittedJob:
     stderr: str
     submitted: float = field(default_factory=time.time)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> SubmittedJob:
+        """A job from one manifest line; TypeError or ValueError unless it is one."""
+        if not isinstance(data, dict):
+            raise TypeError(f"not a JSON object: {data!r}")
+        names = {f.name for f in fields(cls)}
+        job = cls(**{key: value for key, value in data.items() if key in names})
+        texts = all(isinstance(getattr(job, name), str) for name in ("job_id", "method", "dataset", "run_dir"))
+        numbers = isinstance(job.seed, int) and isinstance(job.submitted, (int, float))
+        if not (texts and numbers):
+            raise ValueError(f"not a job: {data!r}")
+        return job
+
     @property
     def log_paths(self) -> str:
         """Both logs in one short string: <dir>/<job>_0_log.{out,err}."""
@@ -328,11 +391,26 @@ class SubmittedJob:
         return f"{stem}.{{out,err}}" if self.stderr == stem + ".err" else f"{self.stdout} {self.stderr}"
 
 
-def read_manifest(results_dir: str | Path) -> list[SubmittedJob]:
+def read_manifest(results_dir: str | Path, *, warn: Callable[[str], None] | None = None) -> list[SubmittedJob]:
+    """The jobs of slurm/jobs.jsonl. The file is appended to, so a crash or a full disk can leave
+    a line cut short: lines that are not a job are skipped, and named in one line to ``warn``
+    (default: a warning on stderr)."""
     path = Path(results_dir) / MANIFEST
     if not path.is_file():
         return []
-    return [SubmittedJob(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    jobs, skipped = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append(SubmittedJob.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            skipped.append(number)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        message = f"skipped {len(skipped)} unreadable line(s) of {path} (line {shown})"
+        (warn or (lambda text: print(f"ssl-bench: warning: {text}", file=sys.stderr)))(message)
+    return jobs
 
 
 def _append_manifest(results_dir: Path, jobs: Sequence[SubmittedJob]) -> None:
@@ -520,25 +598,41 @@ def status_rows(results_dir: str | Path) -> list[dict[str, Any]]:
             error, step = str(status.get("error")), status.get("failed_step")
             progress = error if step is None or f"step {step}" in error else f"step {step}: {error}"
         elif "step" in status:
-            progress = f"step {status['step']}"
+            total = status.get("total_steps")
+            progress = f"step {status['step']}" + (f"/{total}" if total else "")
         elif "epochs_done" in status:
             progress = f"{status['epochs_done']} epochs"
         restarts = (status.get("slurm") or {}).get("restart_count")
+        state, run_status = states[job.job_id], status.get("status", "missing")
+        if run_status == "running" and state in ENDED_STATES:  # the job ended without a word: say how
+            run_status = f"stopped ({state.lower()})"
         rows.append(
             {
                 "job": job.job_id,
                 "method": job.method,
                 "dataset": job.dataset,
                 "seed": job.seed,
-                "slurm state": states[job.job_id],
+                "slurm state": state,
                 "restarts": restarts if restarts is not None else "",
-                "run status": status.get("status", "missing"),
+                "run status": run_status,
                 "progress": progress,
                 "logs": job.log_paths,
-                "run directory": job.run_dir,
+                "run directory": _shown(job.run_dir, results_dir),
             }
         )
     return rows
+
+
+# SLURM states of a job that will not run again (sacct's names).
+ENDED_STATES = frozenset(
+    {"CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+)
+
+
+def _shown(path: str, results_dir: str | Path) -> str:
+    """A path as the status table shows it: relative to the results directory where it lies below it."""
+    root = str(Path(results_dir).resolve()) + os.sep
+    return path.removeprefix(root)
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:

@@ -7,8 +7,9 @@ submitit (`ssl-bench --help` stays instant).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,9 @@ DEFAULT_TIME_MIN = 60
 DEFAULT_MAX_REQUEUES = 3
 
 
-def add_executor_arguments(run: argparse.ArgumentParser) -> None:
-    """`ssl-bench run` options: where the runs execute, and the SLURM job array's resources."""
+def add_executor_arguments(run: argparse.ArgumentParser, *, wait: bool = True) -> None:
+    """Where the runs execute, and the SLURM job array's resources (`ssl-bench run`; `tune`, which
+    always waits for its rounds, without ``--wait``)."""
     run.add_argument(
         "--executor",
         choices=["local", "slurm"],
@@ -31,22 +33,22 @@ def add_executor_arguments(run: argparse.ArgumentParser) -> None:
         help="local: run here, one after another (default); slurm: submit one job array, "
         "one task per method x seed x dataset",
     )
-    run.add_argument(
-        "--wait",
-        action="store_true",
-        help="slurm: wait for the jobs, then print the table (default: return once submitted)",
-    )
+    if wait:
+        run.add_argument(
+            "--wait",
+            action="store_true",
+            help="slurm: wait for the jobs, then print the table (default: return once submitted)",
+        )
     group = run.add_argument_group("SLURM options (with --executor slurm)")
     group.add_argument("--partition", help="partition (default: the cluster's default)")
     group.add_argument("--account", help="account to charge")
     group.add_argument("--qos", help="quality of service")
     group.add_argument(
         "--time",
-        type=int,
-        default=DEFAULT_TIME_MIN,
-        metavar="MINUTES",
-        help=f"time limit of each attempt, minutes (default: {DEFAULT_TIME_MIN}); a longer run "
-        "checkpoints before the limit and is requeued",
+        default=str(DEFAULT_TIME_MIN),
+        metavar="TIME",
+        help=f"time limit of each attempt: minutes, or SLURM's MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS "
+        f"(default: {DEFAULT_TIME_MIN}); a longer run checkpoints before the limit and is requeued",
     )
     group.add_argument("--nodes", type=int, default=1, help="nodes per run (default: 1)")
     group.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; one process each (default: 0)")
@@ -90,7 +92,7 @@ def slurm_options(args: argparse.Namespace) -> SlurmOptions:
         partition=args.partition,
         account=args.account,
         qos=args.qos,
-        time_min=args.time,
+        time_min=slurm_minutes(args.time),
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
         tasks_per_node=args.tasks_per_node,
@@ -101,6 +103,27 @@ def slurm_options(args: argparse.Namespace) -> SlurmOptions:
         setup=tuple(args.slurm_setup),
         max_requeues=args.max_requeues,
     )
+
+
+_SLURM_TIME = re.compile(
+    r"(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)"
+)
+
+
+def slurm_minutes(text: str) -> int:
+    """``--time`` in whole minutes (seconds round up), from any of sbatch's formats: M, M:S,
+    H:M:S, D-H, D-H:M, D-H:M:S (man sbatch, --time)."""
+    match = _SLURM_TIME.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(f"--time {text!r}: expected minutes or SLURM's format, e.g. 90, 1:30:00 or 2-00:00:00")
+    numbers = {key: int(value) for key, value in match.groupdict().items() if value is not None}
+    if "days" in numbers:
+        seconds = numbers["days"] * 86400 + numbers["dh"] * 3600 + numbers.get("dm", 0) * 60 + numbers.get("ds", 0)
+    elif "c" in numbers:
+        seconds = numbers["a"] * 3600 + numbers["b"] * 60 + numbers["c"]
+    else:
+        seconds = numbers["a"] * 60 + numbers.get("b", 0)
+    return -(-seconds // 60)
 
 
 def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig]) -> int:
@@ -158,3 +181,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(slurm.format_status(rows))
     return 0
+
+
+def slurm_round_executor(args: argparse.Namespace) -> Callable[[Sequence[RunConfig], Path], None]:
+    """`ssl-bench tune --executor slurm`: each round of trials is one job array, waited for."""
+    from ssl_bench.launch import slurm
+    from ssl_bench.launch.sweep import sweep_entries
+
+    options = slurm_options(args)
+
+    def execute(configs: Sequence[RunConfig], results_dir: Path) -> None:
+        jobs = slurm.submit_sweep(sweep_entries(configs), Path(results_dir).resolve(), options)
+        if not jobs:
+            return
+        array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
+        print(f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs; waiting for them")
+        slurm.wait_for(jobs)
+
+    return execute

@@ -11,14 +11,22 @@ that fails scores 0. The best trial's values are written, with their provenance 
 sampler, split, every trial's values and score), as a recipe table ``<results>/tune/<dataset>.toml``
 whose rows ``--set`` can reproduce; ``--final-seeds`` then runs the best values over those seeds.
 
-Trials run one after another in this process; pruning is not used (the runs are short at CPU
-scale, and a pruned trial would not be an ordinary finished run).
+Trials go out in rounds: each round asks every method's study for ``parallel`` trials (Optuna's
+ask-and-tell interface), runs them all, then tells each study its scores, so a round's trials are
+independent of each other and later rounds learn from earlier ones. Locally a round's runs go one
+after another in this process; with the SLURM executor a round is one job array (every method's
+trials of that round, one task each) that the command waits for. The proposals do not depend on
+where trials ran: with the same seed, budget and ``parallel``, both executors propose the same
+values. TPE's first ``n_startup_trials`` (10) trials of a study are drawn at random from the space,
+so a budget of 10 or less is a seeded random search; the same draws go to every method, which
+makes the budgets equal to the value. Pruning is not used: every trial is an ordinary finished
+run, resumable and comparable in ``ssl-bench table``, which a pruned one would not be.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,65 +76,105 @@ def _trial_config(
     )
 
 
-def _score(config: RunConfig, results_dir: Path, progress: bool) -> float:
+# Runs a round's trial configurations to completion (or failure); see run_locally and ssl_bench.launch.cli.
+Executor = Callable[[Sequence[RunConfig], Path], None]
+
+
+def run_locally(configs: Sequence[RunConfig], results_dir: Path, *, progress: bool = True) -> None:
+    """The local executor: one run after another; a failed trial is recorded by run_entry and scores 0."""
+    from ssl_bench.launch.sweep import sweep_entries
     from ssl_bench.run.lifecycle import run_entry
+
+    for config in sweep_entries(configs):
+        try:
+            run_entry(config, results_dir, progress=progress)
+        except UsageError:
+            raise
+        except Exception:  # recorded as failed by run_entry; the trial scores 0
+            pass
+
+
+def trial_score(config: RunConfig, results_dir: Path) -> float:
+    """The validation top-1 of the trial's chosen linear probe; 0 for a trial that did not finish."""
     from ssl_bench.run.record import read_result
     from ssl_bench.run.rundir import RunDir
 
-    try:
-        run_entry(config, results_dir, progress=progress)
-    except UsageError:
-        raise
-    except Exception:  # recorded as failed by run_entry; the trial scores 0
-        return 0.0
     record = read_result(RunDir.for_config(results_dir, config))
     if record is None or record["status"] != "finished":
         return 0.0
     return float(record["linear_choice"]["val_top1"])
 
 
-def tune_method(
-    method: str,
+@dataclass
+class _MethodStudy:
+    """One method's Optuna study, its space and its trials so far."""
+
+    method: str
+    space: list[Dimension]
+    study: Any  # optuna.Study
+    trials: list[dict[str, Any]]
+
+
+def tune_methods(
+    methods: Sequence[str],
     dataset: str,
     budget: int,
     results_dir: Path,
     overrides: dict[str, Any],
     settings: Sequence[str],
+    executor: Executor,
     *,
+    parallel: int = 1,
     sampler_seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run ``budget`` trials of ``method``; returns the best values and the provenance."""
+) -> dict[str, dict[str, Any]]:
+    """``budget`` trials per method in rounds of ``parallel``; per method the best values and provenance."""
     import optuna
 
-    space = search_space(method, dataset)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=sampler_seed))
-    trials: list[dict[str, Any]] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        values = {d.key: trial.suggest_float(d.key, d.low, d.high, log=d.log) for d in space}
-        config = _trial_config(method, dataset, overrides, settings, values)
-        score = _score(config, results_dir, progress)
-        trials.append({**values, "val_top1": score, "identity_hash": config.identity_hash()})
-        print(f"[tune {method}] trial {len(trials)}/{budget}: {json.dumps(values)} -> {score:.2f}% on validation")
-        return score
-
-    study.optimize(objective, n_trials=budget)
-    best = max(range(len(trials)), key=lambda i: (trials[i]["val_top1"], -i))
-    return {
-        "values": {d.key: trials[best][d.key] for d in space},
-        "provenance": {
-            "budget": budget,
-            "sampler": f"optuna {optuna.__version__} TPESampler(seed={sampler_seed})",
-            "space": {d.key: [d.low, d.high, "log" if d.log else "linear"] for d in space},
-            "selection_split": "val",
-            "score": SCORE,
-            "best_score": trials[best]["val_top1"],
-            "trial_seed": overrides.get("seed", 0),
-            "trials": trials,
-        },
-    }
+    studies = [
+        _MethodStudy(
+            method,
+            search_space(method, dataset),
+            optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=sampler_seed)),
+            [],
+        )
+        for method in methods
+    ]
+    while (done := len(studies[0].trials)) < budget:
+        batch = []
+        for entry in studies:
+            for _ in range(min(parallel, budget - done)):
+                trial = entry.study.ask()
+                values = {d.key: trial.suggest_float(d.key, d.low, d.high, log=d.log) for d in entry.space}
+                batch.append((entry, trial, values, _trial_config(entry.method, dataset, overrides, settings, values)))
+        executor([config for *_, config in batch], results_dir)
+        for entry, trial, values, config in batch:
+            score = trial_score(config, results_dir)
+            entry.study.tell(trial, score)
+            entry.trials.append({**values, "val_top1": score, "identity_hash": config.identity_hash()})
+            print(
+                f"[tune {entry.method}] trial {len(entry.trials)}/{budget}: {json.dumps(values)} -> "
+                f"{score:.2f}% on validation"
+            )
+    results = {}
+    for entry in studies:
+        trials = entry.trials
+        best = max(range(len(trials)), key=lambda i: (trials[i]["val_top1"], -i))
+        results[entry.method] = {
+            "values": {d.key: trials[best][d.key] for d in entry.space},
+            "provenance": {
+                "budget": budget,
+                "parallel": parallel,
+                "sampler": f"optuna {optuna.__version__} TPESampler(seed={sampler_seed})",
+                "space": {d.key: [d.low, d.high, "log" if d.log else "linear"] for d in entry.space},
+                "selection_split": "val",
+                "score": SCORE,
+                "best_score": trials[best]["val_top1"],
+                "trial_seed": overrides.get("seed", 0),
+                "trials": trials,
+            },
+        }
+    return results
 
 
 def _toml_value(value: Any) -> str:
@@ -165,34 +213,41 @@ def tune(
     overrides: dict[str, Any],
     settings: Sequence[str],
     *,
+    executor: Executor | None = None,
+    parallel: int = 1,
     final_seeds: Sequence[int] = (),
     progress: bool = True,
     command: str = "ssl-bench tune",
 ) -> Path:
     """Tune every method with the same budget, write ``<results_dir>/tune/<dataset>.toml``, then
-    run the best values over ``final_seeds``; returns the TOML's path."""
+    run the best values over ``final_seeds`` (with the same executor); returns the TOML's path.
+
+    ``executor`` runs each round's configurations (default: :func:`run_locally`).
+    """
     if budget < 1:
         raise UsageError(f"--budget must be positive, got {budget}")
+    if parallel < 1:
+        raise UsageError(f"--parallel must be positive, got {parallel}")
     load_recipe_table(recipe_table_for(dataset).name)
     for method in methods:  # every space checked before the first trial trains
         search_space(method, dataset)
     results_dir = Path(results_dir)
-    results = {
-        method: tune_method(method, dataset, budget, results_dir, overrides, settings, progress=progress)
-        for method in methods
-    }
+    if executor is None:
+
+        def executor(configs: Sequence[RunConfig], results_dir: Path) -> None:
+            run_locally(configs, results_dir, progress=progress)
+
+    results = tune_methods(methods, dataset, budget, results_dir, overrides, settings, executor, parallel=parallel)
     path = results_dir / "tune" / f"{dataset}.toml"
     write_tuned_table(path, dataset, results, command)
     print(f"tuned values and provenance: {path}")
     if final_seeds:
-        from ssl_bench.launch.sweep import sweep_entries
-        from ssl_bench.run.lifecycle import run_entry
-
-        configs = [
-            _trial_config(method, dataset, {**overrides, "seed": seed}, settings, results[method]["values"])
-            for method in methods
-            for seed in final_seeds
-        ]
-        for config in sweep_entries(configs):
-            run_entry(config, results_dir, progress=progress)
+        executor(
+            [
+                _trial_config(method, dataset, {**overrides, "seed": seed}, settings, results[method]["values"])
+                for method in methods
+                for seed in final_seeds
+            ],
+            results_dir,
+        )
     return path

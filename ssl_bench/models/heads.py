@@ -27,6 +27,13 @@ def build_projector(
     Linear-ReLU-Linear), ``last_bias`` gives the last Linear a bias
     (BYOL's heads, SimSiam's predictor, nn.Linear's default in solo-learn) and ``last_bn`` appends
     ``BatchNorm1d(affine=False)`` (SimSiam's and MoCo v3's projectors).
+
+    The projector variants of the studies (experiments/studies) are these options and widths, set
+    with ``--set``: none (``projector=``: the loss sees the representation), linear
+    (``projector=128``: one Linear), MLPs of any depth (``projector=512,512,128``), without
+    normalisation in the hidden layers (``projector_options.hidden_norm=false``), and with a
+    standardised output, each dimension at zero mean and unit variance over the batch
+    (``projector_options.last_bn=true``).
     """
     if not dims:
         return nn.Identity()

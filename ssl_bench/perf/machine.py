@@ -52,6 +52,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info = environment(device)
     info["cpu_model"] = cpu_model()
     info["cpu_cores_usable"] = usable_cpus()
+    # How OpenMP threads wait (ssl_bench.device sets PASSIVE before torch loads, unless the user chose).
+    info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     info["cuda"] = torch.version.cuda
     info["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     if device.type == "cuda":

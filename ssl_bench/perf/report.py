@@ -1,7 +1,9 @@
 """Targets (PASS / FAIL) and the report: printed tables, JSON and CSV.
 
-Targets: harness / bare >= 0.95, Gram-form speed-up >= 3x (VICReg, N = 512, D = 8192, fp32) and
-pipeline speed-up >= 3x at 32 px, each printed PASS, FAIL or n/a (not measured). Every report
+Targets: harness / bare >= 0.95, Gram-form speed-up >= 3x (VICReg, N = 512, D = 8192, fp32),
+pipeline speed-up >= 3x at 32 px, folder-pipeline speed-up >= 2x (224 px, vs ImageFolder +
+transforms) and, when measured, a slowdown <= 2x beside a busy core; each printed PASS, FAIL
+or n/a (not measured). Every report
 carries the machine's description and the load other processes put on it; a run on a busy
 machine is marked ``under_load`` in the tables and the files.
 """
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ssl_bench.perf.machine import machine_slug
 
 if TYPE_CHECKING:
+    from ssl_bench.perf.folder import FolderResult
+    from ssl_bench.perf.load import LoadResult
     from ssl_bench.perf.losses import LossResult
     from ssl_bench.perf.pipeline import PipelineResult
     from ssl_bench.perf.step import StepResult
@@ -29,6 +33,9 @@ GRAM_TARGET = 3.0  # direct-form time / Gram-form time, VICReg at GRAM_TARGET_CA
 GRAM_TARGET_CASE = ("vicreg", 512, 8192)
 PIPELINE_TARGET = 3.0  # ssl-bench loader samples/s / per-sample pipeline samples/s
 PIPELINE_TARGET_SIZE = 32
+FOLDER_TARGET = 2.0  # ssl-bench folder loader samples/s / ImageFolder + transforms samples/s
+FOLDER_TARGET_SIZE = 224
+LOAD_TARGET = 2.0  # step time beside a busy core / idle step time (at most)
 
 
 @dataclass
@@ -40,6 +47,7 @@ class TargetCheck:
     threshold: float
     passed: bool | None
     detail: str = ""
+    at_most: bool = False  # the value must not exceed the threshold (else: reach it)
 
     @property
     def verdict(self) -> str:
@@ -47,9 +55,14 @@ class TargetCheck:
 
 
 def check_targets(
-    steps: Sequence[StepResult], pipelines: Sequence[PipelineResult], losses: Sequence[LossResult]
+    steps: Sequence[StepResult],
+    pipelines: Sequence[PipelineResult],
+    losses: Sequence[LossResult],
+    folder: Sequence[FolderResult] = (),
+    under_load: Sequence[LoadResult] = (),
 ) -> list[TargetCheck]:
-    """Overhead (median over methods and backbones), Gram speed-up, pipeline speed-up."""
+    """Overhead (median over methods and backbones), Gram speed-up, pipeline speed-up, folder
+    speed-up (when measured) and slowdown under load (when measured)."""
     checks: list[TargetCheck] = []
     ratios = [s.overhead_ratio for s in steps if s.overhead_ratio]
     if ratios:
@@ -114,6 +127,30 @@ def check_targets(
         )
     if not measured:
         checks.append(TargetCheck("pipeline speed-up", None, PIPELINE_TARGET, None, "not measured"))
+
+    for result in folder:
+        if result.pipeline == "classic":
+            continue
+        label = f"folder speed-up: {result.pipeline} / classic ImageFolder, {result.recipe} {result.image_size} px"
+        if result.speedup is None:
+            checks.append(TargetCheck(label, None, FOLDER_TARGET, None, result.error or "not measured"))
+            continue
+        on_target = result.image_size == FOLDER_TARGET_SIZE
+        detail = f"median of {len(result.round_samples_per_s)} alternating rounds, {result.workers} workers"
+        checks.append(
+            TargetCheck(
+                label,
+                result.speedup,
+                FOLDER_TARGET,
+                (result.speedup >= FOLDER_TARGET) if on_target else None,
+                detail if on_target else f"{detail}; informational (the target is at {FOLDER_TARGET_SIZE} px)",
+            )
+        )
+    for result in under_load:
+        label = f"slowdown beside a busy core: {result.method} {result.backbone}@{result.image_size}"
+        passed = None if result.slowdown is None else result.slowdown <= LOAD_TARGET
+        detail = result.error or f"median of {result.rounds} rounds, {result.torch_threads} torch threads"
+        checks.append(TargetCheck(label, result.slowdown, LOAD_TARGET, passed, detail, at_most=True))
     return checks
 
 
@@ -131,6 +168,8 @@ class BenchReport:
     train_step: list[StepResult] = field(default_factory=list)
     pipeline: list[PipelineResult] = field(default_factory=list)
     loss: list[LossResult] = field(default_factory=list)
+    folder: list[FolderResult] = field(default_factory=list)
+    under_load: list[LoadResult] = field(default_factory=list)
     targets: list[TargetCheck] = field(default_factory=list)
     schema: str = "ssl-bench-bench/1"
 
@@ -162,7 +201,9 @@ class BenchReport:
         sections: tuple[tuple[str, Sequence[Any]], ...] = (
             ("train_step", self.train_step),
             ("pipeline", self.pipeline),
+            ("folder", self.folder),
             ("loss", self.loss),
+            ("load", self.under_load),
         )
         for section, items in sections:
             for item in items:
@@ -285,6 +326,27 @@ def format_report(report: BenchReport) -> str:
             for p in report.pipeline
         ]
         out.append(_table(["pipeline", "recipe", "px", "batch", "workers", "samples/s", "ms/batch", "what"], rows))
+    if report.folder:
+        out.append(
+            "\nFolder pipeline: ImageNet-like JPEGs -> two augmented views, alternating rounds (median samples/s)"
+        )
+        rows = [
+            [
+                f.pipeline,
+                f.recipe,
+                str(f.image_size),
+                str(f.batch_size),
+                str(f.workers),
+                _fmt(f.samples_per_s),
+                " ".join(f"{r:.0f}" for r in f.round_samples_per_s),
+                _fmt(f.speedup, ".2f"),
+                f.description if not f.error else f.error,
+            ]
+            for f in report.folder
+        ]
+        out.append(
+            _table(["pipeline", "recipe", "px", "batch", "workers", "samples/s", "rounds", "speed-up", "what"], rows)
+        )
     if report.loss:
         out.append("\nLoss forward + backward (fp32, autocast off as in training)")
         rows = [
@@ -302,11 +364,32 @@ def format_report(report: BenchReport) -> str:
             for r in report.loss
         ]
         out.append(_table(["loss", "N", "D", "form", "ms", "repeats", "value", "extra MB", "error"], rows))
+    if report.under_load:
+        out.append("\nLoaded machine: training step beside a process spinning on one core")
+        rows = [
+            [
+                f"{r.method}",
+                f"{r.backbone}@{r.image_size}",
+                str(r.torch_threads),
+                str(r.omp_wait_policy),
+                _fmt(r.idle_step_ms, ".1f"),
+                _fmt(r.loaded_step_ms, ".1f"),
+                _fmt(r.slowdown, ".2f"),
+                r.error or "",
+            ]
+            for r in report.under_load
+        ]
+        out.append(
+            _table(
+                ["method", "backbone", "threads", "OMP_WAIT_POLICY", "idle ms", "loaded ms", "slowdown", "error"], rows
+            )
+        )
     if report.targets:
         out.append("\nTargets")
         for t in report.targets:
             value = _fmt(t.value, ".3f" if t.threshold < 2 else ".2f")
             detail = f"  [{t.detail}]" if t.detail else ""
-            out.append(f"  {t.verdict:<4}  {t.name}: {value} (target >= {t.threshold:g}){detail}")
+            bound = "<=" if t.at_most else ">="
+            out.append(f"  {t.verdict:<4}  {t.name}: {value} (target {bound} {t.threshold:g}){detail}")
     out.append(f"\n{report.wall_seconds:.0f} s; command: {report.command}")
     return "\n".join(out)

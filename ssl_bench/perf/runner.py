@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ssl_bench.perf.folder import bench_folder_pipeline
+from ssl_bench.perf.load import bench_under_load
 from ssl_bench.perf.losses import bench_loss
 from ssl_bench.perf.machine import LoadMonitor, machine_info
 from ssl_bench.perf.pipeline import augmentation_kinds, bench_per_sample_pipeline, bench_ssl_pipeline
@@ -84,6 +86,11 @@ def _run_sections(
                     pipeline = bench(kind, size, settings)
                     report.pipeline.append(pipeline)
                     log(f"  {pipeline.pipeline:<10} {kind:<7} {size:>4} px  {pipeline.samples_per_s:8.0f} samples/s")
+    if "folder" in settings.sections:
+        log("\n[folder pipeline]")
+        kinds = augmentation_kinds(settings.methods)
+        if kinds:  # the recipe of the first method with a named augmentation
+            report.folder.extend(bench_folder_pipeline(kinds[0], settings, log))
     if "loss" in settings.sections:
         log("\n[loss forward + backward]")
         for case in settings.loss_cases:
@@ -94,7 +101,17 @@ def _run_sections(
                 + (f"{loss.ms:9.1f} ms" if loss.ms is not None else str(loss.error))
             )
 
-    report.targets = check_targets(report.train_step, report.pipeline, report.loss)
+    if "load" in settings.sections:
+        log("\n[loaded machine: a process spinning on one core]")
+        loaded = bench_under_load(settings.methods[0], settings.backbones[0], settings, log)
+        report.under_load.append(loaded)
+        if loaded.error is None:
+            log(
+                f"  {loaded.method} {loaded.backbone}@{loaded.image_size}: idle {loaded.idle_step_ms:.0f} ms, "
+                f"loaded {loaded.loaded_step_ms:.0f} ms per step, slowdown {loaded.slowdown:.2f}x"
+            )
+
+    report.targets = check_targets(report.train_step, report.pipeline, report.loss, report.folder, report.under_load)
     report.load = monitor.finish()
     report.wall_seconds = round(time.monotonic() - started, 1)
     log("")

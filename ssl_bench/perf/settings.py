@@ -21,7 +21,9 @@ DEFAULT_METHODS = ("simclr", "tico", "vicreg", "barlow_twins")
 DEFAULT_CPU_BACKBONES = ("tiny_convnet", "resnet18")
 # CUDA default: the CIFAR setting and the ImageNet setting, one command for both.
 DEFAULT_CUDA_BACKBONES = ("resnet18_cifar@32", "resnet50@224")
-SECTIONS = ("step", "pipeline", "loss")
+SECTIONS = ("step", "pipeline", "folder", "loss", "load")
+# "load" (the training step beside a busy core) spins a core: only when asked for (--loaded).
+DEFAULT_SECTIONS = ("step", "pipeline", "folder", "loss")
 # Loss sizes (see ssl_bench.perf.losses.default_loss_cases); "auto" picks one by device.
 LOSS_SIZES = ("auto", "recipe", "cpu", "quick")
 
@@ -58,8 +60,8 @@ class BenchSettings:
     warmup: int
     device: str
     quick: bool = False
-    sections: tuple[str, ...] = SECTIONS
-    workers: int = 2  # DataLoader workers of the per-sample baseline pipeline
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
+    workers: int = 2  # DataLoader workers of the per-sample and folder pipelines
     dataset: str | None = None  # recipe + normalisation; None: cifar10 up to 96 px, imagenet above
     loss_sizes: str = "auto"  # "auto" (by device), "recipe" (full recipe sizes), "cpu", "quick"
     loss_cases: list[LossCase] = field(default_factory=list)
@@ -125,7 +127,7 @@ def resolve_settings(
     specs = [parse_backbone(text, default_size) for text in backbones]
     for spec in specs:
         check_backbone_name(spec.name)
-    sections = tuple(sections or SECTIONS)
+    sections = tuple(sections or DEFAULT_SECTIONS)
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise UsageError(f"unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")

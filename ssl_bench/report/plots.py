@@ -35,6 +35,11 @@ def _slug(*parts: Any) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(part)) for part in parts)
 
 
+def group_stem(dataset: str, backbone: str, epochs: int) -> str:
+    """The file name prefix of a group's plots: `<dataset>_<backbone>_e<epochs>`."""
+    return _slug(dataset, backbone, f"e{epochs}")
+
+
 def _colors(methods: Iterable[str]) -> dict[str, str]:
     """One colour per method, the same in every plot of a group (matplotlib's cycle, A-Z order)."""
     return {method: f"C{index % 10}" for index, method in enumerate(sorted(set(methods)))}
@@ -109,7 +114,7 @@ def write_plots(runs: pd.DataFrame, metrics: pd.DataFrame, plots_dir: Path) -> l
     written: list[Path] = []
     for dataset, backbone, epochs in groups(runs):
         title = group_title(dataset, backbone, epochs)
-        stem = _slug(dataset, backbone, f"e{epochs}")
+        stem = group_stem(dataset, backbone, epochs)
         in_group = (
             (runs["dataset"] == dataset)
             & (runs["backbone"] == backbone)

@@ -16,11 +16,14 @@ from typing import Any
 import pandas as pd
 
 from ssl_bench.config import RunConfig
-from ssl_bench.run.record import RANDOM_INIT, RESULT
+from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT, RESULT
 
 # A run counts in the mean only in this state: pre-training finished and evaluated.
 FINISHED = "finished"
 NOT_EVALUATED = "finished (not evaluated)"
+# Evaluated without pre-training here: the random-init baseline, and backbones trained elsewhere
+# (`ssl-bench eval`). They join every group of their dataset and backbone, whatever its epochs.
+EVALUATION_ONLY = frozenset({RANDOM_INIT, CHECKPOINT_METHOD})
 
 # Config fields that do not make two runs different settings: the seed is what we average
 # over; execution fields change speed, not results.
@@ -38,11 +41,24 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
+    """A record file as a dict; RunDirError when it is unreadable, not JSON or not a JSON object."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunDirError(f"{path.name}: {error}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path.name} is not a JSON object (it holds a {type(data).__name__})")
+    return data
+
+
+def _integer(value: Any, name: str) -> int:
+    """A record's integer field (missing: 0); RunDirError for anything else, e.g. "seed": "zero"."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise RunDirError(f"its {name} is not an integer: {value!r}")
+    return int(value)
 
 
 def _first(sources: Iterable[dict[str, Any]], *keys: str) -> Any:
@@ -72,7 +88,7 @@ def _one_line(text: Any, limit: int = 200) -> str:
 def _log_path(run_dir: Path, records: list[dict[str, Any]], root: Path) -> str | None:
     """Where the run's log is: named in its records, else a *.log/*.out/*.err file in its directory."""
     named = _first(records, "log_path", "log", "stderr")
-    if named is not None:
+    if isinstance(named, str):
         path = Path(named)
         return (path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path).as_posix()
     candidates = sorted(p for pattern in ("*.log", "*.out", "*.err") for p in run_dir.glob(pattern))
@@ -95,8 +111,6 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
         raise RunDirError("no config.json")
     if status is None and result is None:
         raise RunDirError("no status.json or result.json (half-written run directory)")
-    if not all(isinstance(doc, dict) for doc in (config, status or {}, result or {})):
-        raise RunDirError("a record is not a JSON object")
     metrics_path = run_dir / "metrics.jsonl"
     metrics: list[dict[str, Any]] = []
     if metrics_path.is_file():
@@ -117,15 +131,19 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
         "method": str(method),
         "dataset": str(_first(records, "dataset")),
         "backbone": str(_first(records, "backbone")),
-        "epochs": int(_first(records, "epochs") or 0),
-        "seed": int(_first(records, "seed") or 0),
+        "epochs": _integer(_first(records, "epochs"), "epochs"),
+        "seed": _integer(_first(records, "seed"), "seed"),
         "identity_hash": str(_first(records, "identity_hash", "config_hash", "config_identity_hash")),
         "setting": json.dumps(_setting(config), sort_keys=True),
+        # The table's source column: our runs, or the file an evaluated checkpoint came from.
+        "source": str(config.get("source")) if method == CHECKPOINT_METHOD else "ours",
         "status": state,
         "note": note,
         "linear_top1": _number(_first([result or {}], "linear_top1")),
         "knn_top1": _number(_first([result or {}], "knn_top1")),
         "knn_fixed_top1": _number(_first([result or {}], "knn_top1_fixed")),
+        "online_top1": _number(_first([result or {}], "online_top1")),
+        "linear_aug_top1": _number(_first([result or {}], "linear_aug_top1")),
         "pretrain_seconds": _number(_first([result or {}, status or {}], "pretrain_seconds", "train_seconds")),
         "samples_per_second": _number(_first([result or {}, status or {}], "samples_per_second")),
         "peak_memory_mb": _number(_first([result or {}, status or {}], "peak_memory_mb")),
@@ -178,6 +196,35 @@ def _setting(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in _NOT_SETTING}
 
 
+def _evaluated(setting: str, feature: str) -> str:
+    return json.dumps({**json.loads(setting), "evaluated": feature}, sort_keys=True)
+
+
+def feature_rows(record: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
+    """One more row per feature the finished run evaluated beside the representation
+    (``eval_features``, e.g. the embedding): the run's row with that feature's scores, its
+    setting marked ``evaluated=<feature>`` (so the table labels the row by it)."""
+    if record["status"] != FINISHED or not (run_dir / RESULT).is_file():
+        return []
+    features = _read_json(run_dir / RESULT).get("features") or {}
+    rows = []
+    for feature, scores in sorted(features.items()):
+        if feature == "representation" or not isinstance(scores, dict):
+            continue
+        rows.append(
+            {
+                **record,
+                "setting": _evaluated(record["setting"], feature),
+                "linear_top1": _number(scores.get("linear_top1")),
+                "knn_top1": _number(scores.get("knn_top1")),
+                "knn_fixed_top1": _number(scores.get("knn_top1_fixed")),
+                "online_top1": math.nan,  # the online probe watches the representation only
+                "linear_aug_top1": _number(scores.get("linear_aug_top1")),
+            }
+        )
+    return rows
+
+
 def collect_runs(results_dirs: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """All readable runs (one row each), their metrics (one row per run and epoch), and warnings."""
     records: list[dict[str, Any]] = []
@@ -198,7 +245,10 @@ def collect_runs(results_dirs: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFra
                 warnings.append(f"skipped {shown}: the same run as {seen[key]}")
                 continue
             seen[key] = shown
-            records.append(record)
+            others = feature_rows(record, run_dir)
+            if others:
+                record["setting"] = _evaluated(record["setting"], "representation")
+            records.extend({**row, "run_dir": shown} for row in [record, *others])
             # Each metric row carries its run's identity, so plots can group them like the table.
             identity = {
                 "run": shown,
@@ -222,11 +272,15 @@ _RUN_COLUMNS = [
     "seed",
     "identity_hash",
     "setting",
+    "source",
+    "run_dir",
     "status",
     "note",
     "linear_top1",
     "knn_top1",
     "knn_fixed_top1",
+    "online_top1",
+    "linear_aug_top1",
     "pretrain_seconds",
     "samples_per_second",
     "peak_memory_mb",
@@ -237,11 +291,12 @@ _RUN_COLUMNS = [
 
 
 def groups(runs: pd.DataFrame) -> list[tuple[str, str, int]]:
-    """(dataset, backbone, epochs) of every group; random-init alone makes a 0-epoch group only
-    when no pre-trained run shares its dataset and backbone."""
-    trained = runs[runs["method"] != RANDOM_INIT]
+    """(dataset, backbone, epochs) of every group; the random-init baseline and evaluated checkpoints
+    alone make a 0-epoch group only when no pre-trained run shares their dataset and backbone."""
+    trained = runs[~runs["method"].isin(EVALUATION_ONLY)]
     groups = set(trained[["dataset", "backbone", "epochs"]].itertuples(index=False, name=None))
-    for dataset, backbone, epochs in runs[runs["method"] == RANDOM_INIT][["dataset", "backbone", "epochs"]].itertuples(
+    only_evaluated = runs[runs["method"].isin(EVALUATION_ONLY)]
+    for dataset, backbone, epochs in only_evaluated[["dataset", "backbone", "epochs"]].itertuples(
         index=False, name=None
     ):
         if not any(d == dataset and b == backbone for d, b, _ in groups):

@@ -23,6 +23,10 @@ alpha 0.05: with p >= alpha it is tied with the best, else different; with fewer
 it is "untested (n<2)". In md/tex the best mean is bold and a tied one carries `*`. The
 random-init baseline, published numbers and unfinished runs take no part in this ranking.
 
+A run evaluated on the embedding beside the representation (`--set eval_features=representation,embedding`)
+gives two rows, labelled `evaluated=representation` and `evaluated=embedding`, each aggregated over
+seeds and ranked like any other.
+
 The random-init baseline (method `random_init`, 0 epochs) is a row of every group of its dataset
 and backbone. Runs of one method whose configurations differ in more than the seed (say another
 `base_lr`) are separate rows, labelled by what differs, never averaged together. A run directory
@@ -30,7 +34,8 @@ that cannot be read (unparseable JSON, missing status) is named in a warning and
 
 Outputs, written atomically into the output directory (the first results directory by default):
 `table.md` (exactly what is printed), `table.csv` (one flat table, numbers unformatted), `table.tex`
-(booktabs) and `plots/*.png`. Per protocol P (`linear`, `knn`) table.csv has the columns
+(booktabs), `plots/*.png` and `report.html` (all of it on one self-contained page:
+`ssl_bench.report.html`). Per protocol P (`linear`, `knn`) table.csv has the columns
 
 - `P_top1_mean`, `P_top1_std`, `P_top1_ci_low`, `P_top1_ci_high`: mean (a published row's number),
   sample std and 95% interval, each empty where undefined (std and interval need n >= 2);
@@ -63,9 +68,9 @@ from typing import Any, TextIO
 import pandas as pd
 
 from ssl_bench.report.plots import write_plots
-from ssl_bench.report.runs import FINISHED, collect_runs, group_title, groups
+from ssl_bench.report.runs import EVALUATION_ONLY, FINISHED, collect_runs, group_title, groups
 from ssl_bench.report.stats import mean_interval, paired_t_test
-from ssl_bench.run.record import RANDOM_INIT
+from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT
 from ssl_bench.run.rundir import atomic_write_text
 
 PUBLISHED_CSV = Path(str(resources.files("ssl_bench.experiments").joinpath("published.csv")))
@@ -82,12 +87,30 @@ class TableOutput:
     plots_dir: Path
     plots: list[Path]
     warnings: list[str] = field(default_factory=list)
+    report: Path | None = None  # report.html (ssl_bench.report.html)
 
 
 # linear and knn: the settings chosen on the validation split; knn_fixed: k = 200, T = 0.1, the
-# setting of lightly's published kNN numbers.
-PROTOCOLS = ("linear", "knn", "knn_fixed")
-_PROTOCOL_LABELS = {"linear": "linear", "knn": "kNN", "knn_fixed": "kNN k=200"}
+# setting of lightly's published kNN numbers; online: the online probe at the end of pre-training
+# (solo-learn's CIFAR numbers); linear_aug: the augmented offline probe on the frozen backbone
+# (VICReg's evaluate.py, the published ImageNet numbers). The first three are always shown, the
+# last two where a run (or a published row beside one) has them.
+PROTOCOLS = ("linear", "knn", "knn_fixed", "online", "linear_aug")
+ALWAYS_SHOWN = ("linear", "knn", "knn_fixed")
+_PROTOCOL_LABELS = {
+    "linear": "linear",
+    "knn": "kNN",
+    "knn_fixed": "kNN k=200",
+    "online": "online probe",
+    "linear_aug": "linear aug.",
+}
+_PROTOCOL_HEADERS = {
+    "linear": "linear top-1 (%)",
+    "knn": "kNN top-1 (%)",
+    "knn_fixed": "kNN k=200 (%)",
+    "online": "online probe top-1 (%)",
+    "linear_aug": "linear aug. top-1 (%)",
+}
 CONFIDENCE = 0.95  # of the interval of the mean
 ALPHA = 0.05  # of the paired t-test against the best
 BEST, TIED, DIFFERENT, UNTESTED = "best", "tied", "different", "untested (n<2)"
@@ -125,19 +148,32 @@ CSV_COLUMNS = [
     "peak_memory_mb",
     "note",
 ]
-_DISPLAY_HEADERS = [
-    "method",
-    "source",
-    "status",
-    "n",
-    "seeds",
-    "linear top-1 (%)",
-    "kNN top-1 (%)",
-    "kNN k=200 (%)",
-    "pre-train (s)",
-    "samples/s",
-    "note",
-]
+# Beside them in the summarised table (not in table.csv): the run directories of each row, as
+# paths under the results directory given (report.html links to their files).
+RUN_DIRS = "run_dirs"
+
+
+def shown_protocols(table: pd.DataFrame) -> list[str]:
+    """The protocols with a column in md/tex: the always-shown ones, and any other with a value."""
+    return [
+        protocol
+        for protocol in PROTOCOLS
+        if protocol in ALWAYS_SHOWN or table[f"{protocol}_top1_mean"].map(lambda v: not _is_missing(v)).any()
+    ]
+
+
+def _display_headers(protocols: Sequence[str]) -> list[str]:
+    return [
+        "method",
+        "source",
+        "status",
+        "n",
+        "seeds",
+        *(_PROTOCOL_HEADERS[protocol] for protocol in protocols),
+        "pre-train (s)",
+        "samples/s",
+        "note",
+    ]
 
 
 def backbone_family(backbone: str) -> str:
@@ -150,30 +186,42 @@ def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"top1": str, "epochs": int}, keep_default_na=False)
 
 
-def published_rows(published: pd.DataFrame, dataset: str, backbone: str, epochs: int) -> list[dict[str, Any]]:
-    """The published numbers for one group, one row per (method, source) with both protocols."""
+def published_rows(
+    published: pd.DataFrame, dataset: str, backbone: str, epochs: int, measured: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The published numbers for one group: one row per (method, source), in the protocols of ``measured``.
+
+    A published number is shown only beside our numbers of the same protocol (``measured``: the
+    protocols some run of the group has a value in): side by side, two protocols would read as
+    one comparison.
+    """
+    measured = set(measured)
+    unknown = set(published["protocol"]) - set(PROTOCOLS)
+    if unknown:
+        raise ValueError(f"published.csv: unknown protocol(s) {sorted(unknown)}; known: {', '.join(PROTOCOLS)}")
     match = published[
         (published["dataset"] == dataset)
         & (published["backbone"] == backbone_family(backbone))
         & (published["epochs"] == epochs)
+        & published["protocol"].isin(measured)
     ]
     rows = []
     for (method, source), numbers in match.groupby(["method", "source"], sort=True):
-        by_protocol = dict(zip(numbers["protocol"].str.lower(), numbers["top1"]))
-        rows.append(
-            {
-                "method": method,
-                "source": f"published: {source}",
-                "status": "",
-                "n": None,
-                "seeds": "",
-                "linear_top1_mean": by_protocol.get("linear"),
-                # Published kNN numbers (lightly's) are at k = 200, T = 0.1.
-                "knn_fixed_top1_mean": by_protocol.get("knn"),
-                "note": "",
-            }
-        )
+        row: dict[str, Any] = {"method": method, "source": f"published: {source}", "status": "", "n": None, "seeds": ""}
+        for number in numbers.itertuples(index=False):
+            row[f"{number.protocol}_top1_mean"] = number.top1
+        row["note"] = "; ".join(sorted(set(numbers["note"]) - {""}))
+        rows.append(row)
     return rows
+
+
+def _measured_protocols(rows: Iterable[dict[str, Any]]) -> set[str]:
+    return {
+        protocol
+        for row in rows
+        for protocol in PROTOCOLS
+        if row["source"] == "ours" and not _is_missing(row.get(f"{protocol}_top1_mean"))
+    }
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -181,13 +229,15 @@ def _seeds(values: Iterable[int]) -> str:
     return ",".join(str(seed) for seed in sorted(values))
 
 
-def _variant_labels(runs: pd.DataFrame) -> dict[str, str]:
-    """For runs of one method in one group: what sets each setting apart ('' when only one)."""
+def _variant_labels(runs: pd.DataFrame, shown: tuple[str, ...] = ()) -> dict[str, str]:
+    """For runs of one method in one group: what sets each setting apart ('' when only one).
+
+    Keys starting with ``shown`` are left out (the source column shows them already)."""
     settings = sorted(runs["setting"].unique())
     if len(settings) < 2:
         return dict.fromkeys(settings, "")
     flat = [_flatten(json.loads(setting)) for setting in settings]
-    keys = sorted({key for item in flat for key in item})
+    keys = sorted({key for item in flat for key in item if not key.startswith(shown)})
     differing = [key for key in keys if len({json.dumps(item.get(key)) for item in flat}) > 1]
     return {
         setting: ", ".join(f"{key}={_plain(item.get(key))}" for key in differing)
@@ -214,19 +264,27 @@ def summarize(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for dataset, backbone, epochs in groups(runs):
         in_setting = (runs["dataset"] == dataset) & (runs["backbone"] == backbone)
-        members = runs[in_setting & ((runs["epochs"] == epochs) | (runs["method"] == RANDOM_INIT))]
+        members = runs[in_setting & ((runs["epochs"] == epochs) | runs["method"].isin(EVALUATION_ONLY))]
         group_rows: list[dict[str, Any]] = []
         for method, of_method in members.groupby("method", sort=True):
-            labels = _variant_labels(of_method)
+            # An evaluated checkpoint's source column names its file (and key).
+            labels = _variant_labels(of_method, ("source", "method_params.") if method == CHECKPOINT_METHOD else ())
             for setting, runs_of_setting in of_method.groupby("setting", sort=True):
                 group_rows.extend(_method_rows(str(method), runs_of_setting, labels[setting]))
-        group_rows.extend(published_rows(published, dataset, backbone, epochs))
+        group_rows.extend(published_rows(published, dataset, backbone, epochs, _measured_protocols(group_rows)))
         group_rows.sort(key=_row_order)
         _rank(group_rows)
         rows.extend(
-            {"dataset": dataset, "backbone": backbone, "epochs": epochs, **_without_private(row)} for row in group_rows
+            {
+                "dataset": dataset,
+                "backbone": backbone,
+                "epochs": epochs,
+                **_without_private(row),
+                RUN_DIRS: row.get("_run_dirs", []),
+            }
+            for row in group_rows
         )
-    return pd.DataFrame.from_records(rows, columns=CSV_COLUMNS)
+    return pd.DataFrame.from_records(rows, columns=[*CSV_COLUMNS, RUN_DIRS])
 
 
 def _without_private(row: dict[str, Any]) -> dict[str, Any]:
@@ -237,12 +295,13 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
     """The aggregate of a setting's finished runs, then each of its other runs on its own."""
     runs = runs.sort_values(["seed", "path"])
     baseline_note = "no pre-training (baseline)" if method == RANDOM_INIT else ""
+    source = str(runs["source"].iloc[0])  # one setting: one source
     rows = []
     done = runs[runs["status"] == FINISHED]
     if len(done):
         row: dict[str, Any] = {
             "method": method,
-            "source": "ours",
+            "source": source,
             "status": FINISHED,
             "n": len(done),
             "seeds": _seeds(done["seed"]),
@@ -251,6 +310,7 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
             "peak_memory_mb": done["peak_memory_mb"].mean(),
             "note": "; ".join(part for part in (label, baseline_note) if part),
             "_by_seed": {},
+            "_run_dirs": list(done["run_dir"]),
         }
         for protocol in PROTOCOLS:
             row.update(_protocol_summary(protocol, done))
@@ -260,7 +320,7 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
         rows.append(
             {
                 "method": method,
-                "source": "ours",
+                "source": source,
                 "status": run.status,
                 "n": None,
                 "seeds": str(run.seed),
@@ -268,6 +328,7 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
                 "samples_per_second": run.samples_per_second,
                 "peak_memory_mb": run.peak_memory_mb,
                 "note": "; ".join(part for part in (label, baseline_note, run.note) if part),
+                "_run_dirs": [run.run_dir],
             }
         )
     return rows
@@ -335,9 +396,11 @@ def _rank(rows: list[dict[str, Any]]) -> None:
 
 
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Baseline first, then methods A-Z; per method ours (aggregate, then other runs) before published."""
+    """Baseline first, then methods A-Z, then evaluated checkpoints; per method ours (aggregate, then
+    other runs) before published."""
     return (
         row["method"] != RANDOM_INIT,
+        row["method"] == CHECKPOINT_METHOD,
         row["method"],
         row["source"] != "ours",
         row["status"] != FINISHED,
@@ -360,7 +423,13 @@ def _explanation(n: str, bold: str, star: str) -> str:
         f"the data do not order them. With fewer than 2 shared seeds there is no test: untested (n<2). The "
         f"random-init baseline and published rows are not ranked. Failed and unfinished runs are listed on their "
         f"own rows, never averaged in. Rows whose source reads `published: ...` come from "
-        f"experiments/published.csv (same dataset, backbone family, epochs and protocol)."
+        f"experiments/published.csv (same dataset, backbone family and epochs), each number in the column of the "
+        f"protocol its source measured with, and only where our runs of the group have numbers of that protocol. "
+        f"Protocols: linear = offline linear probe on the frozen backbone's features (lr and weight decay chosen "
+        f"on the validation split); kNN = weighted kNN (k and T chosen on validation); kNN k=200 = the same at "
+        f"k = 200, T = 0.1; online probe = the linear probe trained alongside pre-training, scored at its end; "
+        f"linear aug. = the offline probe trained on augmented images (VICReg's evaluate.py). All report the "
+        f"test split."
     )
 
 
@@ -448,7 +517,7 @@ def _fixed(value: Any, digits: int, style: _Style) -> str:
     return style.missing if _is_missing(value) else f"{value:.{digits}f}"
 
 
-def _display_cells(row: pd.Series, style: _Style) -> list[str]:
+def _display_cells(row: pd.Series, style: _Style, protocols: Sequence[str]) -> list[str]:
     """One table row as the strings a reader sees (fixed float formats: no run-to-run jitter)."""
     published = row["source"] != "ours"
     blank = "" if published else style.missing
@@ -458,7 +527,7 @@ def _display_cells(row: pd.Series, style: _Style) -> list[str]:
         style.escape(row["status"]),
         blank if _is_missing(row["n"]) else str(int(row["n"])),
         style.escape(row["seeds"]),
-        *(_accuracy(row, protocol, style) for protocol in PROTOCOLS),
+        *(_accuracy(row, protocol, style) for protocol in protocols),
         blank if _is_missing(row["pretrain_seconds"]) else _fixed(row["pretrain_seconds"], 1, style),
         blank if _is_missing(row["samples_per_second"]) else _fixed(row["samples_per_second"], 0, style),
         style.escape(_display_note(row)),
@@ -475,10 +544,12 @@ def render_markdown(table: pd.DataFrame) -> str:
         "",
         _explanation("`n`", "**bold**", "`*`"),
     ]
+    protocols = shown_protocols(table)
+    headers = _display_headers(protocols)
     for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
-        cells = [_display_cells(row, MARKDOWN) for _, row in rows.iterrows()]
-        body = pd.DataFrame(cells, columns=_DISPLAY_HEADERS).to_markdown(
-            index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * 7 + ["left"]
+        cells = [_display_cells(row, MARKDOWN, protocols) for _, row in rows.iterrows()]
+        body = pd.DataFrame(cells, columns=headers).to_markdown(
+            index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * (len(headers) - 4) + ["left"]
         )
         lines += ["", f"## {group_title(dataset, backbone, epochs)}", "", body]
     return "\n".join(lines) + "\n"
@@ -486,12 +557,14 @@ def render_markdown(table: pd.DataFrame) -> str:
 
 def render_latex(table: pd.DataFrame) -> str:
     """A booktabs tabular: one block per group under an italic group title."""
-    width = len(_DISPLAY_HEADERS)
-    header = " & ".join(_escape_latex(name).replace("kNN", "$k$NN") for name in _DISPLAY_HEADERS)
+    protocols = shown_protocols(table)
+    headers = _display_headers(protocols)
+    width = len(headers)
+    header = " & ".join(_escape_latex(name).replace("kNN", "$k$NN") for name in headers)
     lines = [
         r"% Generated by `ssl-bench table`; needs \usepackage{booktabs}.",
         *_latex_comment(_explanation("n", "bold", "*")),
-        r"\begin{tabular}{lllrlrrrrrl}",
+        r"\begin{tabular}{lllrl" + "r" * (width - 6) + "l}",
         r"\toprule",
         header + r" \\",
     ]
@@ -500,7 +573,7 @@ def render_latex(table: pd.DataFrame) -> str:
             r"\midrule",
             rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_escape_latex(group_title(dataset, backbone, epochs))}}}}} \\",
         ]
-        lines += [" & ".join(_display_cells(row, LATEX)) + r" \\" for _, row in rows.iterrows()]
+        lines += [" & ".join(_display_cells(row, LATEX, protocols)) + r" \\" for _, row in rows.iterrows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -511,9 +584,9 @@ def _latex_comment(text: str, width: int = 100) -> list[str]:
 
 def render_csv(table: pd.DataFrame) -> str:
     """The flat table, numbers unformatted but rounded to 6 significant digits (stable text)."""
-    numeric = table.copy()
+    numeric = table[CSV_COLUMNS].copy()
     # Published numbers are kept as written for md/tex; the CSV holds them as numbers like ours.
-    for column in ("linear_top1_mean", "knn_top1_mean", "knn_fixed_top1_mean"):
+    for column in (f"{protocol}_top1_mean" for protocol in PROTOCOLS):
         numeric[column] = pd.to_numeric(numeric[column])
     numeric["n"] = numeric["n"].astype("Int64")
     return numeric.to_csv(index=False, float_format="%.6g", lineterminator="\n")
@@ -538,7 +611,12 @@ def build_table(
         atomic_write_text(path, text)
         files.append(path)
     plots = write_plots(runs, metrics, out / PLOTS_DIR)
-    return TableOutput(markdown=markdown, files=files, plots_dir=out / PLOTS_DIR, plots=plots, warnings=warnings)
+    from ssl_bench.report.html import write_report  # it renders with this module's cells
+
+    report = write_report(table, plots, out)
+    return TableOutput(
+        markdown=markdown, files=files, plots_dir=out / PLOTS_DIR, plots=plots, warnings=warnings, report=report
+    )
 
 
 def print_table(
@@ -563,4 +641,6 @@ def print_table(
     print(output.markdown, file=stdout)
     print(f"table: {', '.join(path.as_posix() for path in output.files)}", file=stdout)
     print(f"plots: {output.plots_dir.as_posix()}", file=stdout)
+    if output.report is not None:
+        print(f"report: {output.report.as_posix()}", file=stdout)
     return 0

@@ -17,7 +17,7 @@ It is recognised and reused like any run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +28,30 @@ from ssl_bench.config import RunConfig
 from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
-from ssl_bench.eval.features import cached_features
+from ssl_bench.eval.augmented import AugmentedProbeResult, evaluate_augmented
+from ssl_bench.eval.features import REPRESENTATION, cached_features, encoder, feature_scores, score_features
+from ssl_bench.eval.online import OnlineProbeResult, online_probe_from_state, score_online_probe
 from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.run.assemble import build_method
+from ssl_bench.run.lock import hold_run_dir
 from ssl_bench.run.preemption import TrainingStopped
 from ssl_bench.run.record import (
     RANDOM_INIT,
     Log,
     base_record,
     finished_record,
+    is_done,
     read_result,
     record_failure,
     record_running,
     write_failure,
     write_record,
 )
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.run.rundir import CorruptCheckpointError, RunDir
+from ssl_bench.track.fanout import NO_TRACKERS, open_trackers
+from ssl_bench.train.monitor import OnlineProbe
 from ssl_bench.train.trainer import RunResult, pretrain
 
 # --------------------------------------------------------------------------------------------
@@ -93,15 +99,32 @@ def initial_backbone(config: RunConfig) -> nn.Module:
     return backbone
 
 
-def pretrained_backbone(config: RunConfig, run_dir: RunDir) -> nn.Module:
-    """The backbone of the run's last checkpoint."""
-    state = run_dir.load_checkpoint(map_location="cpu")
+def pretrained_backbone(config: RunConfig, run_dir: RunDir, feature: str = REPRESENTATION) -> nn.Module:
+    """The backbone of the run's last checkpoint (with ``feature`` "embedding": backbone then projector)."""
+    state = pretrained_state(run_dir)
     if state["identity_hash"] != config.identity_hash():
         raise RuntimeError(f"checkpoint in {run_dir.path} belongs to another configuration")
     with torch.random.fork_rng(devices=[]):  # building draws initial weights we overwrite anyway
         method = build_method(config)
     method.load_state_dict(state["method"])
-    return method.backbone
+    return encoder(method, feature)
+
+
+def pretrained_online_probe(run_dir: RunDir) -> OnlineProbe | None:
+    """The online probe of the run's last checkpoint (None when the run had none)."""
+    return online_probe_from_state(pretrained_state(run_dir).get("monitor"))
+
+
+def pretrained_state(run_dir: RunDir) -> dict[str, Any]:
+    """The finished run's checkpoint. An unreadable one is moved aside and the run marked failed,
+    so that the next command pre-trains it anew (its weights are lost either way)."""
+    try:
+        return run_dir.load_checkpoint(map_location="cpu")
+    except CorruptCheckpointError as error:
+        kept = run_dir.set_aside_checkpoint()
+        message = f"{error}; moved it to {kept.name}: run the same command again to pre-train anew"
+        run_dir.write_status("failed", error=message)
+        raise RuntimeError(message) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +162,8 @@ def evaluate_run(
         lambda: pretrained_backbone(config, run_dir),
         epochs_done=status.get("epochs_done", config.epochs),
         log=log,
+        load_online_probe=lambda: pretrained_online_probe(run_dir),
+        load_encoder=lambda feature: pretrained_backbone(config, run_dir, feature),
     )
 
 
@@ -161,6 +186,33 @@ def evaluate_baseline(
     return _evaluate(run_dir, baseline, protocol, lambda: initial_backbone(baseline), epochs_done=0, log=log)
 
 
+def evaluate_checkpoint(
+    config: RunConfig,
+    results_dir: str | Path,
+    load_backbone: Callable[[], nn.Module],
+    protocol: EvalProtocol | None = None,
+    *,
+    provenance: dict[str, Any] | None = None,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Evaluate a backbone trained elsewhere (``ssl-bench eval``) in its own run directory; returns its record.
+
+    The directory reads like the baseline's: config, environment, a finished status without
+    pre-training here (``provenance``: which weights), then the same evaluation and record as
+    every run. Evaluated already under this protocol: the record is reused.
+    """
+    protocol = protocol or protocol_for(config.dataset)
+    run_dir = RunDir.for_config(results_dir, config)
+    with hold_run_dir(run_dir.path, log=lambda text: log(f"[{config.method}] {text}")):
+        existing = finished_record(run_dir, config, protocol, log)
+        if existing is not None:
+            return existing
+        run_dir.write_config(config)
+        run_dir.write_environment(resolve_device(config.device))
+        run_dir.write_status("finished", epochs_done=0, **(provenance or {}))
+        return _evaluate(run_dir, config, protocol, load_backbone, epochs_done=0, log=log)
+
+
 def _evaluate(
     run_dir: RunDir,
     config: RunConfig,
@@ -169,6 +221,8 @@ def _evaluate(
     *,
     epochs_done: int,
     log: Log,
+    load_online_probe: Callable[[], OnlineProbe | None] = lambda: None,
+    load_encoder: Callable[[str], nn.Module] | None = None,
 ) -> dict[str, Any]:
     device = resolve_device(config.device)
     record = base_record(config, run_dir, protocol, "running")
@@ -190,6 +244,37 @@ def _evaluate(
         probed = time.perf_counter()
         knn = select_knn(train, val, test, protocol.knn, num_classes=num_classes, device=device)
         knn_fixed = knn_top1(train, test, protocol.knn, num_classes=num_classes, device=device)
+        probe = load_online_probe()
+        online: OnlineProbeResult | None = None if probe is None else score_online_probe(probe, val, test, device)
+        augmented: AugmentedProbeResult | None = None
+        if protocol.augmented is not None:
+            augmented = evaluate_augmented(
+                config,
+                protocol.augmented,
+                load_backbone,
+                val,
+                test,
+                train_samples=protocol.train_samples,
+                subset_seed=protocol.subset_seed,
+                num_classes=num_classes,
+                device=device,
+            )
+        # The representation's scores, then every other feature of config.eval_features (load_encoder
+        # gives its encoder) through the same protocol.
+        features = {REPRESENTATION: feature_scores(linear, knn, knn_fixed, splits)}
+        for feature in config.eval_features[1:]:
+            assert load_encoder is not None, f"{feature} features need an encoder"
+            other, _ = cached_features(
+                run_dir,
+                config,
+                protocol,
+                lambda feature=feature: load_encoder(feature),
+                device,
+                epochs_done=epochs_done,
+                log=log,
+                feature=feature,
+            )
+            features[feature] = score_features(other, protocol, seed=config.seed, device=device)
         done = time.perf_counter()
     except Exception as error:
         write_failure(run_dir, config, error, protocol, prefix="evaluation failed: ", log=log)
@@ -201,6 +286,11 @@ def _evaluate(
         knn_top1_fixed=knn_fixed,
         linear_choice=linear.to_dict(),
         knn_choice=knn.to_dict(),
+        online_top1=None if online is None else online.test_top1,
+        online_scores=None if online is None else online.to_dict(),
+        linear_aug_top1=None if augmented is None else augmented.test_top1,
+        linear_aug_scores=None if augmented is None else augmented.to_dict(),
+        features=features,
         eval_seconds=done - start,
         eval_peak_memory_mb=peak_memory_mb(device),
         device=str(device),
@@ -220,7 +310,8 @@ def _evaluate(
     log(
         f"[{config.method}] test top-1: linear probe {linear.test_top1:.2f}% (lr {linear.setting['lr']:g}, "
         f"wd {linear.setting['weight_decay']:g}, chosen on validation), kNN {knn.test_top1:.2f}% "
-        f"(k {knn.setting['k']:g}, T {knn.setting['temperature']:g}), kNN k=200 T=0.1 {knn_fixed:.2f}% "
+        f"(k {knn.setting['k']:g}, T {knn.setting['temperature']:g}), kNN k=200 T=0.1 {knn_fixed:.2f}%"
+        f"{'' if online is None else f', online probe {online.test_top1:.2f}%'} "
         f"({len(train.labels)} train / {len(val.labels)} validation / {len(test.labels)} test images, "
         f"{done - start:.1f}s{', cached features' if was_cached else ''})"
     )
@@ -239,6 +330,7 @@ def run_entry(
     log: Log = print,
     should_stop: Callable[[], bool] | None = None,
     status_extra: dict[str, Any] | None = None,
+    loggers: Sequence[str] = (),
 ) -> RunResult:
     """Carry out one sweep entry: a baseline is evaluated; a method is pre-trained, then evaluated.
 
@@ -247,19 +339,51 @@ def run_entry(
     local loop goes on with the next entry, a SLURM task fails. Not recorded: bad input
     (UsageError, raised before anything is written), and a stop on request (TrainingStopped,
     checkpointed to resume).
+
+    ``loggers``: experiment trackers (ssl_bench.track) that rank 0 sends the pre-training and the
+    final evaluation to; a run already done is not logged again.
+
+    Rank 0 holds the run directory's lock meanwhile (``ssl_bench.run.lock``): a second command
+    on the same run waits, then finds the work done.
     """
+    main = collectives.rank() == 0
+    if not main:
+        return _run_entry(config, results_dir, progress, log, should_stop, status_extra, loggers)
+    with hold_run_dir(RunDir.for_config(results_dir, config).path, log=lambda text: log(f"[{config.method}] {text}")):
+        return _run_entry(config, results_dir, progress, log, should_stop, status_extra, loggers)
+
+
+def _run_entry(
+    config: RunConfig,
+    results_dir: str | Path,
+    progress: bool,
+    log: Log,
+    should_stop: Callable[[], bool] | None,
+    status_extra: dict[str, Any] | None,
+    loggers: Sequence[str],
+) -> RunResult:
     main = collectives.rank() == 0
     try:
         if is_baseline(config):
             status = evaluate_baseline(config, results_dir, log=log)["status"] if main else "finished"
             return RunResult(config.method, RunDir.for_config(results_dir, config).path, status, train_seconds=0.0)
+        track = main and loggers and not is_done(config, results_dir)
+        trackers = open_trackers(loggers, config, results_dir) if track else NO_TRACKERS
         if main:
             record_running(config, results_dir, log=log)
-        result = pretrain(
-            config, results_dir, progress=progress, log=log, should_stop=should_stop, status_extra=status_extra
-        )
-        if main:
-            evaluate_run(config, results_dir, log=log)  # records a failed pre-training as failed, too
+        with trackers:  # closed as finished, failed or interrupted, however this ends
+            result = pretrain(
+                config,
+                results_dir,
+                progress=progress,
+                log=log,
+                should_stop=should_stop,
+                status_extra=status_extra,
+                trackers=trackers,
+            )
+            if main:
+                record = evaluate_run(config, results_dir, log=log)  # records a failed pre-training as failed, too
+                trackers.log_evaluation(record)
         return result
     except (UsageError, TrainingStopped):
         raise
@@ -267,6 +391,9 @@ def run_entry(
         # An evaluation error is already recorded (with its "evaluation failed" context); the
         # record was "running" until then, so a "failed" one is this attempt's.
         record = read_result(RunDir.for_config(results_dir, config))
-        if main and (record is None or record["status"] != "failed"):
-            record_failure(config, results_dir, error, log=log)
+        if main and (record is None or record.get("status") != "failed"):
+            try:
+                record_failure(config, results_dir, error, log=log)
+            except OSError as unwritable:  # a full disk or read-only directory: the crash itself is what counts
+                log(f"[{config.method}] could not record the failure in {results_dir}: {unwritable}")
         raise

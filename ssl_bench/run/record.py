@@ -10,7 +10,8 @@ Written atomically into every run directory (the baseline's included) by :func:`
 ``schema_version``          2
 ``status``                  ``"finished"`` (pre-trained and evaluated), ``"failed"``, or
                             ``"running"`` (pre-training or evaluation not done yet)
-``method``                  method name; ``"random_init"`` for the baseline
+``method``                  method name; ``"random_init"`` for the baseline, ``"checkpoint"``
+                            for a backbone trained elsewhere (``ssl-bench eval``)
 ``dataset``, ``backbone``   as in the run's config
 ``epochs``, ``seed``        as in the run's config (epochs 0 for the baseline)
 ``identity_hash``           ``RunConfig.identity_hash()``: the hash in the directory name
@@ -19,6 +20,12 @@ Written atomically into every run directory (the baseline's included) by :func:`
 ``knn_top1``                weighted kNN, test top-1 in % at the k and T chosen on the
                             validation split (null unless finished)
 ``knn_top1_fixed``          weighted kNN, test top-1 in % at k = 200, T = 0.1 (lightly's)
+``online_top1``             the online probe at the end of pre-training, test top-1 in %
+                            (ssl_bench.eval.online; null for the baseline)
+``online_scores``           that probe's validation and test top-1 (nothing is chosen)
+``linear_aug_top1``         the augmented offline linear probe (ssl_bench.eval.augmented), test
+                            top-1 in %; null where the dataset's protocol does not run it
+``linear_aug_scores``       its validation and test top-1 and final train loss
 ``linear_choice``,          the chosen setting, its validation and test top-1, and every
 ``knn_choice``              setting tried with its validation top-1
 ``selection_split``         ``"val"``: the split every choice was made on
@@ -29,6 +36,14 @@ Written atomically into every run directory (the baseline's included) by :func:`
 ``embedding_std``           last epoch's mean per-dimension std of normalised embeddings
 ``rankme_representation``   last epoch's RankMe of the representation
 ``rankme_embedding``        last epoch's RankMe of the embedding
+``offdiag_corr_representation``, ``offdiag_corr_embedding``
+                            last epoch's mean absolute off-diagonal correlation between the
+                            dimensions of the representation / embedding (ssl_bench.train.monitor)
+``features``                per evaluated feature (``config.eval_features``: ``representation``,
+                            ``embedding``): ``linear_top1``, ``knn_top1``, ``knn_top1_fixed``,
+                            ``linear_choice``, ``knn_choice``, ``feature_dim`` and
+                            ``offdiag_corr`` on the test split (ssl_bench.eval.features); the
+                            top-level numbers are the representation's (null unless finished)
 ``pretrain_seconds``        wall time in training steps over all resumptions (0 for baseline)
 ``samples_per_second``      pre-training throughput (null for the baseline)
 ``peak_memory_mb``          peak memory of pre-training: CUDA ``max_memory_allocated``, or
@@ -68,6 +83,7 @@ SCHEMA_VERSION = 2
 RESULT = "result.json"
 ERROR_LOG = "error.log"  # the traceback of a crash
 RANDOM_INIT = "random_init"  # the method name of the random-init baseline's records
+CHECKPOINT_METHOD = "checkpoint"  # the method name of an external backbone's records (ssl-bench eval)
 
 Log = Callable[[str], None]
 
@@ -77,9 +93,16 @@ Log = Callable[[str], None]
 
 
 def read_result(run_dir: RunDir | str | Path) -> dict[str, Any] | None:
-    """The run's ``result.json``, or None when it has none."""
+    """The run's ``result.json``, or None when it has none or holds no record (not JSON, not an
+    object): such a run is not done, and its next record replaces the file."""
     path = _as_run_dir(run_dir).path / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _as_run_dir(run_dir: RunDir | str | Path) -> RunDir:
@@ -89,9 +112,9 @@ def _as_run_dir(run_dir: RunDir | str | Path) -> RunDir:
 def _is_done(record: dict[str, Any] | None, config: RunConfig, protocol: EvalProtocol) -> bool:
     return (
         record is not None
-        and record["status"] == "finished"
-        and record["identity_hash"] == config.identity_hash()
-        and record["eval_protocol_hash"] == protocol.identity_hash()
+        and record.get("status") == "finished"
+        and record.get("identity_hash") == config.identity_hash()
+        and record.get("eval_protocol_hash") == protocol.identity_hash()
     )
 
 
@@ -133,6 +156,10 @@ def base_record(config: RunConfig, run_dir: RunDir, protocol: EvalProtocol, stat
         "linear_top1": None,
         "knn_top1": None,
         "knn_top1_fixed": None,
+        "online_top1": None,
+        "online_scores": None,
+        "linear_aug_top1": None,
+        "linear_aug_scores": None,
         "linear_choice": None,
         "knn_choice": None,
         "selection_split": "val",
@@ -143,6 +170,9 @@ def base_record(config: RunConfig, run_dir: RunDir, protocol: EvalProtocol, stat
         "embedding_std": last.get("embedding_std"),
         "rankme_representation": last.get("rankme_representation"),
         "rankme_embedding": last.get("rankme_embedding"),
+        "offdiag_corr_representation": last.get("offdiag_corr_representation"),
+        "offdiag_corr_embedding": last.get("offdiag_corr_embedding"),
+        "features": None,
         "pretrain_seconds": 0.0 if is_baseline else run_status.get("train_seconds"),
         "samples_per_second": run_status.get("samples_per_second"),
         "peak_memory_mb": run_status.get("peak_memory_mb"),
@@ -164,7 +194,7 @@ def write_record(run_dir: RunDir, record: dict[str, Any], log: Log) -> None:
     previous = read_result(run_dir)
     if (
         previous is not None
-        and previous["status"] == "finished"
+        and previous.get("status") == "finished"
         and previous.get("eval_protocol_hash") != record["eval_protocol_hash"]
     ):
         kept = run_dir.path / f"result-{previous.get('eval_protocol_hash')}.json"
@@ -213,5 +243,9 @@ def write_failure(
         (run_dir.path / ERROR_LOG).write_text("".join(lines))
         error = f"{type(error).__name__}: {error}"
     record = {**base_record(config, run_dir, protocol, "failed"), "error": prefix + error}
+    status = run_dir.read_status()
+    if status["status"] == "running":  # a crash before pre-training could say so: both files tell the same
+        details = {key: value for key, value in status.items() if key not in ("status", "updated")}
+        run_dir.write_status("failed", **{**details, "error": prefix + error})
     write_record(run_dir, record, log)
     return record

@@ -126,22 +126,62 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:  # a line cut short by a crash mid-write of an older version
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
 
     def write_status(self, status: str, **details: Any) -> None:
         record = {"status": status, "updated": time.time(), **self.status_extra, **details}
         atomic_write_json(self.path / "status.json", record)
 
     def read_status(self) -> dict[str, Any]:
+        """status.json; ``{"status": "missing"}`` when there is none or it holds no status."""
         path = self.path / "status.json"
-        return json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+        try:
+            status = json.loads(path.read_text()) if path.is_file() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            status = None
+        return status if isinstance(status, dict) and "status" in status else {"status": "missing"}
 
     # --- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self.checkpoint_path)
 
     def load_checkpoint(self, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        """The checkpoint's state; :class:`CorruptCheckpointError` when the file cannot be read as one."""
+        try:
+            state = torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # torch.load fails in many ways on a damaged file (zip, pickle, EOF)
+            raise CorruptCheckpointError(self.checkpoint_path, error) from error
+        if not isinstance(state, dict):
+            raise CorruptCheckpointError(self.checkpoint_path, TypeError(f"it holds a {type(state).__name__}"))
+        return state
+
+    def set_aside_checkpoint(self) -> Path:
+        """Move an unreadable checkpoint out of the way as ``checkpoint.pt.corrupt-<time>``; returns where.
+
+        Kept, not deleted: whoever wants to look at it (or recover it) still can.
+        """
+        kept = self.checkpoint_path.with_name(f"{CHECKPOINT}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.checkpoint_path, kept)
+        return kept
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file that torch cannot load: named, with the way out."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        self.path = path
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        super().__init__(f"checkpoint {path} is unreadable ({type(error).__name__}: {reason})")
 
 
 def environment(device: torch.device) -> dict[str, Any]:

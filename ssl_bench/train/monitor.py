@@ -20,6 +20,12 @@ the numbers the trainer adds to that epoch's row of ``metrics.jsonl``:
     Effective rank (RankMe, Garrido et al., ICML 2023, arXiv:2210.02885): exp of the entropy
     of the normalised singular values. 1 for a rank-one (collapsed) matrix, min(N, D) for N x D
     rows of equal singular values; it is bounded by the number of rows used.
+``offdiag_corr_representation``, ``offdiag_corr_embedding``
+    Mean absolute off-diagonal Pearson correlation between the dimensions
+    (:func:`mean_abs_offdiag_correlation`): how far from decorrelated the features are, the
+    quantity VICReg's covariance term and Barlow Twins' redundancy-reduction term drive down on
+    the embedding. Estimated from ``diagnostic_rows`` rows, so even independent dimensions read
+    about sqrt(2 / (pi N)) (0.035 at N = 512), not 0.
 
 The diagnostics are computed at epoch end on the last ``MonitorConfig.diagnostic_rows`` rows
 the epoch produced (its last batches: cheap, no extra forward pass). Under DDP every rank keeps
@@ -62,6 +68,25 @@ def rankme(matrix: Tensor, eps: float = 1e-7) -> float:
         return 0.0
     p = singular / total + eps
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def mean_abs_offdiag_correlation(features: Tensor) -> float | None:
+    """1 / (D' (D' - 1)) sum_{i != j} |corr(f_i, f_j)| over the D' non-constant columns of (N, D) ``features``.
+
+    Pearson correlation over the N rows, in float64. Constant columns (a dead unit; a collapsed
+    dimension) have no correlation and are left out; None when fewer than two columns vary.
+    """
+    x = features.detach().double()
+    x = x - x.mean(dim=0)
+    norms = x.norm(dim=0)
+    # Relative to the widest column: a constant column's centred norm is rounding noise.
+    varying = norms > 1e-8 * norms.max()
+    d = int(varying.sum())
+    if d < 2:
+        return None
+    unit = x[:, varying] / norms[varying]
+    correlation = unit.T @ unit  # (D', D'), ones on the diagonal
+    return float((correlation.abs().sum() - correlation.diagonal().abs().sum()) / (d * (d - 1)))
 
 
 def embedding_std(embeddings: Tensor) -> float:
@@ -169,6 +194,10 @@ class TrainingMonitor:
             "embedding_std": embedding_std(embedding) if embedding is not None else None,
             "rankme_representation": rankme(representation) if representation is not None else None,
             "rankme_embedding": rankme(embedding) if embedding is not None else None,
+            "offdiag_corr_representation": (
+                mean_abs_offdiag_correlation(representation) if representation is not None else None
+            ),
+            "offdiag_corr_embedding": mean_abs_offdiag_correlation(embedding) if embedding is not None else None,
         }
         self._reset_epoch()
         return {key: _finite_or_none(value) for key, value in values.items()}

@@ -22,8 +22,9 @@ from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.run.assemble import build_augmentation, build_method, build_run_optimizer
-from ssl_bench.run.preemption import TrainingStopped
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.run.preemption import StopRequest, TrainingStopped, interrupts_at_step_boundaries
+from ssl_bench.run.rundir import CorruptCheckpointError, RunDir
+from ssl_bench.track.fanout import NO_TRACKERS, Trackers
 from ssl_bench.train.monitor import TrainingMonitor
 from ssl_bench.train.optim import set_scheduled_lr
 
@@ -74,16 +75,21 @@ class Trainer:
         log: Callable[[str], None] = print,
         should_stop: Callable[[], bool] | None = None,
         data: ImageData | None = None,
+        trackers: Trackers = NO_TRACKERS,
     ) -> None:
         """``data``: pre-train on these images instead of loading ``config.dataset`` (whose
-        normalisation and classes still apply); ``ssl-bench bench`` passes synthetic images."""
+        normalisation and classes still apply); ``ssl-bench bench`` passes synthetic images.
+        ``trackers``: where each step's and epoch's numbers also go (ssl_bench.track)."""
         self.config = config
+        self.trackers = trackers
         self.run_dir = run_dir
         self.progress = progress
         self.log = log
         self.device = resolve_device(config.device)
         self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
-        self.channels_last = self.device.type == "cuda"
+        # NHWC activations on CPU too: oneDNN's channels-last convolutions measured 1.4x faster per
+        # step for tiny_convnet and 1.1-1.9x for ResNet-18 (2-core EPYC, torch 2.13).
+        self.channels_last = True
         self.rank, self.world_size = collectives.rank(), collectives.world_size()
         self.is_main = self.rank == 0
         # Asked before every step (e.g. a SLURM preemption flag); see ssl_bench.run.preemption.
@@ -152,12 +158,22 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.is_main:
             self.run_dir.save_checkpoint(self.state())
+            # With every checkpoint, so that `ssl-bench status` shows how far a running run is.
+            self.run_dir.write_status("running", step=self.step, total_steps=self.total_steps)
 
     def restore(self) -> int | None:
         """Continue from the run directory's checkpoint, if there is one; returns its step."""
         if not self.run_dir.has_checkpoint():
             return None
-        state = self.run_dir.load_checkpoint(map_location=self.device)
+        try:
+            state = self.run_dir.load_checkpoint(map_location=self.device)
+        except CorruptCheckpointError as error:
+            # Unusable either way: kept aside for inspection, and the run starts over from step 0.
+            ddp.barrier()  # every rank has tried to read it before rank 0 moves it
+            if self.is_main:
+                kept = self.run_dir.set_aside_checkpoint()
+                self.log(f"[{self.config.method}] warning: {error}; moved it to {kept.name} and starting over")
+            return None
         if state["identity_hash"] != self.config.identity_hash():
             raise RuntimeError(f"checkpoint in {self.run_dir.path} belongs to another configuration")
         self.method.load_state_dict(state["method"])
@@ -205,6 +221,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         samples_per_step = config.batch_size  # the global batch
+        self.trackers.start(self.step)
         try:
             for epoch in range(start_epoch, config.epochs):
                 batches = self.loader.epoch(epoch, start_batch=self.step - epoch * self.steps_per_epoch)
@@ -217,6 +234,7 @@ class Trainer:
                     self.epoch_acc.add(values, now - tick)
                     self.train_seconds += now - tick
                     self.step += 1
+                    self.trackers.log_step(self.step, values)
                     bar.update(1)
                     # refresh=False: drawn at the bar's own pace (mininterval), not redrawn every step.
                     bar.set_postfix(
@@ -255,6 +273,7 @@ class Trainer:
         monitored = self.monitor.end_epoch()
         row.update(monitored)
         self.metrics.append(row)
+        self.trackers.log_epoch(row)
         self.epoch_acc = EpochAccumulator()
         self.save_checkpoint()
         if self.is_main:
@@ -275,12 +294,14 @@ def pretrain(
     log: Callable[[str], None] = print,
     should_stop: Callable[[], bool] | None = None,
     status_extra: dict[str, Any] | None = None,
+    trackers: Trackers = NO_TRACKERS,
 ) -> RunResult:
     """Pre-train `config` into its run directory, resuming it if it was interrupted.
 
     ``should_stop`` is asked before every step; when it says yes the run checkpoints that step
     and raises :class:`TrainingStopped`. ``status_extra`` goes into every status.json write
-    (a SLURM job records its job id and log paths there).
+    (a SLURM job records its job id and log paths there). ``trackers`` get every step's and
+    epoch's numbers (ssl_bench.track; the caller opens and closes them).
     """
     run_dir = RunDir.for_config(results_dir, config)
     run_dir.status_extra = dict(status_extra or {})
@@ -289,13 +310,19 @@ def pretrain(
         log(f"[{config.method}] already finished in {run_dir.path}; not re-running")
         return _result_from_status(config, run_dir, previous)
 
-    trainer = Trainer(config, run_dir, progress=progress, log=log, should_stop=should_stop)
+    # Ctrl-C and SIGTERM, like the caller's should_stop, stop the run at a step boundary.
+    interrupt = StopRequest()
+
+    def stop_requested() -> bool:
+        return interrupt.requested or (should_stop is not None and should_stop())
+
+    trainer = Trainer(config, run_dir, progress=progress, log=log, should_stop=stop_requested, trackers=trackers)
     reset_peak_memory(trainer.device)  # this run's own peak, not an earlier run's in this process
     resumed_from = trainer.restore()
     if trainer.is_main:
         run_dir.write_config(config)
         run_dir.write_environment(trainer.device)
-        run_dir.write_status("running", step=trainer.step)
+        run_dir.write_status("running", step=trainer.step, total_steps=trainer.total_steps)
     log(
         f"[{config.method}] {run_dir.path}: {config.backbone}, {trainer.num_samples} images, "
         f"batch {config.batch_size}"
@@ -305,7 +332,8 @@ def pretrain(
         + (f"; resuming at step {resumed_from}/{trainer.total_steps}" if resumed_from else "")
     )
     try:
-        trainer.fit()
+        with interrupts_at_step_boundaries(interrupt):
+            trainer.fit()
     except NonFiniteLossError as error:
         if trainer.is_main:
             run_dir.write_status("failed", error=str(error), failed_step=error.step, terms=error.terms)
@@ -318,15 +346,17 @@ def pretrain(
             error=str(error),
             resumed_from_step=resumed_from,
         )
-    except KeyboardInterrupt:
-        trainer.save_checkpoint()
-        run_dir.write_status("interrupted", step=trainer.step)
+    except KeyboardInterrupt:  # asked twice: stopped mid-step, so the last checkpoint is where it resumes
+        if trainer.is_main:
+            run_dir.write_status("interrupted", reason="interrupted mid-step; resumes from the last checkpoint")
         raise
     except TrainingStopped as stop:  # the checkpoint of this step is already on disk
+        if interrupt.requested:
+            stop = TrainingStopped(stop.step, interrupt.reason, interrupt.signal_number)
         if trainer.is_main:
             run_dir.write_status("interrupted", step=stop.step, reason=stop.reason)
         log(f"[{config.method}] {stop}")
-        raise
+        raise stop from None
     except Exception as error:
         if trainer.is_main:
             run_dir.write_status("failed", error=f"{type(error).__name__}: {error}", failed_step=trainer.step)
@@ -340,6 +370,8 @@ def pretrain(
     }
     if trainer.is_main:
         run_dir.write_status("finished", **summary)
+    if interrupt.requested:  # during the last step: pre-training is done, evaluation is the next command's
+        raise TrainingStopped(trainer.step, interrupt.reason, interrupt.signal_number)
     return RunResult(config.method, run_dir.path, "finished", resumed_from_step=resumed_from, **summary)
 
 

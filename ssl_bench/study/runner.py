@@ -1,0 +1,158 @@
+"""`ssl-bench study FILE`: run every (method, variant, seed) of a study, then report it.
+
+Each run is an ordinary run directory, carried out by the function every `ssl-bench run` entry
+goes through (:func:`ssl_bench.run.lifecycle.run_entry`, locally or as a SLURM array task
+through :func:`ssl_bench.launch.slurm.submit_sweep`), so a study resumes like `run`: a finished
+and evaluated run is skipped, an interrupted one continues from its checkpoint. Variants that
+differ only in what they read from a run share the run. The report (``ssl_bench.study.report``)
+is written once every run has a record; with ``--executor slurm`` and no ``--wait``, run the
+command again with ``--report-only`` when the jobs are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ssl_bench.errors import UsageError
+
+if TYPE_CHECKING:  # the parser is built at every start: it must not import torch
+    from ssl_bench.config import RunConfig
+    from ssl_bench.study.spec import Study, StudyRun
+
+DEFAULT_STUDIES_DIR = Path("runs") / "studies"
+
+
+def add_study_parser(commands: argparse._SubParsersAction) -> None:
+    from ssl_bench.launch.slurm_options import add_executor_arguments
+
+    study = commands.add_parser(
+        "study",
+        help="run a study (experiments/studies/*.toml): every variant x method x seed, then its table and plot",
+    )
+    study.add_argument("study", metavar="STUDY", help="a study file, or the name of one in experiments/studies")
+    study.add_argument("--scale", help="which of the study's [scales] to run (default: its first, the CPU demo)")
+    study.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="seeds (default: the study's)")
+    study.add_argument("--data-root", default="data", help="where datasets live (default: ./data)")
+    study.add_argument(
+        "--results-dir", help=f"where its run directories and report go (default: ./{DEFAULT_STUDIES_DIR}/<study name>)"
+    )
+    study.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override for every run, after the study's own (e.g. --set device=cpu)",
+    )
+    study.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) and run nothing")
+    study.add_argument("--report-only", action="store_true", help="run nothing; report the runs recorded so far")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_executor_arguments(study)
+
+
+def study_results_dir(study: Study, results_dir: str | None) -> Path:
+    return Path(results_dir) if results_dir else DEFAULT_STUDIES_DIR / study.name
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from ssl_bench.models.backbones import check_backbone_name
+    from ssl_bench.study.report import write_report
+    from ssl_bench.study.spec import load_study, unique_configs
+
+    study = load_study(args.study)
+    if args.seeds is not None and not args.seeds:
+        raise UsageError("--seeds needs at least one seed")
+    if args.dry_run and args.report_only:
+        raise UsageError("--dry-run and --report-only exclude each other")
+    runs = study.runs(scale=args.scale, seeds=args.seeds, data_root=args.data_root, extra_settings=args.settings)
+    configs = unique_configs(runs)
+    check_backbone_name(configs[0].backbone)
+    results_dir = study_results_dir(study, args.results_dir)
+    scale = study.scale(args.scale).name
+    if args.dry_run:
+        return print_runs(study, runs, results_dir)
+    if not args.report_only:
+        if args.executor == "slurm":
+            submitted = run_on_slurm(args, configs, results_dir)
+            if not submitted:
+                return 0
+        else:
+            run_locally(configs, results_dir, progress=not args.no_progress)
+    report = write_report(study, runs, results_dir, scale=scale)
+    print(report.markdown)
+    print(f"study report: {', '.join(path.as_posix() for path in report.files)}")
+    return 0 if report.complete else 1
+
+
+def print_runs(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> int:
+    """`--dry-run`: one line per run (shared runs once), with its run directory and whether it is done."""
+    from ssl_bench.run.record import is_done
+    from ssl_bench.run.rundir import RunDir
+
+    print(f"study {study.name}: {study.question}")
+    by_config: dict[str, list[StudyRun]] = {}
+    for run in runs:
+        by_config.setdefault(run.config.identity_hash(), []).append(run)
+    for shared in by_config.values():
+        config = shared[0].config
+        state = "done" if is_done(config, results_dir) else "to run"
+        variants = "+".join(run.variant for run in shared)
+        path = RunDir.for_config(results_dir, config).path
+        print(f"  {config.method:<14} {variants:<24} seed {config.seed:<4} {state:<7} {path}")
+    print(f"{len(by_config)} runs ({len(runs)} method x variant x seed entries) in {results_dir}")
+    return 0
+
+
+def run_locally(configs: Sequence[RunConfig], results_dir: Path, *, progress: bool) -> None:
+    """Each run not yet done, one after another; a crash is recorded and the next run goes on."""
+    from ssl_bench.run.lifecycle import run_entry
+    from ssl_bench.run.record import ERROR_LOG, is_done
+    from ssl_bench.run.rundir import RunDir
+
+    for index, config in enumerate(configs, start=1):
+        run_dir = RunDir.for_config(results_dir, config)
+        if is_done(config, results_dir):
+            print(f"[{index}/{len(configs)}] {config.method} seed {config.seed}: done ({run_dir.path})")
+            continue
+        print(f"[{index}/{len(configs)}] {config.method} seed {config.seed}: {run_dir.path}")
+        try:
+            run_entry(config, results_dir, progress=progress)
+        except UsageError:
+            raise
+        except Exception as error:  # one run's crash must not cost the study its other runs
+            print(
+                f"ssl-bench: {config.method} failed: {type(error).__name__}: {error} "
+                f"(traceback: {run_dir.path / ERROR_LOG})",
+                file=sys.stderr,
+            )
+
+
+def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig], results_dir: Path) -> bool:
+    """Submit the runs not yet done as one job array; with --wait, wait for them. Returns whether
+    the report can be written now (every job ended)."""
+    from ssl_bench.launch import slurm
+    from ssl_bench.launch.slurm_options import slurm_options
+
+    options = slurm_options(args)
+    jobs = slurm.submit_sweep(configs, results_dir, options)
+    if jobs:
+        array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
+        print(
+            f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs; follow with: ssl-bench status {results_dir}"
+        )
+    else:
+        print("nothing to submit: every run is finished or already queued")
+    if not args.wait:
+        print(f"when the jobs are done: ssl-bench study {args.study} --report-only --results-dir {results_dir}")
+        return False
+    if jobs:
+        try:
+            slurm.wait_for(jobs)
+        except KeyboardInterrupt:
+            print(f"stopped waiting; the jobs keep running: ssl-bench status {results_dir}", file=sys.stderr)
+            raise
+    return True
