@@ -20,6 +20,7 @@ import torch
 from ssl_bench.config import resolve_config
 from ssl_bench.launch import slurm
 from ssl_bench.launch.cli import main
+from ssl_bench.run.rundir import RunDir
 
 TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
 
@@ -109,6 +110,106 @@ def test_bad_slurm_options_are_one_line(fashion_root, tmp_path, capsys, args, me
 def test_status_of_a_missing_directory(tmp_path, capsys):
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     assert "no results directory" in capsys.readouterr().err
+
+
+def _fake_slurm(bin_dir: Path, squeue_states: str, squeue_reasons: str, sacct: str = "") -> str:
+    """squeue and sacct as shell scripts that print the given lines for the format asked; the PATH to use."""
+    bin_dir.mkdir()
+    scripts = {
+        "squeue": f"case \"$*\" in *'%i|%T'*) printf '{squeue_states}' ;; *'%i|%r'*) printf '{squeue_reasons}' ;; esac",
+        "sacct": f"printf '{sacct}'",
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def test_status_shows_why_a_job_waits_and_a_run_being_evaluated(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    jobs = []
+    for job_id, method, status, record in [
+        ("8_0", "vicreg", None, None),  # queued: nothing written yet
+        ("8_1", "simclr", None, None),
+        ("8_2", "random_init", "finished", "running"),  # its job evaluates it
+        ("8_3", "tico", "finished", "finished"),
+    ]:
+        run_dir = RunDir(runs / "fashion-mnist" / method)
+        run_dir.path.mkdir(parents=True)
+        if status is not None:
+            run_dir.write_status(status, epochs_done=0)
+            (run_dir.path / "result.json").write_text(json.dumps({"status": record}))
+        jobs.append(slurm.SubmittedJob(job_id, method, "fashion-mnist", 0, str(run_dir.path), "o.out", "o.err"))
+    slurm._append_manifest(runs, jobs)
+    path = _fake_slurm(
+        tmp_path / "bin",
+        squeue_states="8_0|PENDING\\n8_1|PENDING\\n8_2|RUNNING\\n",
+        squeue_reasons="8_0|Resources\\n8_1|Priority\\n8_2|None\\n",
+        sacct="8_3|COMPLETED\\n",
+    )
+    monkeypatch.setenv("PATH", path)
+    assert main(["status", str(runs)]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]
+    }
+    header = [cell.strip() for cell in out.splitlines()[0].split("|")[1:-1]]
+    state, run_status = header.index("slurm state"), header.index("run status")
+    assert [rows[job][state] for job in ("8_0", "8_1", "8_2", "8_3")] == [
+        "PENDING (Resources)",
+        "PENDING (Priority)",
+        "RUNNING",
+        "COMPLETED",
+    ], out
+    assert [rows[job][run_status] for job in ("8_2", "8_3")] == ["evaluating", "finished"], out
+
+
+@pytest.mark.parametrize(
+    "status, record, slurm_state, expected",
+    [
+        ({"status": "running", "step": 3, "total_steps": 9}, {"status": "running"}, "RUNNING", ("running", "step 3/9")),
+        (
+            {"status": "finished", "step": 9, "total_steps": 9},
+            {"status": "running"},
+            "RUNNING",
+            ("evaluating", "step 9/9"),
+        ),
+        ({"status": "finished", "epochs_done": 0}, None, "UNKNOWN", ("evaluating", "0 epochs")),
+        (
+            {"status": "finished", "epochs_done": 0},
+            {"status": "running"},
+            "CANCELLED",
+            ("stopped (cancelled)", "0 epochs"),
+        ),
+        (
+            {"status": "finished", "epochs_done": 1},
+            {"status": "failed", "error": "evaluation failed: ValueError: x"},
+            "FAILED",
+            ("failed", "evaluation failed: ValueError: x"),
+        ),
+        ({"status": "finished", "epochs_done": 1}, {"status": "finished"}, "COMPLETED", ("finished", "1 epochs")),
+    ],
+)
+def test_run_state_reads_pretraining_and_evaluation_together(status, record, slurm_state, expected):
+    assert slurm.run_state(status, record, slurm_state) == expected
+
+
+def test_a_single_run_is_a_job_and_loggers_go_with_the_submission(fashion_root, tmp_path, monkeypatch, capsys):
+    """The submission itself is faked: what is checked is what the command hands it and says of it."""
+    handed = {}
+
+    def submit(entries, results_dir, options, **kwargs):
+        handed.update(kwargs, methods=[config.method for config in entries])
+        return [slurm.SubmittedJob("13", "vicreg", "fashion-mnist", 0, str(results_dir / "x"), "o.out", "o.err")]
+
+    monkeypatch.setattr(slurm, "submit_sweep", submit)
+    results = tmp_path / "results"
+    args = ["run", "vicreg", *_tiny_args(fashion_root, results), "--executor", "slurm", "--logger", "tensorboard"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert handed["loggers"] == ["tensorboard"] and handed["methods"] == ["random_init", "vicreg"]
+    assert "submitted job 13: 1 run, 1 process(es) each" in out and "job array" not in out
+    assert slurm.submission_name(1) == "job" and slurm.submission_name(2) == "job array"
 
 
 # ------------------------------------------------------------------------------------------
@@ -305,3 +406,39 @@ def test_unknown_partition_and_refused_submissions_leave_nothing(slurm_cluster, 
         "Batch job submission failed: Invalid feature specification"
     ]
     assert not results.exists()
+
+
+@pytest.mark.slurm
+def test_a_slurm_run_logs_to_its_tracker_as_a_local_run_does(slurm_cluster, fashion_root):
+    """`--logger tensorboard` travels with the job: its event file holds every step, the epoch and
+    the final evaluation, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    results = slurm_cluster.workdir / "tracked"
+    args = ["run", "vicreg", *_tiny_args(fashion_root, results), "--logger", "tensorboard", "--executor", "slurm"]
+    args += ["--wait", "--partition", slurm_cluster.partition, "--time", "10", "--cpus-per-task", "1"]
+    try:
+        proc = _ssl_bench(args, slurm_cluster.workdir)
+    finally:
+        _cancel(results)
+    jobs = slurm.read_manifest(results)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + _logs(jobs)
+    assert re.search(r"submitted job array \d+: 2 runs", proc.stdout), proc.stdout
+    (job,) = [job for job in jobs if job.method == "vicreg"]
+    run_dir = RunDir(Path(job.run_dir))
+    rows, record = run_dir.read_metrics(), json.loads((run_dir.path / "result.json").read_text())
+    steps = rows[-1]["step"]  # 540 pre-training images in batches of 64: 8 steps, one epoch
+    assert record["status"] == "finished" and len(rows) == 1 and steps == 8
+
+    events = EventAccumulator(str(run_dir.path / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, steps + 1))
+    assert sum(e.value for e in loss) / steps == pytest.approx(rows[0]["loss"], rel=1e-5)
+    (epoch_loss,) = events.Scalars("epoch/loss")
+    assert (epoch_loss.step, epoch_loss.value) == (steps, pytest.approx(rows[0]["loss"], rel=1e-6))
+    (linear,) = events.Scalars("eval/linear_top1")
+    assert (linear.step, linear.value) == (steps, pytest.approx(record["linear_top1"], rel=1e-6))
+    assert json.loads((run_dir.path / "trackers.json").read_text())["tensorboard"]["log_dir"] == str(
+        run_dir.path / "tensorboard"
+    )

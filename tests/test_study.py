@@ -78,6 +78,9 @@ def test_a_study_resolves_to_one_run_per_method_variant_and_seed(tmp_path, fashi
     assert all(config.loss["objective"] == "margin_triplet" and config.epochs == 1 for config in margin)
     # The embedding variant reads the reference's runs: 4 runs to carry out, not 6.
     assert len(unique_configs(runs)) == 4
+    # A report names the study as it was given; a shipped study by its name, wherever it is installed.
+    assert study.invocation == str(tmp_path / "tiny.toml")
+    assert load_study("simclr_loss").invocation == "simclr_loss"
     assert len(unique_configs(study.runs(seeds=[5]))) == 2
 
 

@@ -261,10 +261,15 @@ def test_a_tracker_that_is_not_installed_is_one_line_and_writes_nothing(fashion_
     assert not results.exists()
 
 
-def test_trackers_do_not_go_to_slurm_jobs(fashion_root, tmp_path, capsys):
+def test_a_tracker_that_is_not_installed_is_refused_before_a_slurm_submission(
+    fashion_root, tmp_path, monkeypatch, capsys
+):
+    """The job would import it in this same environment: refused here, before anything is queued."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # had it got further: "sbatch not found"
     results = tmp_path / "results"
     assert main([*_run_args(fashion_root, results), "--logger", "mlflow", "--executor", "slurm"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "ssl-bench: error: --logger works with local and torchrun runs, not with --executor slurm"
+        "ssl-bench: error: --logger mlflow needs the mlflow package: pip install 'ssl-bench[mlflow]'"
     ]
     assert not results.exists()

@@ -239,15 +239,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def check_trackers(args: argparse.Namespace) -> None:
-    """The trackers' libraries are installed, and the runs go where they can log."""
+    """The trackers' libraries are installed (a SLURM job runs in this same environment), and
+    --nproc-per-node goes with local runs."""
     from ssl_bench.track import check_installed
 
     check_installed(args.loggers)
-    if args.executor == "slurm":
-        if args.loggers:
-            raise UsageError("--logger works with local and torchrun runs, not with --executor slurm")
-        if args.nproc_per_node is not None:
-            raise UsageError("--nproc-per-node is for local runs; SLURM jobs take --gpus-per-node, --tasks-per-node")
+    if args.executor == "slurm" and args.nproc_per_node is not None:
+        raise UsageError("--nproc-per-node is for local runs; SLURM jobs take --gpus-per-node, --tasks-per-node")
 
 
 def print_dry_run(configs: Sequence[RunConfig], as_json: bool) -> int:

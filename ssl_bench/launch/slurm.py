@@ -2,9 +2,10 @@
 
 ``ssl-bench run ... --executor slurm`` checks everything it can before it submits (sbatch
 present, partition known, the global batch splits over the GPUs, datasets readable), then
-submits every entry of the sweep as ONE submitit job array: either the whole array is accepted
-or nothing is. Each array task runs :func:`ssl_bench.run.lifecycle.run_entry`, the very function a local
-run calls, into the same run directory.
+submits every entry of the sweep as ONE submitit job array (a single entry: one job): either
+the whole array is accepted or nothing is. Each array task runs
+:func:`ssl_bench.run.lifecycle.run_entry`, the very function a local run calls, into the same run
+directory, with the same experiment trackers (``--logger``).
 
 Inside a task, one process per GPU (``srun`` starts ``tasks_per_node`` of them per node) joins a
 process group built from the SLURM environment (NCCL on GPUs, gloo on CPUs) and trains with DDP.
@@ -48,7 +49,7 @@ from ssl_bench.config import RunConfig
 from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.run.preemption import StopRequest, TrainingStopped
-from ssl_bench.run.record import is_done
+from ssl_bench.run.record import is_done, read_result
 from ssl_bench.run.rundir import RunDir
 
 MANIFEST = Path("slurm") / "jobs.jsonl"
@@ -259,6 +260,7 @@ class JobSpec:
     results_dir: str
     max_requeues: int
     method_files: tuple[str, ...] = ()  # `--method-file`s: the job must register those methods too
+    loggers: tuple[str, ...] = ()  # `--logger`s: the experiment trackers rank 0 logs the run to (ssl_bench.track)
 
 
 class RunFailed(RuntimeError):
@@ -314,6 +316,7 @@ class SweepJob(submitit.helpers.Checkpointable):
                         progress=False,
                         should_stop=lambda: stop.requested,
                         status_extra={"slurm": record, "log": record["stderr"]},
+                        loggers=spec.loggers,
                     )
                 except TrainingStopped as stopped:
                     self._requeue(stop, stopped, spec, record)
@@ -439,22 +442,27 @@ def _expand_job_ids(field_value: str) -> list[str]:
     return ids
 
 
-def _job_states(command: list[str]) -> dict[str, str]:
-    """Job id -> state from `sacct -P` or `squeue` output ("ID|STATE" lines); {} if it can't run."""
+def _query(command: list[str]) -> list[tuple[str, str]]:
+    """(job id, rest of the line) per job of `sacct -P` or `squeue` output ("ID|..." lines), pending
+    array tasks expanded; [] if the command can't run."""
     if not shutil.which(command[0]):
-        return {}
+        return []
     try:
         out = _slurm_command(command)
     except subprocess.TimeoutExpired:
-        return {}
+        return []
     if out.returncode != 0:
-        return {}
-    states: dict[str, str] = {}
+        return []
+    rows = []
     for line in out.stdout.splitlines():
-        job_field, _, state = line.partition("|")
-        for job_id in _expand_job_ids(job_field.strip()):
-            states[job_id] = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
-    return states
+        job_field, _, rest = line.partition("|")
+        rows.extend((job_id, rest.strip()) for job_id in _expand_job_ids(job_field.strip()))
+    return rows
+
+
+def _job_states(command: list[str]) -> dict[str, str]:
+    """Job id -> state from `sacct -P` or `squeue` output ("ID|STATE" lines); {} if it can't run."""
+    return {job_id: state.split()[0] if state else "UNKNOWN" for job_id, state in _query(command)}  # "CANCELLED by 0"
 
 
 def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
@@ -473,15 +481,33 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
     return {job_id: states.get(job_id, "UNKNOWN") for job_id in job_ids}
 
 
+# States in which a job waits for something; squeue's reason (%r) says what.
+WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"})
+
+
+def pending_reasons(job_ids: Sequence[str]) -> dict[str, str]:
+    """Why each queued job of ``job_ids`` waits, as squeue says it ("Resources", "Priority",
+    "BeginTime" after a requeue, "JobArrayTaskLimit", ...); jobs without a reason are left out."""
+    if not job_ids:
+        return {}
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    wanted = set(job_ids)
+    reasons = _query(["squeue", "-h", "-r", "-o", "%i|%r", "-j", ",".join(arrays)])
+    # A running job's reason is "None".
+    return {job_id: reason for job_id, reason in reasons if job_id in wanted and reason not in ("", "None")}
+
+
 def submit_sweep(
     entries: Sequence[RunConfig],
     results_dir: str | Path,
     options: SlurmOptions,
     *,
     method_files: Sequence[str | Path] = (),
+    loggers: Sequence[str] = (),
     folder: str | Path | None = None,
 ) -> list[SubmittedJob]:
-    """Check, then submit the entries that still need work as one job array; returns its jobs.
+    """Check, then submit the entries that still need work as one job array (one entry: one job);
+    returns its jobs. ``loggers``: the experiment trackers each run logs to, as a local run does.
 
     Raises UsageError (nothing submitted) on any problem found before or by ``sbatch``.
     """
@@ -514,17 +540,18 @@ def submit_sweep(
     executor.update_parameters(**options.executor_parameters())
     job = SweepJob()
     files = tuple(str(Path(path).resolve()) for path in method_files)
+    what = submission_name(len(todo))
     with _undo_on_failure(submitit.core.utils.JobPaths.get_first_id_independent_folder(log_folder)) as sbatch_stderr:
         try:
             with executor.batch():
                 handles = [
-                    executor.submit(job, JobSpec(config, str(results_dir), options.max_requeues, files))
+                    executor.submit(job, JobSpec(config, str(results_dir), options.max_requeues, files, tuple(loggers)))
                     for config in todo
                 ]
         except Exception as error:  # sbatch refused the array: nothing was submitted
             message = _last_line(sbatch_stderr.getvalue()) or _last_line(str(error)) or type(error).__name__
             raise UsageError(
-                f"sbatch refused the job array, nothing was submitted: {message.removeprefix('sbatch: error: ')}"
+                f"sbatch refused the {what}, nothing was submitted: {message.removeprefix('sbatch: error: ')}"
             ) from None
     submitted = [
         SubmittedJob(
@@ -540,6 +567,11 @@ def submit_sweep(
     ]
     _append_manifest(results_dir, submitted)
     return submitted
+
+
+def submission_name(tasks: int) -> str:
+    """What a submission of ``tasks`` runs is to SLURM: submitit submits a single one as a plain job."""
+    return "job array" if tasks > 1 else "job"
 
 
 @contextmanager
@@ -586,33 +618,25 @@ def wait_for(jobs: Sequence[SubmittedJob], *, poll_s: float = 2.0, log=print) ->
 
 
 def status_rows(results_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per run directory with a job (its latest job): SLURM state, run state, logs."""
+    """One row per run directory with a job (its latest job): SLURM state (and why it waits), run state, logs."""
     jobs = latest_jobs(results_dir)
     states = slurm_states([job.job_id for job in jobs.values()])
+    reasons = pending_reasons([job_id for job_id, state in states.items() if state in WAITING_STATES])
     rows = []
     for job in sorted(jobs.values(), key=lambda job: (job.dataset, job.method, job.seed, job.job_id)):
         run_dir = RunDir(Path(job.run_dir))
         status = run_dir.read_status()
-        progress = ""
-        if status.get("status") == "failed":
-            error, step = str(status.get("error")), status.get("failed_step")
-            progress = error if step is None or f"step {step}" in error else f"step {step}: {error}"
-        elif "step" in status:
-            total = status.get("total_steps")
-            progress = f"step {status['step']}" + (f"/{total}" if total else "")
-        elif "epochs_done" in status:
-            progress = f"{status['epochs_done']} epochs"
+        state = states[job.job_id]
+        run_status, progress = run_state(status, read_result(run_dir), state)
         restarts = (status.get("slurm") or {}).get("restart_count")
-        state, run_status = states[job.job_id], status.get("status", "missing")
-        if run_status == "running" and state in ENDED_STATES:  # the job ended without a word: say how
-            run_status = f"stopped ({state.lower()})"
+        reason = reasons.get(job.job_id)
         rows.append(
             {
                 "job": job.job_id,
                 "method": job.method,
                 "dataset": job.dataset,
                 "seed": job.seed,
-                "slurm state": state,
+                "slurm state": f"{state} ({reason})" if reason else state,
                 "restarts": restarts if restarts is not None else "",
                 "run status": run_status,
                 "progress": progress,
@@ -621,6 +645,35 @@ def status_rows(results_dir: str | Path) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def run_state(status: dict[str, Any], record: dict[str, Any] | None, slurm_state: str) -> tuple[str, str]:
+    """The run's state and progress, as `ssl-bench status` shows them.
+
+    From status.json (``status``: pre-training), result.json (``record``: the evaluation that
+    follows it) and the job's SLURM state. status.json reads "finished" once pre-training is done
+    (at once for the random-init baseline, which has none), while result.json says "running" until
+    the evaluation ends: such a run is "evaluating".
+    """
+    run_status = status.get("status", "missing")
+    record = record or {}
+    evaluation = record.get("status")
+    if run_status == "finished" and evaluation == "failed":  # "evaluation failed: ..."
+        return "failed", str(record.get("error"))
+    progress = ""
+    if run_status == "failed":
+        error, step = str(status.get("error")), status.get("failed_step")
+        progress = error if step is None or f"step {step}" in error else f"step {step}: {error}"
+    elif "step" in status:
+        total = status.get("total_steps")
+        progress = f"step {status['step']}" + (f"/{total}" if total else "")
+    elif "epochs_done" in status:
+        progress = f"{status['epochs_done']} epochs"
+    if run_status == "finished" and evaluation != "finished":
+        run_status = "evaluating"
+    if run_status in ("running", "evaluating") and slurm_state in ENDED_STATES:  # the job ended without a word
+        run_status = f"stopped ({slurm_state.lower()})"
+    return run_status, progress
 
 
 # SLURM states of a job that will not run again (sacct's names).

@@ -17,7 +17,7 @@ from ssl_bench.errors import UsageError
 
 if TYPE_CHECKING:
     from ssl_bench.config import RunConfig
-    from ssl_bench.launch.slurm import SlurmOptions
+    from ssl_bench.launch.slurm import SlurmOptions, SubmittedJob
 
 DEFAULT_TIME_MIN = 60
 DEFAULT_MAX_REQUEUES = 3
@@ -134,13 +134,15 @@ def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig]) -> int:
     results_dir = Path(args.results_dir).resolve()
     options = slurm_options(args)
     jobs = slurm.submit_sweep(
-        sweep_entries(configs), results_dir, options, method_files=getattr(args, "method_files", [])
+        sweep_entries(configs),
+        results_dir,
+        options,
+        method_files=getattr(args, "method_files", []),
+        loggers=getattr(args, "loggers", []),
     )
     if jobs:
-        array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
         print(
-            f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs, {options.world_size} process(es) each, "
-            f"{options.time_min} min per attempt"
+            f"submitted {_submitted(jobs)}, {options.world_size} process(es) each, {options.time_min} min per attempt"
         )
         for job in jobs:
             print(f"  {job.job_id:<12} {job.method:<14} {job.dataset:<14} seed {job.seed:<4} logs: {job.log_paths}")
@@ -166,6 +168,15 @@ def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig]) -> int:
 
     statuses = [RunDir(Path(job.run_dir)).read_status()["status"] for job in jobs]
     return 0 if all(status == "finished" for status in statuses) else 1
+
+
+def _submitted(jobs: Sequence[SubmittedJob]) -> str:
+    """What was submitted: "job array 12: 3 runs", or "job 13: 1 run" (a single run is a plain job)."""
+    from ssl_bench.launch.slurm import submission_name
+
+    ids = sorted({job.job_id.split("_")[0] for job in jobs})
+    runs = f"{len(jobs)} run" + ("s" if len(jobs) > 1 else "")
+    return f"{submission_name(len(jobs))} {', '.join(ids)}: {runs}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -194,8 +205,7 @@ def slurm_round_executor(args: argparse.Namespace) -> Callable[[Sequence[RunConf
         jobs = slurm.submit_sweep(sweep_entries(configs), Path(results_dir).resolve(), options)
         if not jobs:
             return
-        array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
-        print(f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs; waiting for them")
+        print(f"submitted {_submitted(jobs)}; waiting for them")
         slurm.wait_for(jobs)
 
     return execute

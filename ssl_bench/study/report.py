@@ -178,8 +178,7 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
         f"{', '.join(str(seed) for seed in sorted(set(values['seed'])))}",
         f"- shared overrides: `{' '.join([*study.settings, *chosen.settings]) or '(none)'}`",
         f"- reference variant: `{study.reference}`; measures: {', '.join(f'`{m}`' for m in study.measures)}",
-        f"- reproduce: `ssl-bench study {study.path.as_posix()} --scale {scale} "
-        f"--results-dir {results_dir.as_posix()}`",
+        f"- reproduce: `ssl-bench study {study.invocation} --scale {scale} --results-dir {results_dir.as_posix()}`",
         "",
         "| variant | overrides | what it is |",
         "|:--|:--|:--|",

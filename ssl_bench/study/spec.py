@@ -97,6 +97,9 @@ class Study:
     settings: tuple[str, ...]  # the base's overrides, shared by every variant at every scale
     scales: dict[str, Scale]
     variants: dict[str, Variant]  # in the file's order
+    # How the command names it: a shipped study by its name (the same on every machine), any
+    # other by the path it was given.
+    invocation: str = ""
 
     @property
     def default_scale(self) -> str:
@@ -144,12 +147,16 @@ def unique_configs(runs: Sequence[StudyRun]) -> list[RunConfig]:
     return list({run.config.identity_hash(): run.config for run in runs}.values())
 
 
+def _shipped_study(name: str) -> Path:
+    return Path(str(resources.files("ssl_bench.experiments").joinpath("studies", f"{name}.toml")))
+
+
 def find_study_file(name_or_path: str) -> Path:
     """A path to a study file, or the name of one shipped in experiments/studies."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = Path(str(resources.files("ssl_bench.experiments").joinpath("studies", f"{path.stem}.toml")))
+    shipped = _shipped_study(path.stem)
     if path.suffix in ("", ".toml") and len(path.parts) == 1 and shipped.is_file():
         return shipped
     raise UsageError(f"no study file {name_or_path!r}")
@@ -233,4 +240,5 @@ def load_study(name_or_path: str) -> Study:
         settings=_strings(base.get("set", []), f"{where} [base] set"),
         scales=scales,
         variants=variants,
+        invocation=name_or_path if Path(name_or_path).is_file() else path.stem,
     )

@@ -27,6 +27,15 @@ the numbers the trainer adds to that epoch's row of ``metrics.jsonl``:
     the embedding. Estimated from ``diagnostic_rows`` rows, so even independent dimensions read
     about sqrt(2 / (pi N)) (0.035 at N = 512), not 0.
 
+The probe's tallies (correct, labelled, loss sum, batches) stay on the device and are read back
+once, in :meth:`TrainingMonitor.end_epoch`: a training step adds no host sync of its own. The
+loss sum is float64, so the logged mean equals a Python-float sum of the per-batch losses. When
+every label is known to be >= 0 (``all_labelled``, a property of the dataset that the caller
+checks once) the probe takes the whole batch. Otherwise the unlabelled rows are masked out of
+the BatchNorm statistics and the loss arithmetically (fixed shapes, nothing read back), and a
+batch with fewer than two labelled rows, which BatchNorm cannot standardise, leaves the probe,
+its optimiser and the tallies exactly as they were (applied with ``torch.where``).
+
 The diagnostics are computed at epoch end on the last ``MonitorConfig.diagnostic_rows`` rows
 the epoch produced (its last batches: cheap, no extra forward pass). Under DDP every rank keeps
 its own probe and diagnostics; rank 0's are logged. The probe and the rows kept so far are part
@@ -117,10 +126,14 @@ class TrainingMonitor:
         device: torch.device,
         *,
         seed: int,
+        all_labelled: bool = False,
         config: MonitorConfig = MonitorConfig(),
     ) -> None:
+        """``all_labelled``: every label :meth:`observe` will get is >= 0 (no unlabelled
+        samples in the dataset), so the probe needs no mask."""
         self.config = config
         self.device = torch.device(device)
+        self.all_labelled = all_labelled
         self.probe: OnlineProbe | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         if num_classes >= 2:
@@ -138,12 +151,29 @@ class TrainingMonitor:
         self._reset_epoch()
 
     def _reset_epoch(self) -> None:
-        self.correct = 0
-        self.labelled = 0
-        self.loss_sum = 0.0
-        self.loss_batches = 0
+        self._set_tallies(correct=0, labelled=0, loss_sum=0.0, loss_batches=0)
         self.representations: list[Tensor] = []
         self.embeddings: list[Tensor] = []
+
+    def _set_tallies(self, *, correct: int, labelled: int, loss_sum: float, loss_batches: int) -> None:
+        # On the device, so that adding to them never waits for the step's kernels.
+        def tally(value: float, dtype: torch.dtype) -> Tensor:
+            return torch.tensor(value, dtype=dtype, device=self.device)
+
+        self.correct, self.labelled = tally(correct, torch.int64), tally(labelled, torch.int64)
+        self.loss_sum, self.loss_batches = tally(loss_sum, torch.float64), tally(loss_batches, torch.int64)
+
+    def tallies(self) -> dict[str, Any]:
+        """The probe's running tallies of this epoch as Python numbers (one read-back)."""
+        correct, labelled, loss_sum, loss_batches = torch.stack(
+            [self.correct.double(), self.labelled.double(), self.loss_sum, self.loss_batches.double()]
+        ).tolist()
+        return {
+            "correct": int(correct),
+            "labelled": int(labelled),
+            "loss_sum": loss_sum,
+            "loss_batches": int(loss_batches),
+        }
 
     # --- per step ------------------------------------------------------------------------
     def observe(self, representation: Tensor | None, embedding: Tensor | None, labels: Tensor | None) -> None:
@@ -165,22 +195,85 @@ class TrainingMonitor:
     def _probe_step(self, features: Tensor, labels: Tensor) -> None:
         if self.probe is None or self.optimizer is None:
             return
-        mask = labels >= 0
-        # BatchNorm needs two samples to standardise a batch.
-        if int(mask.sum()) < 2:
+        if self.all_labelled and len(labels) < 2:  # BatchNorm needs two samples to standardise a batch
             return
-        features, labels = features[mask], labels[mask]
         with torch.enable_grad(), torch.autocast(features.device.type, enabled=False):
             self.probe.train()
-            logits = self.probe(features)
-            loss = F.cross_entropy(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        self.correct += int((logits.detach().argmax(dim=1) == labels).sum())
-        self.labelled += len(labels)
-        self.loss_sum += float(loss.detach())
-        self.loss_batches += 1
+            if self.all_labelled:
+                logits = self.probe(features)
+                loss = F.cross_entropy(logits, labels)
+                loss.backward()
+                self.optimizer.step()
+            else:
+                logits, loss, labelled = self._masked_forward(features, labels)
+                taken = labelled >= 2
+                (loss * taken).backward()
+                self._step_where(taken)
+        # argmax is never -1, so unlabelled rows never count as correct.
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        loss = loss.detach().double()
+        if self.all_labelled:
+            self.correct += correct
+            self.labelled += len(labels)
+            self.loss_sum += loss
+            self.loss_batches += 1
+        else:
+            self.correct += correct * taken
+            self.labelled += labelled * taken
+            self.loss_sum += torch.where(taken, loss, 0.0)
+            self.loss_batches += taken.long()
+
+    def _masked_forward(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The probe in training mode on the labelled rows only, with the batch's shape kept.
+
+        Batch statistics over the labelled rows (biased variance to standardise, unbiased for
+        the running estimate, as ``nn.BatchNorm1d`` does); unlabelled rows are standardised to 0
+        and weigh nothing in the mean cross-entropy. Returns (logits, loss, labelled count);
+        the running statistics are updated only when at least two rows are labelled.
+        """
+        assert self.probe is not None
+        norm = self.probe.norm
+        labelled_rows = (labels >= 0).unsqueeze(1)
+        count = labelled_rows.sum()
+        divisor = count.clamp(min=1).to(features.dtype)
+        mean = torch.where(labelled_rows, features, 0.0).sum(dim=0) / divisor
+        centred = torch.where(labelled_rows, features - mean, 0.0)
+        variance = centred.square().sum(dim=0) / divisor
+        logits = self.probe.linear(centred * torch.rsqrt(variance + norm.eps))
+        per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+        loss = torch.where(labelled_rows.squeeze(1), per_row, 0.0).sum() / divisor
+        assert norm.running_mean is not None and norm.running_var is not None and norm.momentum is not None
+        with torch.no_grad():
+            taken = count >= 2
+            unbiased = variance * divisor / (divisor - 1).clamp(min=1)
+            norm.running_mean.copy_(
+                torch.where(taken, torch.lerp(norm.running_mean, mean, norm.momentum), norm.running_mean)
+            )
+            norm.running_var.copy_(
+                torch.where(taken, torch.lerp(norm.running_var, unbiased, norm.momentum), norm.running_var)
+            )
+            assert norm.num_batches_tracked is not None
+            norm.num_batches_tracked += taken.long()
+        return logits, loss, count
+
+    def _step_where(self, taken: Tensor) -> None:
+        """An optimiser step that keeps the parameters and momentum buffers as they were where
+        ``taken`` (a bool on the device) is false: a skipped batch without reading ``taken``."""
+        assert self.probe is not None and self.optimizer is not None
+        parameters = list(self.probe.parameters())
+        before = [p.detach().clone() for p in parameters]
+        buffers = [self.optimizer.state[p].get("momentum_buffer") for p in parameters]
+        buffers_before = [None if b is None else b.clone() for b in buffers]
+        self.optimizer.step()
+        with torch.no_grad():
+            for parameter, old in zip(parameters, before):
+                parameter.copy_(torch.where(taken, parameter, old))
+            for parameter, old in zip(parameters, buffers_before):
+                buffer = self.optimizer.state[parameter].get("momentum_buffer")
+                if buffer is not None:
+                    # No buffer yet acts as a zero one: SGD's first step sets it to the gradient.
+                    buffer.copy_(torch.where(taken, buffer, 0.0 if old is None else old))
 
     # --- per epoch -----------------------------------------------------------------------
     def end_epoch(self) -> dict[str, float | None]:
@@ -188,9 +281,12 @@ class TrainingMonitor:
         rows = self.config.diagnostic_rows
         representation = torch.cat(self.representations)[-rows:] if self.representations else None
         embedding = torch.cat(self.embeddings)[-rows:] if self.embeddings else None
+        tallies = self.tallies()
+        correct, labelled = tallies["correct"], tallies["labelled"]
+        loss_sum, loss_batches = tallies["loss_sum"], tallies["loss_batches"]
         values = {
-            "online_probe_top1": 100.0 * self.correct / self.labelled if self.labelled else None,
-            "online_probe_loss": self.loss_sum / self.loss_batches if self.loss_batches else None,
+            "online_probe_top1": 100.0 * correct / labelled if labelled else None,
+            "online_probe_loss": loss_sum / loss_batches if loss_batches else None,
             "embedding_std": embedding_std(embedding) if embedding is not None else None,
             "rankme_representation": rankme(representation) if representation is not None else None,
             "rankme_embedding": rankme(embedding) if embedding is not None else None,
@@ -208,12 +304,7 @@ class TrainingMonitor:
             "config": asdict(self.config),
             "probe": None if self.probe is None else self.probe.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-            "tallies": {
-                "correct": self.correct,
-                "labelled": self.labelled,
-                "loss_sum": self.loss_sum,
-                "loss_batches": self.loss_batches,
-            },
+            "tallies": self.tallies(),
             "representations": [r.cpu() for r in self.representations],
             "embeddings": [e.cpu() for e in self.embeddings],
         }
@@ -224,8 +315,12 @@ class TrainingMonitor:
             assert self.optimizer is not None
             self.optimizer.load_state_dict(state["optimizer"])
         tallies = state["tallies"]
-        self.correct, self.labelled = tallies["correct"], tallies["labelled"]
-        self.loss_sum, self.loss_batches = tallies["loss_sum"], tallies["loss_batches"]
+        self._set_tallies(
+            correct=int(tallies["correct"]),
+            labelled=int(tallies["labelled"]),
+            loss_sum=float(tallies["loss_sum"]),
+            loss_batches=int(tallies["loss_batches"]),
+        )
         self.representations = [r.to(self.device) for r in state["representations"]]
         self.embeddings = [e.to(self.device) for e in state["embeddings"]]
 

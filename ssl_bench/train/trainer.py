@@ -108,8 +108,15 @@ class Trainer:
 
         torch.manual_seed(config.seed)  # the same initial weights for every run of this seed
         self.method = build_method(config).to(self.device)
-        # Online probe and collapse diagnostics, logged per epoch (monitoring only).
-        self.monitor = TrainingMonitor(self.method.feature_dim, len(data.classes), self.device, seed=config.seed)
+        # Online probe and collapse diagnostics, logged per epoch (monitoring only). Whether any
+        # sample is unlabelled (STL-10's unlabeled split) is asked once here, not every step.
+        self.monitor = TrainingMonitor(
+            self.method.feature_dim,
+            len(data.classes),
+            self.device,
+            seed=config.seed,
+            all_labelled=bool((data.labels >= 0).all()),
+        )
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         # Several ranks: BatchNorm over the global batch where torch can (ssl_bench.distributed.ddp), and DDP
