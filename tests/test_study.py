@@ -290,3 +290,26 @@ def test_a_study_runs_through_slurm(slurm_cluster, fashion_root):
     again = _ssl_bench(args, slurm_cluster.workdir)
     assert again.returncode == 0 and "nothing to submit" in again.stdout
     assert len(slurm.read_manifest(results)) == 2
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "studies").glob("*/study-demo.md"))
+
+
+@pytest.mark.parametrize("report", COMMITTED, ids=[path.parent.name for path in COMMITTED])
+def test_the_committed_study_reports_regenerate_from_their_run_records(report, tmp_path):
+    """results/studies/<name> holds the records of real runs and the report made from them."""
+    committed = report.parent
+    copy = tmp_path / committed.name
+    for path in committed.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl"):
+            target = copy / path.relative_to(committed)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    assert main(["study", committed.name, "--results-dir", str(copy), "--report-only"]) == 0
+
+    def without_paths(text: str) -> list[str]:  # the reproduce line names the results directory
+        return [line for line in text.splitlines() if not line.startswith("- reproduce:")]
+
+    assert without_paths((copy / "study-demo.md").read_text()) == without_paths(report.read_text())
+    assert (copy / "study-demo.csv").read_bytes() == (committed / "study-demo.csv").read_bytes()
+    assert (committed / "READING.md").is_file()
