@@ -88,11 +88,11 @@ def test_interrupted_runs_resume_to_the_state_of_an_uninterrupted_run(tiny_root,
         code, output = interrupt_after(argv, marker, signum, delay)
         name = signal.Signals(signum).name
         assert code == 128 + signum, output
-        assert f"(signal {name}); checkpoint saved; run the same command again to resume" in output
         assert "Traceback" not in output
         status = run_dir.read_status()
-        if status["status"] == "finished":  # the signal came during the very last step
+        if status["status"] == "finished":  # on a fast machine the signal can come after the last step
             break
+        assert f"(signal {name}); checkpoint saved; run the same command again to resume" in output
         assert status["status"] == "interrupted" and status["reason"] == f"signal {name}", status
         assert run_dir.load_checkpoint()["step"] == status["step"]
         stops.append(status["step"])
