@@ -348,6 +348,21 @@ def _numbers(config: RunConfig) -> list[tuple[str, float]]:
     return found
 
 
+def untrained_fields() -> dict[str, Any]:
+    """The training fields of a run that trains nothing (the random-init baseline, a checkpoint
+    trained elsewhere): every one empty, so that such runs differ only in what they evaluate."""
+    return {
+        "projector": (),
+        "batch_size": 0,
+        "epochs": 0,
+        "warmup_epochs": 0,
+        "optimizer": "none",
+        "base_lr": 0.0,
+        "weight_decay": 0.0,
+        "loss": {},
+    }
+
+
 def resolve_config(
     method: str,
     dataset: str,

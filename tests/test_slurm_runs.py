@@ -226,15 +226,7 @@ def sweep(slurm_cluster, fashion_root):
         "vicreg",
         "simclr",
         *_tiny_args(fashion_root, results),
-        "--executor",
-        "slurm",
-        "--wait",
-        "--partition",
-        slurm_cluster.partition,
-        "--time",
-        "10",
-        "--cpus-per-task",
-        "1",
+        *slurm_cluster.cli_args(),
     ]
     start = time.monotonic()
     try:
@@ -301,15 +293,7 @@ def test_a_failing_job_shows_failed_with_its_log(sweep, slurm_cluster, fashion_r
         "run",
         "barlow_twins",
         *_tiny_args(fashion_root, results, "base_lr=1e9", "lars_variant=official"),
-        "--executor",
-        "slurm",
-        "--wait",
-        "--partition",
-        slurm_cluster.partition,
-        "--time",
-        "10",
-        "--cpus-per-task",
-        "1",
+        *slurm_cluster.cli_args(),
     ]
     try:
         proc = _ssl_bench(args, slurm_cluster.workdir)
@@ -415,8 +399,7 @@ def test_a_slurm_run_logs_to_its_tracker_as_a_local_run_does(slurm_cluster, fash
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     results = slurm_cluster.workdir / "tracked"
-    args = ["run", "vicreg", *_tiny_args(fashion_root, results), "--logger", "tensorboard", "--executor", "slurm"]
-    args += ["--wait", "--partition", slurm_cluster.partition, "--time", "10", "--cpus-per-task", "1"]
+    args = ["run", "vicreg", *_tiny_args(fashion_root, results), "--logger", "tensorboard", *slurm_cluster.cli_args()]
     try:
         proc = _ssl_bench(args, slurm_cluster.workdir)
     finally:

@@ -261,15 +261,7 @@ def test_a_study_runs_through_slurm(slurm_cluster, fashion_root):
         str(study_path),
         "--results-dir",
         str(results),
-        "--executor",
-        "slurm",
-        "--wait",
-        "--partition",
-        slurm_cluster.partition,
-        "--time",
-        "10",
-        "--cpus-per-task",
-        "1",
+        *slurm_cluster.cli_args(),
     ]
     try:
         proc = _ssl_bench(args, slurm_cluster.workdir)

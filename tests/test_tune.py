@@ -129,14 +129,7 @@ def test_tune_through_slurm_sends_each_round_as_one_job_array(slurm_cluster, fas
         str(results),
         "--no-progress",
         *[a for s in TINY for a in ("--set", s)],
-        "--executor",
-        "slurm",
-        "--partition",
-        slurm_cluster.partition,
-        "--time",
-        "10",
-        "--cpus-per-task",
-        "1",
+        *slurm_cluster.cli_args(wait=False),
     ]
     try:
         proc = subprocess.run(args, cwd=slurm_cluster.workdir, capture_output=True, text=True, timeout=600)

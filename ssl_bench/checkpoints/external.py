@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import RunConfig, untrained_fields
 from ssl_bench.errors import UsageError
 from ssl_bench.models.backbones import BUILTIN_BACKBONES, build_backbone
 from ssl_bench.run.record import CHECKPOINT_METHOD
@@ -105,14 +105,7 @@ def checkpoint_config(
         dataset=dataset,
         backbone=external.name,
         image_size=image_size,
-        projector=(),
-        batch_size=0,
-        epochs=0,
-        warmup_epochs=0,
-        optimizer="none",
-        base_lr=0.0,
-        weight_decay=0.0,
-        loss={},
+        **untrained_fields(),
         source=f"checkpoint: {external.source}",
         method_params={"sha256": external.sha256, "key": external.key},
         seed=seed,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import RunConfig, untrained_fields
 from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
@@ -73,14 +73,7 @@ def random_init_config(config: RunConfig) -> RunConfig:
         image_size=config.image_size,
         seed=config.seed,
         zero_init_residual=config.zero_init_residual,
-        projector=(),
-        batch_size=0,
-        epochs=0,
-        warmup_epochs=0,
-        optimizer="none",
-        base_lr=0.0,
-        weight_decay=0.0,
-        loss={},
+        **untrained_fields(),
         source="random-init baseline: the untrained backbone every run of this seed starts from",
         **execution,
     )

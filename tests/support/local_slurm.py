@@ -962,6 +962,20 @@ class SlurmClusterInfo:
     log_dir: str
     handle: ClusterHandle
 
+    def cli_args(self, *, wait: bool = True) -> list[str]:
+        """The `ssl-bench ... --executor slurm` options of a tiny job on this cluster (1 CPU, 10 min)."""
+        return [
+            "--executor",
+            "slurm",
+            *(["--wait"] if wait else []),
+            "--partition",
+            self.partition,
+            "--time",
+            "10",
+            "--cpus-per-task",
+            "1",
+        ]
+
     def executor(self, folder: str | Path | None = None, **params):
         """A ``submitit.AutoExecutor`` for this cluster (partition set, 1 CPU, 10 min), whose
         jobs can import modules from ``tests/`` (e.g. ``support.slurm_jobs``)."""
