@@ -221,15 +221,18 @@ class RunConfig:
     num_workers: int = 4
     checkpoint_every_steps: int = 200
     download: bool = False
+    # Take a finished run (or resume a checkpoint) that other code made, instead of measuring it
+    # again (ssl_bench.run.record.same_code); the tables then say the comparison mixes code.
+    reuse_finished: bool = False
 
     EXECUTION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset(
-        {"data_root", "device", "num_workers", "checkpoint_every_steps", "download"}
+        {"data_root", "device", "num_workers", "checkpoint_every_steps", "download", "reuse_finished"}
     )
     # What documents a run rather than defines it: also outside the identity.
     DOCUMENTATION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"source", "deviations"})
     # Fields left out of to_dict() (so of config.json and the identity) while at their default:
     # runs recorded before such a field existed keep their identity and read back the same.
-    OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset({"eval_features"})
+    OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset({"eval_features", "reuse_finished"})
 
     @property
     def lr(self) -> float:

@@ -185,3 +185,34 @@ def test_a_lock_whose_holder_died_is_taken_over(tmp_path):
     assert done.wait(timeout=10), lines  # taken over at once, no waiting
     assert lines == []
     assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_an_interrupt_during_the_evaluation_is_recorded_in_both_files_and_resumes(
+    tiny_root, tmp_path, monkeypatch, one_thread
+):
+    """Ctrl-C or SIGTERM (a KeyboardInterrupt here) while the probes train: result.json and
+    status.json both read interrupted; the next command evaluates without pre-training again."""
+    from ssl_bench.run import lifecycle
+    from ssl_bench.run.record import read_result
+
+    config = config_of(tiny_root, epochs=1)
+    results = tmp_path / "runs"
+    run_dir = RunDir.for_config(results, config)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lifecycle, "select_knn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.run_entry(config, results, progress=False, log=lambda _: None)
+    status, record = run_dir.read_status(), read_result(run_dir)
+    assert status["status"] == record["status"] == "interrupted" and status["interrupted_in"] == "evaluation"
+    assert status["epochs_done"] == 1 and status["final_loss"] is not None  # pre-training's own fields kept
+
+    monkeypatch.undo()
+    lines: list[str] = []
+    lifecycle.run_entry(config, results, progress=False, log=lines.append)
+    assert any("already finished" in line for line in lines), lines  # not pre-trained again
+    status, record = run_dir.read_status(), read_result(run_dir)
+    assert status["status"] == record["status"] == "finished" and "interrupted_in" not in status
+    assert record["linear_top1"] is not None and record["epochs_done"] == 1

@@ -258,7 +258,7 @@ def test_table_skips_records_that_are_json_but_not_records(tmp_path, capsys):
     warnings = captured.err.splitlines()
     assert len(warnings) == 2 and "Traceback" not in captured.err
     assert any("a-list: result.json is not a JSON object" in line for line in warnings)
-    assert any("a-word-for-a-seed: its seed is not an integer: 'zero'" in line for line in warnings)
+    assert any("a-word-for-a-seed: result.json: its seed is not int: 'zero'" in line for line in warnings)
     assert "| simclr" in captured.out and "50.00" in captured.out
 
 

@@ -162,6 +162,42 @@ def test_corrupt_and_half_written_run_dirs_are_named_and_skipped(results):
     assert any(f"byol-{BACKBONE}" in w and "half-written" in w for w in warnings)
 
 
+def test_records_of_the_wrong_types_are_named_and_skipped(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "simclr", 0, result=evaluated(90.0, 85.0, 100.0, 1000.0))
+    wrong = write_run(root, "vicreg", 0, result={**evaluated(90.0, 85.0, 100.0, 1000.0), "status": 5, "method": None})
+    config = json.loads((wrong / "config.json").read_text())
+    (wrong / "config.json").write_text(json.dumps({**config, "method": 7}))
+    odd_number = write_run(root, "byol", 0, result={**evaluated(90.0, 85.0, 100.0, 1000.0), "linear_top1": "90"})
+    runs, _, warnings = collect_runs([root])
+    assert list(runs["method"]) == ["simclr"]
+    assert len(warnings) == 2
+    assert any(wrong.name in w and "result.json: its status is not str: 5" in w for w in warnings), warnings
+    assert any(odd_number.name in w and "its linear_top1 is not int or float: '90'" in w for w in warnings), warnings
+
+
+def test_a_group_of_mixed_code_is_named_in_a_warning_the_csv_and_the_tables(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "simclr", seed, result={**evaluated(90.0, 85.0, 100.0, 1000.0), "code_hash": "aaaa"})
+    write_run(root, "vicreg", 0, result={**evaluated(90.0, 85.0, 100.0, 1000.0), "code_hash": "aaaa"})
+    write_run(root, "vicreg", 1, result={**evaluated(91.0, 85.0, 100.0, 1000.0), "code_hash": "bbbb"})
+    output = build_table([root], tmp_path / "out")
+    assert output.warnings == [
+        f"{DATASET}, {BACKBONE}, {EPOCHS} epochs: mixed code: the rows of this group come from 2 code versions "
+        "(aaaa: simclr, vicreg; bbbb: vicreg)"
+    ]
+    csv = pd.read_csv(tmp_path / "out" / "table.csv").set_index("method")
+    assert csv.loc["simclr", "code"] == "aaaa" and csv.loc["vicreg", "code"] == "aaaa+bbbb"
+    assert "**Warning, mixed code:" in (tmp_path / "out" / "table.md").read_text()
+    assert "Warning, mixed code:" in (tmp_path / "out" / "table.tex").read_text()
+    assert "Warning, mixed code:" in (tmp_path / "out" / "report.html").read_text()
+    # One code throughout: no warning, no line.
+    (other,) = [p for p in (root / DATASET).iterdir() if "vicreg" in p.name and "-s1-" in p.name]
+    (other / "result.json").unlink()  # not evaluated: listed, not compared
+    assert build_table([root], tmp_path / "one").warnings == []
+
+
 def test_random_init_is_a_row_of_every_group_of_its_dataset_and_backbone(results):
     write_run(results, "simclr", 0, epochs=100, result=evaluated(80.0, 75.0, 10.0, 1000.0))
     runs, _, _ = collect_runs([results])
@@ -255,7 +291,8 @@ def test_writes_markdown_csv_latex_and_regenerates_them_byte_identically(results
         for line in md.splitlines()
         if line.startswith("| ")
     }
-    # mean ± std [95% interval]; vicreg (n=2) is best in both protocols, simclr is tied with it in kNN only.
+    # mean ± std [95% interval]; vicreg (n=2) is best in both protocols, simclr not significantly
+    # different from it in kNN only.
     # (These records carry no k=200 kNN value: that column stays empty.)
     # Only simclr has online values here, so it is the best of that column.
     assert cells["simclr", "ours", "finished", "3", "0,1,2"][:6] == [
@@ -382,7 +419,8 @@ def test_the_committed_demo_table_regenerates_byte_identically(tmp_path):
 def make_ranked_results(root: Path) -> Path:
     """Three methods x seeds 0-2, a single-seed method, and a baseline above every method.
 
-    linear: byol best, simclr tied with it, vicreg clearly worse; kNN: simclr best, byol tied, vicreg worse.
+    linear: byol best, simclr not significantly different, vicreg clearly worse; kNN: simclr best,
+    byol not significantly different, vicreg worse.
     """
     accuracies = {
         "byol": [(92.0, 85.0), (93.0, 86.0), (94.0, 87.0)],
@@ -406,15 +444,26 @@ def test_intervals_best_and_ties_computed_by_hand(tmp_path):
     # linear, against byol (92, 93, 94; mean 93, std 1):
     #   simclr (91, 93.5, 93): d = -1, 0.5, -1, mean -0.5, s_d sqrt(0.75), t = -0.5 / (sqrt(0.75) / sqrt(3)) = -1
     #   vicreg (80, 81, 82.5): d = -12, -12, -11.5, mean -71/6, s_d sqrt(1/12), t = -71
-    p_simclr_linear, p_vicreg_linear = 1 - 1 / 3**0.5, 1 - 71 / (2 + 71**2) ** 0.5  # 0.4226 tied, 0.0002 not
+    p_simclr_linear, p_vicreg_linear = (
+        1 - 1 / 3**0.5,
+        1 - 71 / (2 + 71**2) ** 0.5,
+    )  # 0.4226 not significant, 0.0002 significant
     # kNN, against simclr (87, 89, 88; mean 88, std 1):
     #   byol (85, 86, 87): d = -2, -3, -1, mean -2, s_d 1, t = -2 sqrt(3)
     #   vicreg (70, 71, 72): d = -17, -18, -16, mean -17, s_d 1, t = -17 sqrt(3)
-    p_byol_knn, p_vicreg_knn = 1 - 12**0.5 / 14**0.5, 1 - 867**0.5 / 869**0.5  # 0.0742 tied, 0.0012 not
+    p_byol_knn, p_vicreg_knn = (
+        1 - 12**0.5 / 14**0.5,
+        1 - 867**0.5 / 869**0.5,
+    )  # 0.0742 not significant, 0.0012 significant
     assert p_simclr_linear > 0.05 and p_byol_knn > 0.05 and p_vicreg_linear < 0.05 and p_vicreg_knn < 0.05
 
     md = output.markdown
-    assert "two-sided paired Student t-test" in md and "alpha = 0.05" in md and "Tied methods are ties" in md
+    assert (
+        "two-sided paired Student t-test" in md
+        and "alpha = 0.05" in md
+        and "Not significant is not equal" in md
+        and "tie" not in md.lower()
+    )
     rows = {
         tuple(cell.strip() for cell in line.split("|")[1:3]): [cell.strip() for cell in line.split("|")[3:-1]]
         for line in md.splitlines()
@@ -444,10 +493,17 @@ def test_intervals_best_and_ties_computed_by_hand(tmp_path):
         # method: linear (mean, std, ci_low, ci_high, vs_best, p), kNN (same)
         "byol": (
             (93.0, 1.0, 93 - t2 / 3**0.5, 93 + t2 / 3**0.5, "best", None),
-            (86.0, 1.0, 86 - t2 / 3**0.5, 86 + t2 / 3**0.5, "tied", p_byol_knn),
+            (86.0, 1.0, 86 - t2 / 3**0.5, 86 + t2 / 3**0.5, "not significantly different", p_byol_knn),
         ),
         "simclr": (
-            (92.5, 1.75**0.5, 92.5 - t2 * 1.75**0.5 / 3**0.5, 92.5 + t2 * 1.75**0.5 / 3**0.5, "tied", p_simclr_linear),
+            (
+                92.5,
+                1.75**0.5,
+                92.5 - t2 * 1.75**0.5 / 3**0.5,
+                92.5 + t2 * 1.75**0.5 / 3**0.5,
+                "not significantly different",
+                p_simclr_linear,
+            ),
             (88.0, 1.0, 88 - t2 / 3**0.5, 88 + t2 / 3**0.5, "best", None),
         ),
         "vicreg": (
@@ -470,7 +526,7 @@ def test_intervals_best_and_ties_computed_by_hand(tmp_path):
             assert got == pytest.approx([mean, std, low, high], abs=1e-4), (method, protocol)
             assert row[f"{protocol}_vs_best"] == vs_best, (method, protocol)
             assert row[f"{protocol}_best"] == (vs_best == "best")
-            assert row[f"{protocol}_tied_with_best"] == (vs_best == "tied")
+            assert row[f"{protocol}_not_different_from_best"] == (vs_best == "not significantly different")
             if p_value is None:
                 assert pd.isna(row[f"{protocol}_p_vs_best"])
             else:
@@ -479,7 +535,7 @@ def test_intervals_best_and_ties_computed_by_hand(tmp_path):
     assert csv.loc["vicreg", "knn_top1_per_seed"] == "0:70;1:71;2:72"
     for method in ("barlow_twins", "random_init"):
         row = csv.loc[method]
-        assert not row["linear_best"] and not row["linear_tied_with_best"] and not row["knn_best"]
+        assert not row["linear_best"] and not row["linear_not_different_from_best"] and not row["knn_best"]
     assert csv.loc["barlow_twins", "linear_vs_best"] == "untested (n<2)"
     assert pd.isna(csv.loc["barlow_twins", "linear_top1_ci_low"]) and pd.isna(
         csv.loc["barlow_twins", "linear_top1_std"]
@@ -517,7 +573,7 @@ def test_a_protocol_with_one_value_is_untested_in_that_protocol_only(tmp_path):
     output = build_table([root])
     csv = pd.read_csv(output.files[1]).query("source == 'ours'").set_index("method")
     # linear: d = 85 - 90, 87 - 91 = -5, -4; t = -4.5 / (sqrt(0.5) / sqrt(2)) = -9; 1 df: p = 1 - 2 atan(9) / pi
-    assert csv.loc["byol", "linear_vs_best"] == "tied"
+    assert csv.loc["byol", "linear_vs_best"] == "not significantly different"
     assert csv.loc["byol", "linear_p_vs_best"] == pytest.approx(0.0704466, rel=1e-5)
     assert csv.loc["byol", "knn_vs_best"] == "untested (n<2)"
     row = next(line for line in output.markdown.splitlines() if line.startswith("| byol "))

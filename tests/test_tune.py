@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
-from ssl_bench.launch.tune import search_space, tune_methods
+from ssl_bench.launch.tune import search_space, trial_outcome, tune_methods
+from ssl_bench.provenance import code_hash
 from ssl_bench.run.record import read_result
 from ssl_bench.run.rundir import RunDir
 
@@ -46,6 +49,10 @@ def test_tune_runs_equal_budgets_and_records_the_choice(fashion_root, tmp_path, 
         provenance = table[method]["provenance"]
         trials = provenance["trials"]
         assert provenance["budget"] == len(trials) == 2 and provenance["selection_split"] == "val"
+        assert provenance["trial_seed"] == 100 and provenance["final_seeds"] == []  # the trials' own seed
+        assert [trial["outcome"] for trial in trials] == ["finished"] * 2
+        assert (provenance["finished_trials"], provenance["diverged_trials"], provenance["failed_trials"]) == (2, 0, 0)
+        assert provenance["code_hash"] == code_hash()
         best = max(trials, key=lambda trial: trial["val_top1"])
         assert provenance["best_score"] == best["val_top1"]
         assert table[method]["base_lr"] == best["base_lr"] and table[method]["weight_decay"] == best["weight_decay"]
@@ -64,6 +71,27 @@ def test_tune_runs_equal_budgets_and_records_the_choice(fashion_root, tmp_path, 
     assert _tune(fashion_root, results) == 0
     assert "already finished" in capsys.readouterr().out
     assert (results / "tune" / "fashion-mnist.toml").read_text().split("\n", 1)[1] == first
+
+
+def test_a_trial_seed_among_the_final_seeds_is_refused(fashion_root, tmp_path, capsys):
+    results = tmp_path / "runs"
+    assert _tune(fashion_root, results, "--seed", "1", "--final-seeds", "0", "1", "2") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "trial seed 1 (--seed) is one of --final-seeds" in error
+    assert not results.exists()
+
+
+def test_trial_outcomes_tell_divergence_from_other_failures(tmp_path):
+    config = resolve_config("simclr", "fashion-mnist", settings=TINY)
+    run_dir = RunDir.for_config(tmp_path, config)
+    assert trial_outcome(config, tmp_path) == (0.0, "failed")  # nothing recorded: not finished
+    run_dir.path.mkdir(parents=True)
+    run_dir.write_status("failed", error="non-finite loss at step 3: loss=nan")
+    assert trial_outcome(config, tmp_path) == (0.0, "diverged")
+    run_dir.write_status("failed", error="RuntimeError: out of memory")
+    assert trial_outcome(config, tmp_path) == (0.0, "failed")
+    (run_dir.path / "result.json").write_text(json.dumps({"status": "finished", "linear_choice": {"val_top1": 81.5}}))
+    assert trial_outcome(config, tmp_path) == (81.5, "finished")
 
 
 def test_tune_without_a_search_space_is_one_line(fashion_root, tmp_path, capsys):

@@ -14,8 +14,9 @@ from typing import Any
 from ssl_bench import __version__
 from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import dataset_info
+from ssl_bench.provenance import code_identity
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir, git_commit
+from ssl_bench.run.rundir import RunDir
 
 CARD_VERSION = 1
 
@@ -63,9 +64,11 @@ def model_card(config: RunConfig, run_dir: RunDir, export: dict[str, Any]) -> di
             "run_directory": run_dir.path.as_posix(),
             "identity_hash": config.identity_hash(),
             "trained_at_commit": environment.get("git_commit"),
+            "trained_with_code_hash": (result or {}).get("code_hash", environment.get("code_hash")),
             "torch": environment.get("torch"),
             "ssl_bench_version": __version__,
-            "exported_at_commit": git_commit(),
+            "exported_at_commit": code_identity()["git_commit"],
+            "exported_with_code_hash": code_identity()["code_hash"],
         },
     }
 

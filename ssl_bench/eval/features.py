@@ -26,6 +26,7 @@ from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import eval_batches
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.eval.probes import Choice, EvalProtocol, SplitFeatures, knn_top1, select_knn, select_linear_probe
+from ssl_bench.provenance import code_hash
 from ssl_bench.run.rundir import RunDir, atomic_torch_save
 from ssl_bench.train.monitor import mean_abs_offdiag_correlation
 
@@ -107,11 +108,17 @@ def cached_features(
     """Train, validation and test features of the run, from ``features.pt`` when it matches, else extracted.
 
     Returns the three splits and whether the cache was used. The cache key is the run's identity
-    hash, its epochs done and the protocol's data fields (and the feature, for another than the
-    representation); extraction settings that cannot change the features (batch size, workers,
-    device) are not part of it. ``load_backbone`` gives the encoder of ``feature``.
+    hash, the code hash (ssl_bench.provenance), its epochs done and the protocol's data fields
+    (and the feature, for another than the representation); extraction settings that cannot
+    change the features (batch size, workers, device) are not part of it. ``load_backbone``
+    gives the encoder of ``feature``.
     """
-    key = {"identity_hash": config.identity_hash(), "epochs_done": epochs_done, **protocol.features_key()}
+    key = {
+        "identity_hash": config.identity_hash(),
+        "code_hash": code_hash(),
+        "epochs_done": epochs_done,
+        **protocol.features_key(),
+    }
     if feature != REPRESENTATION:
         key["feature"] = feature
     path = features_path(run_dir, feature)

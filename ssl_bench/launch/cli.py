@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--budget", type=int, default=8, help="trials per method (default: 8)")
     tune.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default: {DEFAULT_DATASET})")
     tune.add_argument("--epochs", type=int, help="pre-training epochs of every trial (default: the recipe's)")
-    tune.add_argument("--seed", type=int, default=0, help="the trials' seed (default: 0)")
+    tune.add_argument(
+        "--seed", type=int, default=100, help="the trials' seed, never one of --final-seeds (default: 100)"
+    )
     tune.add_argument(
         "--final-seeds", type=int, nargs="+", default=[], metavar="SEED", help="then run the best values over these"
     )

@@ -33,6 +33,15 @@ def add_executor_arguments(run: argparse.ArgumentParser, *, wait: bool = True) -
         help="local: run here, one after another (default); slurm: submit one job array, "
         "one task per method x seed x dataset",
     )
+    # One more --set: the flag reaches every run (local, torchrun, SLURM) as a config field.
+    run.add_argument(
+        "--reuse-finished",
+        dest="settings",
+        action="append_const",
+        const="reuse_finished=true",
+        help="take finished runs (and resume checkpoints) made by other ssl-bench code as they are; by "
+        "default a run whose code hash differs from this code's is measured again",
+    )
     if wait:
         run.add_argument(
             "--wait",

@@ -7,8 +7,12 @@ draws values for the parameters of the method's search space, which is recipe da
 an ordinary run (its own run directory, resumable, listed by ``ssl-bench table``) of the trial
 seed; its score is the validation top-1 of the linear probe chosen on the validation split
 (``linear_choice.val_top1`` of its record): the test split plays no part in any choice. A run
-that fails scores 0. The best trial's values are written, with their provenance (budget, space,
-sampler, split, every trial's values and score), as a recipe table ``<results>/tune/<dataset>.toml``
+that fails scores 0; the provenance counts the trials that diverged (a non-finite loss) and
+those that failed otherwise. The trial seed must not be one of ``--final-seeds``: a final run of
+the trial seed would be the selected trial itself, and the reported mean would include the run
+that won the selection (the command refuses the overlap). The best trial's values are written,
+with their provenance (budget, space, sampler, split, every trial's values, score and outcome,
+the trial and final seeds, the code hash), as a recipe table ``<results>/tune/<dataset>.toml``
 whose rows ``--set`` can reproduce; ``--final-seeds`` then runs the best values over those seeds.
 
 Trials go out in rounds: each round asks every method's study for ``parallel`` trials (Optuna's
@@ -94,15 +98,21 @@ def run_locally(configs: Sequence[RunConfig], results_dir: Path, *, progress: bo
             pass
 
 
-def trial_score(config: RunConfig, results_dir: Path) -> float:
-    """The validation top-1 of the trial's chosen linear probe; 0 for a trial that did not finish."""
+FINISHED, DIVERGED, FAILED = "finished", "diverged", "failed"
+
+
+def trial_outcome(config: RunConfig, results_dir: Path) -> tuple[float, str]:
+    """The validation top-1 of the trial's chosen linear probe and ``finished``; 0 and ``diverged``
+    (a non-finite loss) or ``failed`` for a trial that did not finish."""
     from ssl_bench.run.record import read_result
     from ssl_bench.run.rundir import RunDir
 
-    record = read_result(RunDir.for_config(results_dir, config))
-    if record is None or record["status"] != "finished":
-        return 0.0
-    return float(record["linear_choice"]["val_top1"])
+    run_dir = RunDir.for_config(results_dir, config)
+    record = read_result(run_dir)
+    if record is not None and record["status"] == "finished":
+        return float(record["linear_choice"]["val_top1"]), FINISHED
+    error = str((record or {}).get("error") or run_dir.read_status().get("error") or "")
+    return 0.0, DIVERGED if "non-finite loss" in error else FAILED
 
 
 @dataclass
@@ -126,9 +136,12 @@ def tune_methods(
     *,
     parallel: int = 1,
     sampler_seed: int = 0,
+    final_seeds: Sequence[int] = (),
 ) -> dict[str, dict[str, Any]]:
     """``budget`` trials per method in rounds of ``parallel``; per method the best values and provenance."""
     import optuna
+
+    from ssl_bench.provenance import code_hash
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = [
@@ -149,17 +162,22 @@ def tune_methods(
                 batch.append((entry, trial, values, _trial_config(entry.method, dataset, overrides, settings, values)))
         executor([config for *_, config in batch], results_dir)
         for entry, trial, values, config in batch:
-            score = trial_score(config, results_dir)
+            score, outcome = trial_outcome(config, results_dir)
             entry.study.tell(trial, score)
-            entry.trials.append({**values, "val_top1": score, "identity_hash": config.identity_hash()})
-            print(
-                f"[tune {entry.method}] trial {len(entry.trials)}/{budget}: {json.dumps(values)} -> "
-                f"{score:.2f}% on validation"
+            entry.trials.append(
+                {**values, "val_top1": score, "outcome": outcome, "identity_hash": config.identity_hash()}
             )
+            shown = f"{score:.2f}% on validation" if outcome == FINISHED else f"{outcome} (scores 0)"
+            print(f"[tune {entry.method}] trial {len(entry.trials)}/{budget}: {json.dumps(values)} -> {shown}")
     results = {}
     for entry in studies:
         trials = entry.trials
         best = max(range(len(trials)), key=lambda i: (trials[i]["val_top1"], -i))
+        outcomes = [trial["outcome"] for trial in trials]
+        print(
+            f"[tune {entry.method}] {len(trials)} trials: {outcomes.count(FINISHED)} finished, "
+            f"{outcomes.count(DIVERGED)} diverged (non-finite loss), {outcomes.count(FAILED)} failed otherwise"
+        )
         results[entry.method] = {
             "values": {d.key: trials[best][d.key] for d in entry.space},
             "provenance": {
@@ -171,6 +189,11 @@ def tune_methods(
                 "score": SCORE,
                 "best_score": trials[best]["val_top1"],
                 "trial_seed": overrides.get("seed", 0),
+                "final_seeds": list(final_seeds),
+                "finished_trials": outcomes.count(FINISHED),
+                "diverged_trials": outcomes.count(DIVERGED),
+                "failed_trials": outcomes.count(FAILED),
+                "code_hash": code_hash(),
                 "trials": trials,
             },
         }
@@ -228,6 +251,12 @@ def tune(
         raise UsageError(f"--budget must be positive, got {budget}")
     if parallel < 1:
         raise UsageError(f"--parallel must be positive, got {parallel}")
+    trial_seed = overrides.get("seed", 0)
+    if trial_seed in final_seeds:
+        raise UsageError(
+            f"the trial seed {trial_seed} (--seed) is one of --final-seeds: the final run of that seed would be "
+            "the selected trial itself; tune on a seed outside the final seeds (e.g. --seed 100)"
+        )
     load_recipe_table(recipe_table_for(dataset).name)
     for method in methods:  # every space checked before the first trial trains
         search_space(method, dataset)
@@ -237,7 +266,9 @@ def tune(
         def executor(configs: Sequence[RunConfig], results_dir: Path) -> None:
             run_locally(configs, results_dir, progress=progress)
 
-    results = tune_methods(methods, dataset, budget, results_dir, overrides, settings, executor, parallel=parallel)
+    results = tune_methods(
+        methods, dataset, budget, results_dir, overrides, settings, executor, parallel=parallel, final_seeds=final_seeds
+    )
     path = results_dir / "tune" / f"{dataset}.toml"
     write_tuned_table(path, dataset, results, command)
     print(f"tuned values and provenance: {path}")

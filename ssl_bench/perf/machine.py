@@ -11,7 +11,6 @@ Importing this module does not import torch (:func:`usable_cpus` serves the argu
 from __future__ import annotations
 
 import os
-import platform
 import re
 import time
 from pathlib import Path
@@ -32,17 +31,6 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (/proc/cpuinfo), else whatever platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: torch.device) -> dict[str, Any]:
     """Device, CPU, threads, versions and code revision: what a reader needs to compare figures."""
     import torch
@@ -50,12 +38,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     from ssl_bench.run.rundir import environment
 
     info = environment(device)
-    info["cpu_model"] = cpu_model()
     info["cpu_cores_usable"] = usable_cpus()
     # How OpenMP threads wait (ssl_bench.device sets PASSIVE before torch loads, unless the user chose).
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
-    info["cuda"] = torch.version.cuda
-    info["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)

@@ -1,9 +1,10 @@
 """``report.html``: the comparison as one self-contained page to open or send.
 
 Written by ``ssl-bench table`` beside table.md/.csv/.tex. The page holds, per group (dataset,
-backbone, epochs), the same rows and cells as table.md (means, stds, 95% intervals, best and tied
-marks) plus two columns: the **protocol** of the row (the evaluation protocol of its records,
-linked to its full definition further down, and the settings chosen on the validation split
+backbone, epochs), the same rows and cells as table.md (means, stds, 95% intervals, the best and
+not-significantly-different marks, a line naming mixed code versions) plus two columns: the
+**protocol** of the row (the evaluation protocol of its records, linked to its full definition
+further down, and the settings chosen on the validation split
 for each seed; "as published" for published numbers) and its **runs** (links to each run
 directory's config, per-epoch metrics, status, record, error log and SLURM logs, relative to
 the page). Below each table come the group's plots, embedded as base64 PNG: the page needs no
@@ -34,6 +35,7 @@ from ssl_bench.report.table import (
     _display_headers,
     _explanation,
     _Style,
+    mixed_code,
     shown_protocols,
 )
 from ssl_bench.run.record import RANDOM_INIT, RESULT
@@ -46,7 +48,7 @@ HTML = _Style(
     missing="–",
     escape=html.escape,
     best=lambda text: f"<strong>{text}</strong>",
-    tied="<sup>*</sup>",
+    not_different="<sup>*</sup>",
 )
 
 # A run directory's files a reader may want, by the label of their link.
@@ -251,7 +253,9 @@ def render_report(table: pd.DataFrame, plots: Sequence[Path], out: Path) -> str:
         used.update(protocols_used)
         stem = group_stem(dataset, backbone, epochs) + "_"
         figures = [_figure(path) for name, path in by_name.items() if name.startswith(stem)]
-        body += [f"<section class='group'><h2>{html.escape(title)}</h2>", rendered, *figures, "</section>"]
+        warning = mixed_code(rows)
+        mixed = [] if warning is None else [f"<p class='warning'>Warning, {html.escape(warning)}.</p>"]
+        body += [f"<section class='group'><h2>{html.escape(title)}</h2>", *mixed, rendered, *figures, "</section>"]
     body.append("<section class='protocols'><h2>Evaluation protocols</h2>")
     for protocol_hash in sorted(used):
         definition = used[protocol_hash]

@@ -2,7 +2,9 @@
 
 Every directory below the given results directories that holds a `config.json` (or a
 `result.json`) is one run. A run directory that cannot be read (unparseable JSON, missing
-status) is named in a warning and skipped.
+status, a field of the wrong type) is named in a warning and skipped. Each run's `code` is the
+code hash of its records (ssl_bench.provenance): the pre-training's and the evaluation's, joined
+by "+" when they differ, "unknown" for records written before code hashes were recorded.
 """
 
 from __future__ import annotations
@@ -50,6 +52,46 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunDirError(f"{path.name} is not a JSON object (it holds a {type(data).__name__})")
     return data
+
+
+# The type each record field must have where it is present and not null: a record that holds
+# anything else is not read as a row (a method named 7, a status 5).
+_NUMBER = (int, float)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "method": (str,),
+    "dataset": (str,),
+    "backbone": (str,),
+    "identity_hash": (str,),
+    "code_hash": (str,),
+    "train_code_hash": (str,),
+    "epochs": (int,),
+    "seed": (int,),
+    "source": (str,),
+    "error": (str,),
+    "linear_top1": _NUMBER,
+    "knn_top1": _NUMBER,
+    "knn_top1_fixed": _NUMBER,
+    "online_top1": _NUMBER,
+    "linear_aug_top1": _NUMBER,
+    "pretrain_seconds": _NUMBER,
+    "train_seconds": _NUMBER,
+    "samples_per_second": _NUMBER,
+    "peak_memory_mb": _NUMBER,
+    "features": (dict,),
+    "config": (dict,),
+}
+
+
+def check_field_types(record: dict[str, Any], name: str) -> None:
+    """RunDirError naming the file and field when a field of :data:`FIELD_TYPES` has another type."""
+    for key, types in FIELD_TYPES.items():
+        value = record.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise RunDirError(f"{name}: its {key} is not {expected}: {value!r}")
 
 
 def _integer(value: Any, name: str) -> int:
@@ -111,6 +153,9 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
         raise RunDirError("no config.json")
     if status is None and result is None:
         raise RunDirError("no status.json or result.json (half-written run directory)")
+    for document, name in ((result, RESULT), (status, "status.json"), (config, "config.json")):
+        if document is not None:
+            check_field_types(document, name)
     metrics_path = run_dir / "metrics.jsonl"
     metrics: list[dict[str, Any]] = []
     if metrics_path.is_file():
@@ -134,6 +179,7 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
         "epochs": _integer(_first(records, "epochs"), "epochs"),
         "seed": _integer(_first(records, "seed"), "seed"),
         "identity_hash": str(_first(records, "identity_hash", "config_hash", "config_identity_hash")),
+        "code": run_code(result, status),
         "setting": json.dumps(_setting(config), sort_keys=True),
         # The table's source column: our runs, or the file an evaluated checkpoint came from.
         "source": str(config.get("source")) if method == CHECKPOINT_METHOD else "ours",
@@ -149,6 +195,23 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
         "peak_memory_mb": _number(_first([result or {}, status or {}], "peak_memory_mb")),
     }
     return record, metrics
+
+
+UNKNOWN_CODE = "unknown"
+
+
+def run_code(result: dict[str, Any] | None, status: dict[str, Any] | None) -> str:
+    """The code hashes of a run's pre-training and evaluation ("+"-joined when they differ)."""
+    source = result if result is not None else status or {}
+    hashes = [source.get("train_code_hash"), source.get("code_hash")]
+    known = list(dict.fromkeys(h for h in hashes if h))
+    return "+".join(known) if known else UNKNOWN_CODE
+
+
+def join_codes(codes: Iterable[Any]) -> str:
+    """The distinct code hashes of some runs (each as :func:`run_code` writes it), "+"-joined in
+    sorted order; "" for none."""
+    return "+".join(sorted({part for code in codes for part in str(code).split("+") if part}))
 
 
 def _state(
@@ -271,6 +334,7 @@ _RUN_COLUMNS = [
     "epochs",
     "seed",
     "identity_hash",
+    "code",
     "setting",
     "source",
     "run_dir",

@@ -19,9 +19,15 @@ Within a group and per protocol, the best method is the one with the highest mea
 aggregated rows with at least 2 seeds (on equal means, the first in row order). Every other
 aggregated row is compared with it by a two-sided paired Student t-test over the seeds both share
 (pairs matched by seed value; two runs of one setting with the same seed count as their mean) at
-alpha 0.05: with p >= alpha it is tied with the best, else different; with fewer than 2 shared seeds
-it is "untested (n<2)". In md/tex the best mean is bold and a tied one carries `*`. The
-random-init baseline, published numbers and unfinished runs take no part in this ranking.
+alpha 0.05: with p >= alpha it is "not significantly different" from the best, else "different";
+with fewer than 2 shared seeds it is "untested (n<2)". In md/tex the best mean is bold and one not
+significantly different from it carries `*`. A non-significant test is not evidence of equality:
+the interval of each row says how large a difference the data still allow. The random-init
+baseline, published numbers and unfinished runs take no part in this ranking.
+
+Every row knows its code: the `code` column of table.csv holds the code hashes
+(ssl_bench.provenance) of the row's runs. A group whose rows come from more than one code
+version is named in a warning and in a line under its heading in md/tex and report.html.
 
 A run evaluated on the embedding beside the representation (`--set eval_features=representation,embedding`)
 gives two rows, labelled `evaluated=representation` and `evaluated=embedding`, each aggregated over
@@ -41,9 +47,10 @@ Outputs, written atomically into the output directory (the first results directo
   sample std and 95% interval, each empty where undefined (std and interval need n >= 2);
 - `P_top1_per_seed`: the values of the finished runs as `seed:value;seed:value` (sorted by seed,
   values with 6 significant digits);
-- `P_vs_best`: `best`, `tied`, `different`, `untested (n<2)`, or empty for rows outside the ranking;
-- `P_best`, `P_tied_with_best`: the same as booleans (False outside the ranking and for the best
-  itself in `P_tied_with_best`);
+- `P_vs_best`: `best`, `not significantly different`, `different`, `untested (n<2)`, or empty for
+  rows outside the ranking;
+- `P_best`, `P_not_different_from_best`: the same as booleans (False outside the ranking and for the
+  best itself in `P_not_different_from_best`);
 - `P_p_vs_best`: the p-value of the paired test against the best (empty where none was made).
 
 The `note` column holds the row's own note (setting, baseline, failure); the md/tex note cell
@@ -68,7 +75,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from ssl_bench.report.plots import write_plots
-from ssl_bench.report.runs import EVALUATION_ONLY, FINISHED, collect_runs, group_title, groups
+from ssl_bench.report.runs import EVALUATION_ONLY, FINISHED, collect_runs, group_title, groups, join_codes
 from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT
 from ssl_bench.run.rundir import atomic_write_text
@@ -113,7 +120,7 @@ _PROTOCOL_HEADERS = {
 }
 CONFIDENCE = 0.95  # of the interval of the mean
 ALPHA = 0.05  # of the paired t-test against the best
-BEST, TIED, DIFFERENT, UNTESTED = "best", "tied", "different", "untested (n<2)"
+BEST, NOT_DIFFERENT, DIFFERENT, UNTESTED = "best", "not significantly different", "different", "untested (n<2)"
 SINGLE_SEED = "n=1, no interval"
 
 
@@ -127,7 +134,7 @@ def _protocol_columns(protocol: str) -> list[str]:
         f"{top1}_per_seed",
         f"{protocol}_vs_best",
         f"{protocol}_best",
-        f"{protocol}_tied_with_best",
+        f"{protocol}_not_different_from_best",
         f"{protocol}_p_vs_best",
     ]
 
@@ -146,6 +153,7 @@ CSV_COLUMNS = [
     "pretrain_seconds",
     "samples_per_second",
     "peak_memory_mb",
+    "code",
     "note",
 ]
 # Beside them in the summarised table (not in table.csv): the run directories of each row, as
@@ -308,6 +316,7 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
             "pretrain_seconds": done["pretrain_seconds"].mean(),
             "samples_per_second": done["samples_per_second"].mean(),
             "peak_memory_mb": done["peak_memory_mb"].mean(),
+            "code": join_codes(done["code"]),
             "note": "; ".join(part for part in (label, baseline_note) if part),
             "_by_seed": {},
             "_run_dirs": list(done["run_dir"]),
@@ -327,11 +336,37 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
                 "pretrain_seconds": run.pretrain_seconds,
                 "samples_per_second": run.samples_per_second,
                 "peak_memory_mb": run.peak_memory_mb,
+                "code": run.code,
                 "note": "; ".join(part for part in (label, baseline_note, run.note) if part),
                 "_run_dirs": [run.run_dir],
             }
         )
     return rows
+
+
+def mixed_code(rows: pd.DataFrame) -> str | None:
+    """A sentence naming the code versions of a group's compared rows (our finished ones) when
+    there is more than one."""
+    ours = rows[(rows["source"] == "ours") & (rows["status"] == FINISHED)]
+    codes = join_codes(ours["code"].dropna())
+    if "+" not in codes:
+        return None
+    per_code = {
+        code: sorted(set(ours[ours["code"].astype(str).str.contains(code, regex=False)]["method"]))
+        for code in codes.split("+")
+    }
+    listed = "; ".join(f"{code}: {', '.join(methods)}" for code, methods in per_code.items())
+    return f"mixed code: the rows of this group come from {len(per_code)} code versions ({listed})"
+
+
+def mixed_code_warnings(table: pd.DataFrame) -> list[str]:
+    """One warning per group whose rows come from more than one code version."""
+    warnings = []
+    for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
+        sentence = mixed_code(rows)
+        if sentence is not None:
+            warnings.append(f"{group_title(dataset, backbone, epochs)}: {sentence}")
+    return warnings
 
 
 def _protocol_summary(protocol: str, done: pd.DataFrame) -> dict[str, Any]:
@@ -360,7 +395,7 @@ def _by_seed(done: pd.DataFrame, column: str) -> dict[int, float]:
 
 
 def _rank(rows: list[dict[str, Any]]) -> None:
-    """Mark, per protocol, the best aggregated row of one group and which rows are tied with it.
+    """Mark, per protocol, the best aggregated row of one group and which rows the paired test cannot tell from it.
 
     `rows` is one group in row order; the flags are set on every row (False and '' outside the ranking).
     """
@@ -369,7 +404,7 @@ def _rank(rows: list[dict[str, Any]]) -> None:
     ]
     for protocol in PROTOCOLS:
         for row in rows:
-            row |= {f"{protocol}_vs_best": "", f"{protocol}_best": False, f"{protocol}_tied_with_best": False}
+            row |= {f"{protocol}_vs_best": "", f"{protocol}_best": False, f"{protocol}_not_different_from_best": False}
         candidates = [row for row in ranked if len(row["_by_seed"][protocol]) >= 2]
         mean = f"{protocol}_top1_mean"
         # max() keeps the first of equal means, so equal means go to the earlier row.
@@ -387,10 +422,10 @@ def _rank(rows: list[dict[str, Any]]) -> None:
                 row[f"{protocol}_vs_best"] = UNTESTED
                 continue
             test = paired_t_test([own[seed] for seed in shared], [best_values[seed] for seed in shared])
-            tied = test.p_value >= ALPHA
+            not_different = test.p_value >= ALPHA
             row |= {
-                f"{protocol}_vs_best": TIED if tied else DIFFERENT,
-                f"{protocol}_tied_with_best": tied,
+                f"{protocol}_vs_best": NOT_DIFFERENT if not_different else DIFFERENT,
+                f"{protocol}_not_different_from_best": not_different,
                 f"{protocol}_p_vs_best": test.p_value,
             }
 
@@ -418,9 +453,10 @@ def _explanation(n: str, bold: str, star: str) -> str:
         f"Top-1 accuracy (%) of finished runs: mean ± sample std over the {n} seeds, then the {confidence} "
         f"confidence interval of the mean [low, high] (Student t, n-1 degrees of freedom); a single-seed row "
         f"shows its value alone (n=1, no interval). Per group and protocol, {bold} marks the best method (highest "
-        f"mean among methods with n >= 2) and {star} a method tied with it: not significantly different in a "
-        f"two-sided paired Student t-test over the seeds both share, alpha = {ALPHA:g}. Tied methods are ties: "
-        f"the data do not order them. With fewer than 2 shared seeds there is no test: untested (n<2). The "
+        f"mean among methods with n >= 2) and {star} a method not significantly different from the best in a "
+        f"two-sided paired Student t-test over the seeds both share, alpha = {ALPHA:g}. Not significant is not "
+        f"equal: the intervals say how large a difference the data still allow. With fewer than 2 shared seeds "
+        f"there is no test: untested (n<2). The "
         f"random-init baseline and published rows are not ranked. Failed and unfinished runs are listed on their "
         f"own rows, never averaged in. Rows whose source reads `published: ...` come from "
         f"experiments/published.csv (same dataset, backbone family and epochs), each number in the column of the "
@@ -435,13 +471,13 @@ def _explanation(n: str, bold: str, star: str) -> str:
 
 @dataclass(frozen=True)
 class _Style:
-    """How one output format writes a cell: the ± sign, a missing value, escaping, best and tied marks."""
+    """How one output format writes a cell: the ± sign, a missing value, escaping, best and not-different marks."""
 
     pm: str
     missing: str
     escape: Callable[[str], str]
     best: Callable[[str], str]
-    tied: str
+    not_different: str
 
 
 def _escape_markdown(text: str) -> str:
@@ -469,9 +505,9 @@ def _escape_latex(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
-MARKDOWN = _Style(pm=" ± ", missing="–", escape=_escape_markdown, best=lambda text: f"**{text}**", tied="*")
+MARKDOWN = _Style(pm=" ± ", missing="–", escape=_escape_markdown, best=lambda text: f"**{text}**", not_different="*")
 LATEX = _Style(
-    pm=r" $\pm$ ", missing="--", escape=_escape_latex, best=lambda text: rf"\textbf{{{text}}}", tied=r"$^{*}$"
+    pm=r" $\pm$ ", missing="--", escape=_escape_latex, best=lambda text: rf"\textbf{{{text}}}", not_different=r"$^{*}$"
 )
 
 
@@ -480,7 +516,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _accuracy(row: pd.Series, protocol: str, style: _Style) -> str:
-    """`mean ± std [ci_low, ci_high]`, the mean bold when best and followed by the tied mark when tied."""
+    """`mean ± std [ci_low, ci_high]`: the mean bold when best, then `*` when not significantly different from it."""
     top1 = f"{protocol}_top1"
     mean = row[f"{top1}_mean"]
     if _is_missing(mean):
@@ -490,8 +526,8 @@ def _accuracy(row: pd.Series, protocol: str, style: _Style) -> str:
     text = f"{mean:.2f}"
     if row[f"{protocol}_best"]:
         text = style.best(text)
-    elif row[f"{protocol}_tied_with_best"]:
-        text += style.tied
+    elif row[f"{protocol}_not_different_from_best"]:
+        text += style.not_different
     if not _is_missing(row[f"{top1}_std"]):
         text += f"{style.pm}{row[f'{top1}_std']:.2f}"
     if not _is_missing(row[f"{top1}_ci_low"]):
@@ -551,7 +587,10 @@ def render_markdown(table: pd.DataFrame) -> str:
         body = pd.DataFrame(cells, columns=headers).to_markdown(
             index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * (len(headers) - 4) + ["left"]
         )
-        lines += ["", f"## {group_title(dataset, backbone, epochs)}", "", body]
+        lines += ["", f"## {group_title(dataset, backbone, epochs)}", ""]
+        if (sentence := mixed_code(rows)) is not None:
+            lines += [f"**Warning, {sentence}.**", ""]
+        lines.append(body)
     return "\n".join(lines) + "\n"
 
 
@@ -573,6 +612,8 @@ def render_latex(table: pd.DataFrame) -> str:
             r"\midrule",
             rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_escape_latex(group_title(dataset, backbone, epochs))}}}}} \\",
         ]
+        if (sentence := mixed_code(rows)) is not None:
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{Warning, {_escape_latex(sentence)}.}} \\")
         lines += [" & ".join(_display_cells(row, LATEX, protocols)) + r" \\" for _, row in rows.iterrows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -604,6 +645,7 @@ def build_table(
     if runs.empty:
         return TableOutput(markdown="", files=[], plots_dir=out / PLOTS_DIR, plots=[], warnings=warnings)
     table = summarize(runs, load_published(published_csv))
+    warnings = [*warnings, *mixed_code_warnings(table)]
     markdown = render_markdown(table)
     files = []
     for suffix, text in ((".md", markdown), (".csv", render_csv(table)), (".tex", render_latex(table))):

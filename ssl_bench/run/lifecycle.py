@@ -34,6 +34,7 @@ from ssl_bench.eval.online import OnlineProbeResult, online_probe_from_state, sc
 from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.provenance import device_name
 from ssl_bench.run.assemble import build_method
 from ssl_bench.run.lock import hold_run_dir
 from ssl_bench.run.preemption import TrainingStopped
@@ -46,10 +47,11 @@ from ssl_bench.run.record import (
     read_result,
     record_failure,
     record_running,
+    supersede_other_code,
     write_failure,
     write_record,
 )
-from ssl_bench.run.rundir import CorruptCheckpointError, RunDir
+from ssl_bench.run.rundir import EVALUATION, CorruptCheckpointError, RunDir
 from ssl_bench.track.fanout import NO_TRACKERS, open_trackers
 from ssl_bench.train.monitor import OnlineProbe
 from ssl_bench.train.trainer import RunResult, pretrain
@@ -144,7 +146,7 @@ def evaluate_run(
         record = {**base_record(config, run_dir, protocol, "failed"), "error": status.get("error")}
         write_record(run_dir, record, log)
         return record
-    if status["status"] != "finished":
+    if not run_dir.pretraining_finished(status):
         record = base_record(config, run_dir, protocol, "running")
         write_record(run_dir, record, log)
         return record
@@ -170,7 +172,7 @@ def evaluate_baseline(
     existing = finished_record(run_dir, baseline, protocol, log)
     if existing is not None:
         return existing
-    if run_dir.read_status()["status"] != "finished":
+    if not run_dir.pretraining_finished():
         device = resolve_device(config.device)
         run_dir.write_config(baseline)
         run_dir.write_environment(device)
@@ -272,6 +274,9 @@ def _evaluate(
     except Exception as error:
         write_failure(run_dir, config, error, protocol, prefix="evaluation failed: ", log=log)
         raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: both records say so, and the next command evaluates again
+        record_interrupted_evaluation(run_dir, record, log)
+        raise
     record.update(
         status="finished",
         linear_top1=linear.test_top1,
@@ -287,6 +292,7 @@ def _evaluate(
         eval_seconds=done - start,
         eval_peak_memory_mb=peak_memory_mb(device),
         device=str(device),
+        device_name=device_name(device),
         updated=time.time(),
         eval_details={
             "train_samples": len(train.labels),
@@ -300,6 +306,9 @@ def _evaluate(
         },
     )
     write_record(run_dir, record, log)
+    status = run_dir.read_status()
+    if status.get("interrupted_in") == EVALUATION:  # pre-training's own status again, now evaluated
+        run_dir.write_status("finished", **_without(status, "status", "updated", "interrupted_in", "reason"))
     log(
         f"[{config.method}] test top-1: linear probe {linear.test_top1:.2f}% (lr {linear.setting['lr']:g}, "
         f"wd {linear.setting['weight_decay']:g}, chosen on validation), kNN {knn.test_top1:.2f}% "
@@ -309,6 +318,23 @@ def _evaluate(
         f"{done - start:.1f}s{', cached features' if was_cached else ''})"
     )
     return record
+
+
+def record_interrupted_evaluation(run_dir: RunDir, record: dict[str, Any], log: Log) -> None:
+    """An evaluation stopped by Ctrl-C or SIGTERM: result.json and status.json both read
+    ``interrupted``; status.json keeps pre-training's fields, so the next command evaluates again
+    without pre-training again."""
+    reason = "interrupted during the evaluation; run the same command again to evaluate"
+    write_record(run_dir, {**record, "status": "interrupted", "error": None, "updated": time.time()}, log)
+    status = run_dir.read_status()
+    run_dir.write_status(
+        "interrupted", **_without(status, "status", "updated"), interrupted_in=EVALUATION, reason=reason
+    )
+    log(f"[{record['method']}] {reason}")
+
+
+def _without(mapping: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if key not in keys}
 
 
 def is_baseline(config: RunConfig) -> bool:
@@ -356,6 +382,8 @@ def _run_entry(
     loggers: Sequence[str],
 ) -> RunResult:
     main = collectives.rank() == 0
+    if main:
+        supersede_other_code(RunDir.for_config(results_dir, config), config, log)
     try:
         if is_baseline(config):
             status = evaluate_baseline(config, results_dir, log=log)["status"] if main else "finished"

@@ -8,13 +8,20 @@ Written atomically into every run directory (the baseline's included) by :func:`
 
 ==========================  ============================================================
 ``schema_version``          2
-``status``                  ``"finished"`` (pre-trained and evaluated), ``"failed"``, or
-                            ``"running"`` (pre-training or evaluation not done yet)
+``status``                  ``"finished"`` (pre-trained and evaluated), ``"failed"``,
+                            ``"running"`` (pre-training or evaluation not done yet), or
+                            ``"interrupted"`` (Ctrl-C or SIGTERM during the evaluation; status.json
+                            then reads interrupted too, with ``interrupted_in: "evaluation"``)
 ``method``                  method name; ``"random_init"`` for the baseline, ``"checkpoint"``
                             for a backbone trained elsewhere (``ssl-bench eval``)
 ``dataset``, ``backbone``   as in the run's config
 ``epochs``, ``seed``        as in the run's config (epochs 0 for the baseline)
 ``identity_hash``           ``RunConfig.identity_hash()``: the hash in the directory name
+``code_hash``               content hash of the ssl-bench source that wrote the record
+                            (ssl_bench.provenance); ``git_commit`` and ``git_dirty`` beside it
+                            where the code is a git checkout (else null)
+``train_code_hash``         the code hash of the pre-training (status.json's; null for the baseline)
+``device_name``             the GPU's or CPU's model name of the evaluation
 ``linear_top1``             offline linear probe, test top-1 in % of the head chosen on the
                             validation split (null unless finished)
 ``knn_top1``                weighted kNN, test top-1 in % at the k and T chosen on the
@@ -61,9 +68,12 @@ Written atomically into every run directory (the baseline's included) by :func:`
 ``updated``                 Unix time of the write
 ==========================  ============================================================
 
-Re-running is safe: a run whose record is finished for the same identity and protocol is
-skipped. A record is never replaced silently: a finished record of another protocol is kept
-as ``result-<its protocol hash>.json`` before the new one is written, with a log line.
+Re-running is safe: a run whose record is finished for the same identity, protocol and code
+hash is skipped. A run of the same identity made by other code is another measurement: it is
+run again (:func:`supersede_other_code` first moves its files into ``superseded/<code hash>/``,
+with a log line), unless the config's ``reuse_finished`` (``--reuse-finished``) says to keep it.
+A record is never replaced silently: a finished record of another protocol is kept as
+``result-<its protocol hash>.json`` before the new one is written, with a log line.
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ from typing import Any
 
 from ssl_bench.config import RunConfig
 from ssl_bench.eval.probes import EvalProtocol, protocol_for
+from ssl_bench.provenance import code_hash, code_identity, same_code
 from ssl_bench.run.rundir import RunDir, atomic_write_json
 
 SCHEMA_VERSION = 2
@@ -109,22 +120,62 @@ def _as_run_dir(run_dir: RunDir | str | Path) -> RunDir:
     return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
 
 
-def _is_done(record: dict[str, Any] | None, config: RunConfig, protocol: EvalProtocol) -> bool:
+def _is_done(
+    record: dict[str, Any] | None, config: RunConfig, protocol: EvalProtocol, *, as_recorded: bool = False
+) -> bool:
     return (
         record is not None
         and record.get("status") == "finished"
         and record.get("identity_hash") == config.identity_hash()
-        and record.get("eval_protocol_hash") == protocol.identity_hash()
+        and (as_recorded or record.get("eval_protocol_hash") == protocol.identity_hash())
+        and (as_recorded or same_code(record, config))
     )
 
 
-def is_done(config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None) -> bool:
-    """Pre-trained and evaluated under ``protocol`` (the dataset's by default): nothing left to do.
+# What a run directory holds of one measurement: moved together when other code measures again.
+RUN_FILES = ("config.json", "environment.json", "metrics.jsonl", "status.json", "result.json", ERROR_LOG)
+SUPERSEDED = "superseded"
 
-    The one test of "already done", for the local loop and for SLURM submission alike.
+
+def supersede_other_code(run_dir: RunDir, config: RunConfig, log: Log) -> Path | None:
+    """Move the files of a run made by other code into ``superseded/<its code hash>/``, so that
+    this code measures it anew; returns where they went (None: nothing of other code there).
+
+    Kept, not deleted: the earlier measurement stays readable beside the new one. With
+    ``config.reuse_finished`` nothing is moved (the run is resumed or reused as it is).
+    """
+    status = run_dir.read_status()
+    if status["status"] == "missing" or same_code(status, config):
+        return None
+    old = status.get("code_hash") or "unknown"
+    target = run_dir.path / SUPERSEDED / old
+    target.mkdir(parents=True, exist_ok=True)
+    moved = [
+        path
+        for path in run_dir.path.iterdir()
+        if path.is_file() and (path.name in RUN_FILES or path.suffix == ".pt" or path.name.startswith("result-"))
+    ]
+    for path in moved:
+        path.replace(target / path.name)
+    log(
+        f"[{config.method}] {run_dir.path} was made by code {old}, this is code {code_hash()}: measuring it again "
+        f"(the earlier files are in {target}; --reuse-finished keeps them)"
+    )
+    return target
+
+
+def is_done(
+    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, as_recorded: bool = False
+) -> bool:
+    """Pre-trained and evaluated under ``protocol`` (the dataset's by default) by this code (or
+    ``config.reuse_finished``): nothing left to do.
+
+    The one test of "already done", for the local loop and for SLURM submission alike. A report
+    of what is recorded passes ``as_recorded``: finished under any protocol and code (the report
+    then says which protocol and code made each number, and warns when they are mixed).
     """
     protocol = protocol or protocol_for(config.dataset)
-    return _is_done(read_result(RunDir.for_config(results_dir, config)), config, protocol)
+    return _is_done(read_result(RunDir.for_config(results_dir, config)), config, protocol, as_recorded=as_recorded)
 
 
 def finished_record(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, log: Log) -> dict[str, Any] | None:
@@ -132,6 +183,8 @@ def finished_record(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, 
     existing = read_result(run_dir)
     if not _is_done(existing, config, protocol):
         return None
+    if existing.get("code_hash") != code_hash():
+        log(f"[{config.method}] reusing the record of code {existing.get('code_hash')} (--reuse-finished)")
     log(
         f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
         f"kNN {existing['knn_top1']:.2f}%"
@@ -153,6 +206,9 @@ def base_record(config: RunConfig, run_dir: RunDir, protocol: EvalProtocol, stat
         "epochs": config.epochs,
         "seed": config.seed,
         "identity_hash": config.identity_hash(),
+        **code_identity(),
+        "train_code_hash": None if is_baseline else run_status.get("code_hash"),
+        "device_name": None,
         "linear_top1": None,
         "knn_top1": None,
         "knn_top1_fixed": None,

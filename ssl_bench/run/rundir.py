@@ -2,9 +2,10 @@
 
 Layout of `<results>/<dataset>/<method>-<backbone>-e<epochs>-s<seed>-<hash>/`:
     config.json        the resolved RunConfig (what the run computes and how it was executed)
-    environment.json   versions, device, host, git commit
+    environment.json   versions, device and CPU model, torch build, host, code hash and git commit
     metrics.jsonl      one JSON object per finished epoch
-    status.json        running / finished / failed (+ the error, the failing step and loss terms)
+    status.json        running / finished / failed (+ the error, the failing step and loss terms), and
+                       the code hash of the process that wrote it (ssl_bench.provenance)
     checkpoint.pt      model, optimiser, step and metrics so far: the point a resumed run continues from
 A reader never sees a half-written file: every write goes to a temporary file then `os.replace`.
 """
@@ -16,7 +17,6 @@ import math
 import os
 import platform
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,8 +28,10 @@ from typing import Any
 import torch
 
 from ssl_bench.config import RunConfig
+from ssl_bench.provenance import code_hash, code_identity, cpu_model, device_name, torch_build
 
 CHECKPOINT = "checkpoint.pt"
+EVALUATION = "evaluation"  # status.json's ``interrupted_in`` for a stop during the evaluation
 
 
 def _umask() -> int:
@@ -137,8 +139,14 @@ class RunDir:
         return rows
 
     def write_status(self, status: str, **details: Any) -> None:
-        record = {"status": status, "updated": time.time(), **self.status_extra, **details}
+        record = {"status": status, "updated": time.time(), "code_hash": code_hash(), **self.status_extra, **details}
         atomic_write_json(self.path / "status.json", record)
+
+    def pretraining_finished(self, status: dict[str, Any] | None = None) -> bool:
+        """Pre-training is done: status.json says finished, or interrupted during the evaluation
+        that follows it (``interrupted_in: "evaluation"``; the next command evaluates again)."""
+        status = status if status is not None else self.read_status()
+        return status["status"] == "finished" or status.get("interrupted_in") == EVALUATION
 
     def read_status(self) -> dict[str, Any]:
         """status.json; ``{"status": "missing"}`` when there is none or it holds no status."""
@@ -189,37 +197,17 @@ def environment(device: torch.device) -> dict[str, Any]:
     import timm
     import torchvision
 
-    info: dict[str, Any] = {
+    return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_build": torch_build(),
         "torchvision": torchvision.__version__,
         "timm": timm.__version__,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
+        "cpu_model": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "git_commit": git_commit(),
+        **code_identity(),
     }
-    return info
-
-
-def git_commit() -> str | None:
-    """The commit of the ssl-bench checkout running this code (with '+dirty' for local edits)."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")

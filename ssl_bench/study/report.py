@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from ssl_bench.report.runs import join_codes, run_code
 from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import is_done, read_result
 from ssl_bench.run.rundir import RunDir, atomic_write_text
@@ -51,6 +52,7 @@ CSV_COLUMNS = [
     "p_vs_reference",
     "vs_reference",
     "overrides",
+    "code",
 ]
 
 
@@ -80,11 +82,10 @@ def collect(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> pd.Dat
     for run in runs:
         run_dir = RunDir.for_config(results_dir, run.config)
         record = read_result(run_dir) or {}
-        # Finished counts only when evaluated under the dataset's current protocol (is_done).
-        done = is_done(run.config, results_dir)
+        # What is recorded, by whatever code and evaluation protocol: the report names them, and
+        # warns when they are mixed (a run of the study itself re-measures what it must).
+        done = is_done(run.config, results_dir, as_recorded=True)
         status = "finished" if done else str(record.get("status") or run_dir.read_status().get("status", "missing"))
-        if status == "finished" and not done:
-            status = "finished (other evaluation protocol)"
         variant = study.variants[run.variant]
         row = {
             "method": run.method,
@@ -92,6 +93,8 @@ def collect(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> pd.Dat
             "seed": run.seed,
             "status": status,
             "run_dir": run_dir.path.relative_to(results_dir).as_posix(),
+            "code": run_code(record, run_dir.read_status()) if done else "",
+            "protocol": str(record.get("eval_protocol_hash")) if done else "",
         }
         for measure in study.measures:
             row[measure] = lookup(record, variant.measure_path(measure)) if done else math.nan
@@ -125,6 +128,7 @@ def summarize(study: Study, values: pd.DataFrame) -> pd.DataFrame:
                     "seeds": ",".join(str(seed) for seed in sorted(own)),
                     "per_seed": ";".join(f"{seed}:{own[seed]:.6g}" for seed in sorted(own)),
                     "overrides": " ".join(variant.settings) + (f" [{variant.features}]" if variant.features else ""),
+                    "code": join_codes(of_method[of_method["variant"] == name]["code"]),
                 }
                 if own:
                     interval = mean_interval([own[seed] for seed in sorted(own)], CONFIDENCE)
@@ -137,6 +141,17 @@ def summarize(study: Study, values: pd.DataFrame) -> pd.DataFrame:
                 row |= _versus_reference(name == study.reference, own, reference)
                 rows.append(row)
     return pd.DataFrame.from_records(rows, columns=CSV_COLUMNS)
+
+
+def mixed_provenance(values: pd.DataFrame) -> list[str]:
+    """Warnings naming the code versions and evaluation protocols of the study's finished runs,
+    where there is more than one of either."""
+    warnings = []
+    for column, what in (("code", "code versions"), ("protocol", "evaluation protocols")):
+        distinct = join_codes(values[column]).split("+")
+        if len(distinct) > 1:
+            warnings.append(f"the runs of this report come from {len(distinct)} {what} ({', '.join(distinct)})")
+    return warnings
 
 
 def _versus_reference(is_reference: bool, own: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
@@ -180,6 +195,7 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
         f"- reference variant: `{study.reference}`; measures: {', '.join(f'`{m}`' for m in study.measures)}",
         f"- reproduce: `ssl-bench study {study.invocation} --scale {scale} --results-dir {results_dir.as_posix()}`",
         "",
+        *(line for warning in mixed_provenance(values) for line in (f"**Warning, {warning}.**", "")),
         "| variant | overrides | what it is |",
         "|:--|:--|:--|",
     ]

@@ -21,6 +21,7 @@ from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import NonFiniteLossError
 from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.provenance import code_hash, same_code
 from ssl_bench.run.assemble import build_augmentation, build_method, build_run_optimizer
 from ssl_bench.run.preemption import StopRequest, TrainingStopped, interrupts_at_step_boundaries
 from ssl_bench.run.rundir import CorruptCheckpointError, RunDir
@@ -160,6 +161,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "monitor": self.monitor.state_dict(),
             "identity_hash": self.config.identity_hash(),
+            "code_hash": code_hash(),
         }
 
     def save_checkpoint(self) -> None:
@@ -183,6 +185,9 @@ class Trainer:
             return None
         if state["identity_hash"] != self.config.identity_hash():
             raise RuntimeError(f"checkpoint in {self.run_dir.path} belongs to another configuration")
+        if not same_code(state, self.config):  # another measurement: every rank starts over alike
+            self.log(f"[{self.config.method}] the checkpoint was written by other code; starting over")
+            return None
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
@@ -313,7 +318,7 @@ def pretrain(
     run_dir = RunDir.for_config(results_dir, config)
     run_dir.status_extra = dict(status_extra or {})
     previous = run_dir.read_status()
-    if previous["status"] == "finished":
+    if run_dir.pretraining_finished(previous) and same_code(previous, config):
         log(f"[{config.method}] already finished in {run_dir.path}; not re-running")
         return _result_from_status(config, run_dir, previous)
 
@@ -386,7 +391,7 @@ def _result_from_status(config: RunConfig, run_dir: RunDir, status: dict[str, An
     return RunResult(
         config.method,
         run_dir.path,
-        status["status"],
+        "finished" if run_dir.pretraining_finished(status) else status["status"],
         epochs_done=status.get("epochs_done", 0),
         final_loss=status.get("final_loss"),
         train_seconds=status.get("train_seconds", 0.0),
