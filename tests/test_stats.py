@@ -7,6 +7,7 @@ import math
 import pytest
 
 from ssl_bench.report.stats import (
+    holm_adjust,
     mean_interval,
     paired_t_test,
     regularized_incomplete_beta,
@@ -133,3 +134,11 @@ def test_paired_t_test_edge_cases():
         paired_t_test([1.0], [2.0])
     with pytest.raises(ValueError):
         paired_t_test([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_holm_by_hand():
+    # m = 4; sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, max(0.04, 0.06), max(0.06, 0.06), max(0.06, 0.5).
+    assert holm_adjust([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert holm_adjust([0.4, 0.9]) == pytest.approx([0.8, 0.9])  # capped at 1 only where it would exceed it
+    assert holm_adjust([0.7, 0.9]) == [1.0, 1.0]
+    assert holm_adjust([0.02]) == [0.02] and holm_adjust([]) == []

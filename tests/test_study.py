@@ -23,7 +23,14 @@ from ssl_bench.launch.cli import main
 from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import base_record, is_done, read_result, write_record
 from ssl_bench.run.rundir import RunDir
-from ssl_bench.study.report import DIFFERS, NOT_SIGNIFICANT, REFERENCE, write_report
+from ssl_bench.study.report import (
+    ABOVE_UNTRAINED,
+    DIFFERS,
+    NOT_SIGNIFICANT,
+    REFERENCE,
+    TRAINING_FAILED,
+    write_report,
+)
 from ssl_bench.study.spec import load_study, unique_configs
 
 TINY = ["projector=32,16", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
@@ -72,16 +79,23 @@ def test_a_study_resolves_to_one_run_per_method_variant_and_seed(tmp_path, fashi
     assert (study.name, study.reference, study.methods, study.seeds) == ("tiny", "nt_xent", ("simclr",), (0, 1))
     runs = study.runs()
     assert [(run.variant, run.seed) for run in runs] == [
-        (variant, seed) for variant in ("nt_xent", "embedding", "margin") for seed in (0, 1)
+        (variant, seed) for variant in ("nt_xent", "embedding", "margin", "untrained") for seed in (0, 1)
     ]
     margin = [run.config for run in runs if run.variant == "margin"]
     assert all(config.loss["objective"] == "margin_triplet" and config.epochs == 1 for config in margin)
-    # The embedding variant reads the reference's runs: 4 runs to carry out, not 6.
-    assert len(unique_configs(runs)) == 4
+    # The untrained network of every seed: the reference's backbone, not pre-trained.
+    untrained = [run.config for run in runs if run.variant == "untrained"]
+    assert [(config.method, config.epochs, config.seed) for config in untrained] == [
+        ("random_init", 0, 0),
+        ("random_init", 0, 1),
+    ]
+    assert {config.backbone for config in untrained} == {runs[0].config.backbone}
+    # The embedding variant reads the reference's runs: 4 runs to carry out, not 6, and 2 untrained ones.
+    assert len(unique_configs(runs)) == 6
     # A report names the study as it was given; a shipped study by its name, wherever it is installed.
     assert study.invocation == str(tmp_path / "tiny.toml")
     assert load_study("simclr_loss").invocation == "simclr_loss"
-    assert len(unique_configs(study.runs(seeds=[5]))) == 2
+    assert len(unique_configs(study.runs(seeds=[5]))) == 3
 
 
 @pytest.mark.parametrize(
@@ -93,6 +107,8 @@ def test_a_study_resolves_to_one_run_per_method_variant_and_seed(tmp_path, fashi
         (lambda t: t.replace('set = ["loss.objective=margin_triplet"]', 'set = ["loss.objective=hinge"]'), "hinge"),
         (lambda t: t.replace('methods = ["simclr"]', 'methods = ["simclrr"]'), "did you mean 'simclr'"),
         (lambda t: t + "\n[variants.bad\n", "cannot read study file"),
+        (lambda t: t + '\n[variants.untrained]\nset = ["projector="]\n', "'untrained' is reserved"),
+        (lambda t: t.replace("[scales.tiny]", '[scales.tiny]\nsmoke_test = "yes"'), "smoke_test must be true or false"),
     ],
 )
 def test_bad_study_files_are_one_line_errors_and_create_nothing(tmp_path, fashion_root, capsys, edit, message):
@@ -116,8 +132,9 @@ def test_dry_run_lists_the_runs_once_and_runs_nothing(tmp_path, fashion_root, ca
     results = tmp_path / "results"
     assert main(["study", str(path), "--results-dir", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "4 runs (6 method x variant x seed entries)" in out
-    assert out.count("nt_xent+embedding") == 2 and out.count("to run") == 4
+    assert "6 runs (8 method x variant x seed entries)" in out
+    assert out.count("nt_xent+embedding") == 2 and out.count("to run") == 6
+    assert out.count("random_init    untrained") == 2
     assert not results.exists()
 
 
@@ -129,9 +146,10 @@ def test_the_shipped_studies_resolve_at_both_scales():
         assert study.default_scale == "demo" and "cifar10" in study.scales
         assert study.reference in study.variants and 2 <= len(study.variants) <= 4
         assert len(study.seeds) >= 3
+        assert study.scales["demo"].smoke_test and not study.scales["cifar10"].smoke_test
         for scale in ("demo", "cifar10"):
-            runs = study.runs(scale=scale)
-            assert len(runs) == len(study.methods) * len(study.variants) * len(study.seeds)
+            runs = study.runs(scale=scale)  # every variant and the untrained network, per method and seed
+            assert len(runs) == len(study.methods) * (len(study.variants) + 1) * len(study.seeds)
 
 
 # --- the report's statistics, on records with known numbers -------------------------------------
@@ -153,7 +171,9 @@ def test_the_report_gives_intervals_and_paired_tests_against_the_reference(tmp_p
     margin = {0: 60.0, 1: 61.5, 2: 60.7}  # lower on every seed, by about 10
     embedding = {0: 69.0, 1: 73.0, 2: 70.5}  # around the reference
     for config in unique_configs(runs):
-        if config.loss.get("objective") == "margin_triplet":
+        if config.method == "random_init":  # far below on linear, the same as every variant on kNN
+            _record(config, results, linear_top1=40.0 + config.seed, knn_top1=50.0 + config.seed)
+        elif config.loss.get("objective") == "margin_triplet":
             _record(config, results, linear_top1=margin[config.seed], knn_top1=50.0 + config.seed)
         else:
             features = {"embedding": {"linear_top1": embedding[config.seed], "knn_top1": 50.0 + config.seed}}
@@ -181,10 +201,60 @@ def test_the_report_gives_intervals_and_paired_tests_against_the_reference(tmp_p
     assert not report.complete and "seed 3: running" in report.markdown
     files = {path.name for path in report.files}
     assert files == {"study-tiny.md", "study-tiny.csv", "study-tiny.png"}
-    assert pd.read_csv(results / "study-tiny.csv").shape[0] == 6  # 2 measures x 3 variants
+    assert pd.read_csv(results / "study-tiny.csv").shape[0] == 8  # 2 measures x (the untrained network + 3 variants)
+    # Every variant beats the untrained network on linear; on kNN none does, the reference included.
+    assert (table.loc[("linear_top1", "margin"), "gate"], table.loc[("knn_top1", "nt_xent"), "gate"]) == (
+        ABOVE_UNTRAINED,
+        TRAINING_FAILED,
+    )
+    assert table.loc[("knn_top1", "margin"), "verdict"].startswith("inconclusive at this scale")
+    assert table.loc[("linear_top1", "margin"), "verdict"].startswith("margin is worse than nt_xent by 10.27 [")
+    assert table.loc[("linear_top1", "embedding"), "verdict"].startswith(
+        "no significant difference; the data rule out differences beyond ["
+    )
     before = {path.name: path.read_bytes() for path in report.files}
     again = write_report(study, [*runs, *study.runs(seeds=[3])], results, scale="tiny")
     assert {path.name: path.read_bytes() for path in again.files} == before
+
+
+def test_a_collapsed_variant_is_a_failed_training_not_a_finding(tmp_path, fashion_root):
+    """The margin variant collapses (below the untrained network): the report says its training
+    failed, with its diagnostics, and never that the margin loss is worse; nothing is a tie."""
+    study = load_study(str(write_study(tmp_path / "tiny.toml", fashion_root)))
+    runs = study.runs(seeds=[0, 1, 2])
+    results = tmp_path / "results"
+    for config in unique_configs(runs):
+        seed = config.seed
+        if config.method == "random_init":
+            _record(config, results, linear_top1=70.0 + seed, knn_top1=60.0 + seed)
+        elif config.loss.get("objective") == "margin_triplet":  # collapsed: one direction left
+            _record(config, results, linear_top1=40.0 + seed, knn_top1=30.0, rankme_representation=1.5 + seed)
+        else:
+            features = {"embedding": {"linear_top1": 80.0 + seed, "knn_top1": 70.5 + seed}}
+            _record(
+                config,
+                results,
+                linear_top1=80.0 + seed,
+                knn_top1=70.0 + seed,
+                rankme_representation=40.0,
+                features=features,
+            )
+    report = write_report(study, runs, results, scale="tiny")
+    table = report.table.set_index(["measure", "variant"])
+    for measure in ("linear_top1", "knn_top1"):
+        assert table.loc[(measure, "margin"), "gate"] == TRAINING_FAILED
+        assert (
+            table.loc[(measure, "margin"), "verdict"]
+            == "training failed at this scale: not above the untrained network"
+        )
+    margin_rows = [line for line in report.markdown.splitlines() if line.startswith("| simclr | margin |")]
+    assert len(margin_rows) == 2 and not any("worse" in line for line in margin_rows)
+    diagnostics = report.markdown.split("## Trainings that failed at this scale", 1)[1]
+    assert "simclr, `margin`" in diagnostics and "rankme_representation 1.5000 (reference 40.0000)" in diagnostics
+    # The embedding is 0.5 above the representation on every seed in kNN: a real, significant difference.
+    assert table.loc[("knn_top1", "embedding"), "verdict"] == "embedding is better than nt_xent by 0.50 [0.50, 0.50]"
+    words = report.markdown.lower()
+    assert " tie" not in words and "tied" not in words and "equal" not in words
 
 
 # --- running it ---------------------------------------------------------------------------------
@@ -226,7 +296,7 @@ def test_a_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path, fashion_root
     done = _ssl_bench(args, tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert f"[1/4] simclr seed 0: done ({RunDir.for_config(results, configs[0]).path})" in output
+    assert f"[1/6] simclr seed 0: done ({RunDir.for_config(results, configs[0]).path})" in output
     assert first.read_bytes() == first_record  # the finished run was not redone
     assert all(is_done(config, results) for config in configs)
     assert "| simclr | **nt_xent** | 2 |" in output and "| simclr | embedding | 2 |" in output
@@ -236,13 +306,14 @@ def test_a_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path, fashion_root
         values = [read_result(RunDir.for_config(results, c))["features"][reads]["linear_top1"] for c in configs[:2]]
         assert table.loc[("linear_top1", variant), "mean"] == pytest.approx(sum(values) / 2, abs=1e-3)
     assert table.loc[("linear_top1", "margin"), "n"] == 2
+    assert table.loc[("linear_top1", "untrained"), "n"] == 2  # the untrained network ran with the study
     assert not math.isnan(table.loc[("linear_top1", "margin"), "p_vs_reference"])
     assert (results / "study-tiny.png").stat().st_size > 1000
 
     # Once more: nothing left to run, the same report.
     report = (results / "study-tiny.md").read_bytes()
     again = _ssl_bench(args, tmp_path)
-    assert again.returncode == 0 and again.stdout.count(": done (") == 4
+    assert again.returncode == 0 and again.stdout.count(": done (") == 6
     assert (results / "study-tiny.md").read_bytes() == report
 
 

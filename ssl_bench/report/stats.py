@@ -203,3 +203,19 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     t = mean_difference / (spread / math.sqrt(n))
     p_value = min(1.0, 2.0 * t_sf(abs(t), n - 1))
     return PairedTest(n_pairs=n, mean_difference=mean_difference, t_statistic=t, p_value=p_value)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of m p-values (Holm 1979), in the order given.
+
+    With p_(1) <= ... <= p_(m) sorted, the adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)):
+    rejecting where the adjusted p < alpha controls the family-wise error rate at alpha.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda index: p_values[index])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted

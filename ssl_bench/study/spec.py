@@ -31,6 +31,12 @@ recipe's schedule), so the question and its variants stay the same at every scal
     description = "the recipe's MLP"
     set = []
 
+Every study also runs the untrained network of each method and seed (the random-init baseline:
+the same backbone, protocol and seeds), as the reserved variant ``untrained``: a variant whose
+accuracy is not significantly above it failed to train at that scale (``ssl_bench.study.report``).
+A scale with ``smoke_test = true`` (the CPU demo) checks the machinery; its reports say that
+they are no answer.
+
 A measure is a field of ``result.json`` (``linear_top1``, ``offdiag_corr_representation``, a
 dotted path such as ``features.embedding.offdiag_corr``); a variant with ``features =
 "embedding"`` reads every measure from that feature's evaluation (``features.embedding.<measure>``),
@@ -52,7 +58,8 @@ from ssl_bench.errors import UsageError, unknown_name_message
 DEFAULT_MEASURES = ("linear_top1", "knn_top1")
 _TOP_KEYS = {"question", "reference", "measures", "base", "scales", "variants"}
 _BASE_KEYS = {"methods", "seeds", "set"}
-_SCALE_KEYS = {"dataset", "set", "description"}
+_SCALE_KEYS = {"dataset", "set", "description", "smoke_test"}
+UNTRAINED = "untrained"  # the reserved variant name of the untrained network's runs
 _VARIANT_KEYS = {"description", "set", "features"}
 
 
@@ -73,6 +80,7 @@ class Scale:
     dataset: str
     settings: tuple[str, ...]
     description: str = ""
+    smoke_test: bool = False  # checks the machinery; too small to answer the question
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,11 @@ class Study:
         data_root: str = "data",
         extra_settings: Sequence[str] = (),
     ) -> list[StudyRun]:
-        """Every (method, variant, seed), resolved; ``extra_settings`` go last (the command's --set)."""
+        """Every (method, variant, seed), resolved, then the untrained network of each method's
+        reference configuration and seed (variant ``untrained``); ``extra_settings`` go last (the
+        command's --set)."""
+        from ssl_bench.run.lifecycle import random_init_config
+
         chosen = self.scale(scale)
         runs = []
         for method in self.methods:
@@ -139,6 +151,8 @@ class Study:
                             f"(add eval_features=representation,{variant.features} to its set)"
                         )
                     runs.append(StudyRun(method, variant.name, seed, config))
+        references = [run for run in runs if run.variant == self.reference]
+        runs += [StudyRun(run.method, UNTRAINED, run.seed, random_init_config(run.config)) for run in references]
         return runs
 
 
@@ -166,6 +180,12 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise UsageError(f"{where} must be a list of strings, got {value!r}")
     return tuple(value)
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def _table(value: Any, where: str, known: set[str], required: Sequence[str] = ()) -> Mapping[str, Any]:
@@ -205,12 +225,15 @@ def load_study(name_or_path: str) -> Study:
             str(_table(scale, f"{where} [scales.{name}]", _SCALE_KEYS, ["dataset"])["dataset"]),
             _strings(scale.get("set", []), f"{where} [scales.{name}] set"),
             str(scale.get("description", "")),
+            _boolean(scale.get("smoke_test", False), f"{where} [scales.{name}] smoke_test"),
         )
         for name, scale in scales_table.items()
     }
     variants_table = top["variants"]
     if not isinstance(variants_table, dict) or not variants_table or not scales:
         raise UsageError(f"{where} needs at least one [scales.<name>] and one [variants.<name>] table")
+    if UNTRAINED in variants_table:
+        raise UsageError(f"{where}: the variant name {UNTRAINED!r} is reserved for the untrained network")
     variants = {}
     for name, variant in variants_table.items():
         table = _table(variant, f"{where} [variants.{name}]", _VARIANT_KEYS)
