@@ -207,7 +207,7 @@ def test_a_single_run_is_a_job_and_loggers_go_with_the_submission(fashion_root, 
     args = ["run", "vicreg", *_tiny_args(fashion_root, results), "--executor", "slurm", "--logger", "tensorboard"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert handed["loggers"] == ["tensorboard"] and handed["methods"] == ["random_init", "vicreg"]
+    assert list(handed["loggers"]) == ["tensorboard"] and handed["methods"] == ["random_init", "vicreg"]
     assert "submitted job 13: 1 run, 1 process(es) each" in out and "job array" not in out
     assert slurm.submission_name(1) == "job" and slurm.submission_name(2) == "job array"
 

@@ -296,7 +296,7 @@ def test_a_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path, fashion_root
     done = _ssl_bench(args, tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert f"[1/6] simclr seed 0: done ({RunDir.for_config(results, configs[0]).path})" in output
+    assert f"[simclr] already evaluated in {RunDir.for_config(results, configs[0]).path}" in output
     assert first.read_bytes() == first_record  # the finished run was not redone
     assert all(is_done(config, results) for config in configs)
     assert "| simclr | **nt_xent** | 2 |" in output and "| simclr | embedding | 2 |" in output
@@ -313,7 +313,7 @@ def test_a_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path, fashion_root
     # Once more: nothing left to run, the same report.
     report = (results / "study-tiny.md").read_bytes()
     again = _ssl_bench(args, tmp_path)
-    assert again.returncode == 0 and again.stdout.count(": done (") == 6
+    assert again.returncode == 0 and again.stdout.count("already evaluated in") == 6
     assert (results / "study-tiny.md").read_bytes() == report
 
 
@@ -324,7 +324,7 @@ def test_a_study_runs_through_slurm(slurm_cluster, fashion_root):
     study_path = write_study(
         slurm_cluster.workdir / "slurm_study.toml",
         fashion_root,
-        text=STUDY.split("[variants.margin]")[0],  # the reference and the embedding: 2 runs
+        text=STUDY.split("[variants.margin]")[0],  # the reference and the embedding: 2 runs, and 2 untrained
     )
     results = slurm_cluster.workdir / "study"
     args = [
@@ -343,7 +343,7 @@ def test_a_study_runs_through_slurm(slurm_cluster, fashion_root):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     jobs = slurm.read_manifest(results)
-    assert len(jobs) == 2 and len({job.job_id.split("_")[0] for job in jobs}) == 1, output
+    assert len(jobs) == 4 and len({job.job_id.split("_")[0] for job in jobs}) == 1, output
     for job in jobs:
         status = json.loads((Path(job.run_dir) / "status.json").read_text())
         assert status["status"] == "finished" and status["slurm"]["job_id"] == job.job_id
@@ -352,7 +352,7 @@ def test_a_study_runs_through_slurm(slurm_cluster, fashion_root):
     # Submitted again: every run is finished, nothing goes to the queue; the report is rewritten.
     again = _ssl_bench(args, slurm_cluster.workdir)
     assert again.returncode == 0 and "nothing to submit" in again.stdout
-    assert len(slurm.read_manifest(results)) == 2
+    assert len(slurm.read_manifest(results)) == 4
 
 
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "studies").glob("*/study-demo.md"))

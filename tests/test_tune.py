@@ -105,8 +105,12 @@ def test_rounds_propose_together_and_the_same_values_as_one_at_a_time(fashion_ro
     same values however its trials are grouped into rounds (and whichever executor runs them)."""
     batches: list[list[tuple[str, float, float]]] = []
 
-    def record_only(configs, results_dir):  # runs nothing: every trial scores 0
-        batches.append([(c.method, c.base_lr, c.weight_decay) for c in configs])
+    class RecordOnly:  # runs nothing: every trial scores 0
+        def execute(self, configs, results_dir):
+            batches.append([(c.method, c.base_lr, c.weight_decay) for c in configs])
+            return []
+
+    record_only = RecordOnly()
 
     overrides = {"epochs": 1, "data_root": str(fashion_root), "seed": 0}
     results = tmp_path / "runs"

@@ -5,8 +5,9 @@
 as ``torchrun --standalone``): N processes of ``python -m ssl_bench.launch.cli <same
 arguments>``. Each of them, like any ``ssl-bench run`` started by ``torchrun``, finds
 torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR/PORT) and runs as one rank
-(:func:`run_as_rank`): it joins the process group (:func:`ssl_bench.distributed.ddp.init_process_group`:
-NCCL on GPUs, gloo on CPUs) and carries out each sweep entry with
+(:class:`ssl_bench.launch.executor.RankExecutor`): it joins the process group
+(:func:`ssl_bench.distributed.ddp.init_process_group`: NCCL on GPUs, gloo on CPUs) and carries
+out each sweep entry with
 :func:`ssl_bench.run.lifecycle.run_entry`, the function a SLURM array task runs after joining
 the group the same way. So the DDP path (global batch split over the ranks, SyncBatchNorm on
 GPUs, losses gathered over ranks, rank 0 writing the run directory) is SLURM's, and the weights
@@ -20,7 +21,6 @@ command again to resume.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -94,40 +94,3 @@ def launch(argv: Sequence[str], nproc: int) -> int:
         if saved is None:
             os.environ.pop("OMP_NUM_THREADS", None)
     return 0
-
-
-def run_as_rank(args: argparse.Namespace, configs: Sequence[RunConfig], process: ddp.ProcessEnv) -> int:
-    """One rank of a torchrun-started ``ssl-bench run``: every entry of the sweep, then (rank 0) the table."""
-    from ssl_bench.launch.sweep import sweep_entries
-    from ssl_bench.report.table import print_table
-    from ssl_bench.run.lifecycle import run_entry
-
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", process.world_size))
-    if args.nproc_per_node is not None and args.nproc_per_node != local_world:
-        raise UsageError(f"--nproc-per-node {args.nproc_per_node} under torchrun, which started {local_world} per node")
-    main = process.rank == 0
-    ddp.init_process_group(process, ddp.backend_for(configs[0].device))
-    try:
-        results = []
-        for config in sweep_entries(configs):
-            results.append(
-                run_entry(
-                    config,
-                    args.results_dir,
-                    progress=main and not args.no_progress,
-                    log=print if main else _quiet,
-                    loggers=args.loggers,
-                )
-            )
-            ddp.wait_for_rank0()
-    finally:
-        ddp.destroy_process_group()
-    if not main:
-        return 0
-    print()
-    print_table([args.results_dir])
-    return 0 if all(result.status == "finished" for result in results) else 1
-
-
-def _quiet(text: str) -> None:
-    """Rank 0 speaks for the run; the other ranks' lines would repeat it."""

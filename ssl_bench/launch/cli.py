@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssl_bench.device import configure_cpu_runtime
@@ -15,8 +16,6 @@ from ssl_bench.launch.slurm_options import (
     add_executor_arguments,
     add_status_parser,
     cmd_status,
-    run_on_slurm,
-    slurm_round_executor,
 )
 from ssl_bench.perf.cli import add_bench_parser, cmd_bench
 from ssl_bench.run.preemption import Terminated, TrainingStopped, terminate_as_interrupt
@@ -171,17 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     from ssl_bench.distributed.ddp import torchrun_env
-    from ssl_bench.distributed.torchrun import check_world, launch, run_as_rank
-    from ssl_bench.launch.sweep import resolve_sweep, sweep_entries
+    from ssl_bench.distributed.torchrun import check_world, launch
+    from ssl_bench.launch import executor as executors
+    from ssl_bench.launch.sweep import resolve_sweep
     from ssl_bench.launch.validate import check_local_sweep
     from ssl_bench.method import get_method, load_method_file
     from ssl_bench.models.backbones import check_backbone_name
     from ssl_bench.report.table import print_table
-    from ssl_bench.run.lifecycle import run_entry
-    from ssl_bench.run.record import ERROR_LOG
-    from ssl_bench.run.rundir import RunDir
-    from ssl_bench.train.trainer import RunResult
 
     for name, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size)]:
         if value is not None and value <= 0:
@@ -207,37 +205,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--json goes with --dry-run")
     if args.dry_run:
         return print_dry_run(configs, as_json=args.json)
-    if args.executor == "slurm":
-        return run_on_slurm(args, configs)
-    # Device, data, batch sizes and results directory, before the first run directory is made.
-    check_local_sweep(sweep_entries(configs), args.results_dir)
-    if (process := torchrun_env()) is not None:  # one of the processes torchrun (or --nproc-per-node) started
-        return run_as_rank(args, configs, process)
-    if args.nproc_per_node is not None:
-        check_world(configs, args.nproc_per_node)
-        if args.nproc_per_node > 1:
-            return launch(args.argv, args.nproc_per_node)
+    process = torchrun_env()
+    if args.executor == "local":
+        # Device, data, batch sizes and results directory, before the first run directory is made.
+        check_local_sweep(executors.with_baselines(configs), args.results_dir)
+        if process is not None:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", process.world_size))
+            if args.nproc_per_node is not None and args.nproc_per_node != local_world:
+                raise UsageError(
+                    f"--nproc-per-node {args.nproc_per_node} under torchrun, which started {local_world} per node"
+                )
+        elif args.nproc_per_node is not None:
+            check_world(configs, args.nproc_per_node)
+            if args.nproc_per_node > 1:
+                return launch(args.argv, args.nproc_per_node)
 
-    results: list[RunResult] = []
-    # The random-init baselines (once per dataset/backbone/image size/seed) show what pre-training
-    # bought. run_entry is also what each SLURM job runs, and records a crash itself.
-    for config in sweep_entries(configs):
-        try:
-            results.append(run_entry(config, args.results_dir, progress=not args.no_progress, loggers=args.loggers))
-        except (UsageError, TrainingStopped):
-            raise
-        except Exception as error:  # one method's crash must not cost the others their runs
-            run_dir = RunDir.for_config(args.results_dir, config)
-            message = f"{type(error).__name__}: {error}"
-            log = run_dir.path / ERROR_LOG
-            where = f" (traceback: {log})" if log.is_file() else ""
-            print(f"ssl-bench: {config.method} failed: {message}{where}", file=sys.stderr)
-            results.append(RunResult(config.method, run_dir.path, "failed", error=message))
+    results_dir = Path(args.results_dir)
+    executor = executors.executor_for(args)
+    outcomes = executor.execute(configs, results_dir)
+    if any(outcome.status == executors.SUBMITTED for outcome in outcomes):
+        print(f"follow with: ssl-bench status {args.results_dir}")
+        return 0
+    if process is not None and process.rank != 0:  # rank 0 prints the table
+        return 0
     print()
+    if args.executor == "slurm":
+        from ssl_bench.launch import slurm
+
+        print(slurm.format_status(slurm.status_rows(results_dir.resolve())))
+        print()
     # The same table `ssl-bench table <results-dir>` prints: earlier runs there (other seeds,
     # other methods) stand beside the ones just run.
     print_table([args.results_dir])
-    return 0 if all(r.status == "finished" for r in results) else 1
+    return 0 if all(outcome.finished for outcome in outcomes) else 1
 
 
 def check_trackers(args: argparse.Namespace) -> None:
@@ -290,8 +290,6 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ssl_bench.report.table import print_table
 
     missing = [d for d in args.results_dirs if not Path(d).is_dir()]
@@ -303,6 +301,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     import shlex
 
+    from ssl_bench.launch import executor as executors
     from ssl_bench.launch.tune import tune
     from ssl_bench.method import get_method
 
@@ -319,7 +318,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.results_dir,
         overrides,
         args.settings,
-        executor=slurm_round_executor(args) if args.executor == "slurm" else None,
+        executor=executors.executor_for(args, wait=True),  # each round waits for its trials
         parallel=args.parallel,
         final_seeds=args.final_seeds,
         progress=not args.no_progress,

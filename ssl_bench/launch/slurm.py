@@ -569,6 +569,13 @@ def submit_sweep(
     return submitted
 
 
+def describe_submission(jobs: Sequence[SubmittedJob]) -> str:
+    """What was submitted: "job array 12: 3 runs", or "job 13: 1 run" (a single run is a plain job)."""
+    ids = sorted({job.job_id.split("_")[0] for job in jobs})
+    runs = f"{len(jobs)} run" + ("s" if len(jobs) > 1 else "")
+    return f"{submission_name(len(jobs))} {', '.join(ids)}: {runs}"
+
+
 def submission_name(tasks: int) -> str:
     """What a submission of ``tasks`` runs is to SLURM: submitit submits a single one as a plain job."""
     return "job array" if tasks > 1 else "job"

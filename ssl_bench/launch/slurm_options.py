@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssl_bench.errors import UsageError
 
 if TYPE_CHECKING:
-    from ssl_bench.config import RunConfig
-    from ssl_bench.launch.slurm import SlurmOptions, SubmittedJob
+    from ssl_bench.launch.slurm import SlurmOptions
 
 DEFAULT_TIME_MIN = 60
 DEFAULT_MAX_REQUEUES = 3
@@ -135,59 +133,6 @@ def slurm_minutes(text: str) -> int:
     return -(-seconds // 60)
 
 
-def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig]) -> int:
-    """`ssl-bench run --executor slurm`: submit, print job ids and logs; with --wait, wait and tabulate."""
-    from ssl_bench.launch import slurm
-    from ssl_bench.launch.sweep import sweep_entries
-
-    results_dir = Path(args.results_dir).resolve()
-    options = slurm_options(args)
-    jobs = slurm.submit_sweep(
-        sweep_entries(configs),
-        results_dir,
-        options,
-        method_files=getattr(args, "method_files", []),
-        loggers=getattr(args, "loggers", []),
-    )
-    if jobs:
-        print(
-            f"submitted {_submitted(jobs)}, {options.world_size} process(es) each, {options.time_min} min per attempt"
-        )
-        for job in jobs:
-            print(f"  {job.job_id:<12} {job.method:<14} {job.dataset:<14} seed {job.seed:<4} logs: {job.log_paths}")
-        print(f"run directories: {results_dir}; job list: {results_dir / slurm.MANIFEST}")
-        print(f"follow with: ssl-bench status {args.results_dir}")
-    else:
-        print("nothing to submit: every run is finished or already queued")
-    if not args.wait:
-        return 0
-    if jobs:
-        try:
-            slurm.wait_for(jobs)
-        except KeyboardInterrupt:  # only the waiting stops: the jobs are SLURM's now
-            print(f"stopped waiting; the jobs keep running: ssl-bench status {args.results_dir}", file=sys.stderr)
-            return 130
-    print()
-    print(slurm.format_status(slurm.status_rows(results_dir)))
-    print()
-    from ssl_bench.report.table import print_table
-
-    print_table([results_dir])
-    from ssl_bench.run.rundir import RunDir
-
-    statuses = [RunDir(Path(job.run_dir)).read_status()["status"] for job in jobs]
-    return 0 if all(status == "finished" for status in statuses) else 1
-
-
-def _submitted(jobs: Sequence[SubmittedJob]) -> str:
-    """What was submitted: "job array 12: 3 runs", or "job 13: 1 run" (a single run is a plain job)."""
-    from ssl_bench.launch.slurm import submission_name
-
-    ids = sorted({job.job_id.split("_")[0] for job in jobs})
-    runs = f"{len(jobs)} run" + ("s" if len(jobs) > 1 else "")
-    return f"{submission_name(len(jobs))} {', '.join(ids)}: {runs}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """`ssl-bench status [RESULTS_DIR]`."""
     from ssl_bench.launch import slurm
@@ -201,20 +146,3 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(slurm.format_status(rows))
     return 0
-
-
-def slurm_round_executor(args: argparse.Namespace) -> Callable[[Sequence[RunConfig], Path], None]:
-    """`ssl-bench tune --executor slurm`: each round of trials is one job array, waited for."""
-    from ssl_bench.launch import slurm
-    from ssl_bench.launch.sweep import sweep_entries
-
-    options = slurm_options(args)
-
-    def execute(configs: Sequence[RunConfig], results_dir: Path) -> None:
-        jobs = slurm.submit_sweep(sweep_entries(configs), Path(results_dir).resolve(), options)
-        if not jobs:
-            return
-        print(f"submitted {_submitted(jobs)}; waiting for them")
-        slurm.wait_for(jobs)
-
-    return execute

@@ -23,11 +23,3 @@ def resolve_sweep(
         for method in dict.fromkeys(methods)
         for seed in dict.fromkeys(seeds)
     ]
-
-
-def sweep_entries(configs: Sequence[RunConfig]) -> list[RunConfig]:
-    """The random-init baselines the configs need (each once), then the configs themselves."""
-    from ssl_bench.run.lifecycle import random_init_config
-
-    baselines = {random_init_config(c).identity_hash(): random_init_config(c) for c in configs}
-    return [*baselines.values(), *configs]

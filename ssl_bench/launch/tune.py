@@ -30,13 +30,14 @@ run, resumable and comparable in ``ssl-bench table``, which a pruned one would n
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ssl_bench.config import RunConfig, load_recipe_table, recipe_row, recipe_table_for, resolve_config
 from ssl_bench.errors import UsageError
+from ssl_bench.launch.executor import Executor, LocalExecutor
 
 SCALES = ("log", "linear")
 SCORE = "linear probe top-1 (%) on the validation split"
@@ -78,24 +79,6 @@ def _trial_config(
     return resolve_config(
         method, dataset, overrides, [*settings, *(f"{key}={value!r}" for key, value in values.items())]
     )
-
-
-# Runs a round's trial configurations to completion (or failure); see run_locally and ssl_bench.launch.cli.
-Executor = Callable[[Sequence[RunConfig], Path], None]
-
-
-def run_locally(configs: Sequence[RunConfig], results_dir: Path, *, progress: bool = True) -> None:
-    """The local executor: one run after another; a failed trial is recorded by run_entry and scores 0."""
-    from ssl_bench.launch.sweep import sweep_entries
-    from ssl_bench.run.lifecycle import run_entry
-
-    for config in sweep_entries(configs):
-        try:
-            run_entry(config, results_dir, progress=progress)
-        except UsageError:
-            raise
-        except Exception:  # recorded as failed by run_entry; the trial scores 0
-            pass
 
 
 FINISHED, DIVERGED, FAILED = "finished", "diverged", "failed"
@@ -160,7 +143,7 @@ def tune_methods(
                 trial = entry.study.ask()
                 values = {d.key: trial.suggest_float(d.key, d.low, d.high, log=d.log) for d in entry.space}
                 batch.append((entry, trial, values, _trial_config(entry.method, dataset, overrides, settings, values)))
-        executor([config for *_, config in batch], results_dir)
+        executor.execute([config for *_, config in batch], results_dir)
         for entry, trial, values, config in batch:
             score, outcome = trial_outcome(config, results_dir)
             entry.study.tell(trial, score)
@@ -245,7 +228,8 @@ def tune(
     """Tune every method with the same budget, write ``<results_dir>/tune/<dataset>.toml``, then
     run the best values over ``final_seeds`` (with the same executor); returns the TOML's path.
 
-    ``executor`` runs each round's configurations (default: :func:`run_locally`).
+    ``executor`` runs each round's configurations (ssl_bench.launch.executor; default: here, one
+    after another). A failed trial is recorded in its run directory and scores 0.
     """
     if budget < 1:
         raise UsageError(f"--budget must be positive, got {budget}")
@@ -262,9 +246,7 @@ def tune(
         search_space(method, dataset)
     results_dir = Path(results_dir)
     if executor is None:
-
-        def executor(configs: Sequence[RunConfig], results_dir: Path) -> None:
-            run_locally(configs, results_dir, progress=progress)
+        executor = LocalExecutor(progress=progress)
 
     results = tune_methods(
         methods, dataset, budget, results_dir, overrides, settings, executor, parallel=parallel, final_seeds=final_seeds
@@ -273,7 +255,7 @@ def tune(
     write_tuned_table(path, dataset, results, command)
     print(f"tuned values and provenance: {path}")
     if final_seeds:
-        executor(
+        executor.execute(
             [
                 _trial_config(method, dataset, {**overrides, "seed": seed}, settings, results[method]["values"])
                 for method in methods

@@ -163,12 +163,19 @@ def evaluate_run(
 
 
 def evaluate_baseline(
-    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, log: Log = print
+    config: RunConfig,
+    results_dir: str | Path,
+    protocol: EvalProtocol | None = None,
+    *,
+    log: Log = print,
+    status_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the random-init baseline of ``config`` (its own run directory); returns its record."""
+    """Evaluate the random-init baseline of ``config`` (its own run directory); returns its record.
+    ``status_extra`` goes into its status.json, as into a pre-training's (a SLURM job's id and logs)."""
     protocol = protocol or protocol_for(config.dataset)
     baseline = random_init_config(config)
     run_dir = RunDir.for_config(results_dir, baseline)
+    run_dir.status_extra = dict(status_extra or {})
     existing = finished_record(run_dir, baseline, protocol, log)
     if existing is not None:
         return existing
@@ -386,7 +393,8 @@ def _run_entry(
         supersede_other_code(RunDir.for_config(results_dir, config), config, log)
     try:
         if is_baseline(config):
-            status = evaluate_baseline(config, results_dir, log=log)["status"] if main else "finished"
+            record = evaluate_baseline(config, results_dir, log=log, status_extra=status_extra) if main else {}
+            status = record.get("status", "finished")
             return RunResult(config.method, RunDir.for_config(results_dir, config).path, status, train_seconds=0.0)
         track = main and loggers and not is_done(config, results_dir)
         trackers = open_trackers(loggers, config, results_dir) if track else NO_TRACKERS

@@ -1,18 +1,16 @@
 """`ssl-bench study FILE`: run every (method, variant, seed) of a study, then report it.
 
-Each run is an ordinary run directory, carried out by the function every `ssl-bench run` entry
-goes through (:func:`ssl_bench.run.lifecycle.run_entry`, locally or as a SLURM array task
-through :func:`ssl_bench.launch.slurm.submit_sweep`), so a study resumes like `run`: a finished
-and evaluated run is skipped, an interrupted one continues from its checkpoint. Variants that
-differ only in what they read from a run share the run. The report (``ssl_bench.study.report``)
-is written once every run has a record; with ``--executor slurm`` and no ``--wait``, run the
-command again with ``--report-only`` when the jobs are done.
+Each run is an ordinary run directory, carried out by the executor every command shares
+(:mod:`ssl_bench.launch.executor`: here, one run after another, or as SLURM array tasks), so a
+study resumes like `run`: a finished and evaluated run is skipped, an interrupted one continues
+from its checkpoint. Variants that differ only in what they read from a run share the run. The
+report (``ssl_bench.study.report``) is written once every run has a record; with ``--executor
+slurm`` and no ``--wait``, run the command again with ``--report-only`` when the jobs are done.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +18,6 @@ from typing import TYPE_CHECKING
 from ssl_bench.errors import UsageError
 
 if TYPE_CHECKING:  # the parser is built at every start: it must not import torch
-    from ssl_bench.config import RunConfig
     from ssl_bench.study.spec import Study, StudyRun
 
 DEFAULT_STUDIES_DIR = Path("runs") / "studies"
@@ -59,6 +56,7 @@ def study_results_dir(study: Study, results_dir: str | None) -> Path:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from ssl_bench.launch import executor as executors
     from ssl_bench.models.backbones import check_backbone_name
     from ssl_bench.study.report import write_report
     from ssl_bench.study.spec import load_study, unique_configs
@@ -76,12 +74,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         return print_runs(study, runs, results_dir)
     if not args.report_only:
-        if args.executor == "slurm":
-            submitted = run_on_slurm(args, configs, results_dir)
-            if not submitted:
-                return 0
-        else:
-            run_locally(configs, results_dir, progress=not args.no_progress)
+        executor = executors.executor_for(args)
+        outcomes = executor.execute(configs, results_dir)
+        if any(outcome.status == executors.SUBMITTED for outcome in outcomes):
+            print(f"when the jobs are done: ssl-bench study {args.study} --report-only --results-dir {results_dir}")
+            return 0
     report = write_report(study, runs, results_dir, scale=scale)
     print(report.markdown)
     print(f"study report: {', '.join(path.as_posix() for path in report.files)}")
@@ -105,54 +102,3 @@ def print_runs(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> int
         print(f"  {config.method:<14} {variants:<24} seed {config.seed:<4} {state:<7} {path}")
     print(f"{len(by_config)} runs ({len(runs)} method x variant x seed entries) in {results_dir}")
     return 0
-
-
-def run_locally(configs: Sequence[RunConfig], results_dir: Path, *, progress: bool) -> None:
-    """Each run not yet done, one after another; a crash is recorded and the next run goes on."""
-    from ssl_bench.run.lifecycle import run_entry
-    from ssl_bench.run.record import ERROR_LOG, is_done
-    from ssl_bench.run.rundir import RunDir
-
-    for index, config in enumerate(configs, start=1):
-        run_dir = RunDir.for_config(results_dir, config)
-        if is_done(config, results_dir):
-            print(f"[{index}/{len(configs)}] {config.method} seed {config.seed}: done ({run_dir.path})")
-            continue
-        print(f"[{index}/{len(configs)}] {config.method} seed {config.seed}: {run_dir.path}")
-        try:
-            run_entry(config, results_dir, progress=progress)
-        except UsageError:
-            raise
-        except Exception as error:  # one run's crash must not cost the study its other runs
-            print(
-                f"ssl-bench: {config.method} failed: {type(error).__name__}: {error} "
-                f"(traceback: {run_dir.path / ERROR_LOG})",
-                file=sys.stderr,
-            )
-
-
-def run_on_slurm(args: argparse.Namespace, configs: Sequence[RunConfig], results_dir: Path) -> bool:
-    """Submit the runs not yet done as one job array; with --wait, wait for them. Returns whether
-    the report can be written now (every job ended)."""
-    from ssl_bench.launch import slurm
-    from ssl_bench.launch.slurm_options import slurm_options
-
-    options = slurm_options(args)
-    jobs = slurm.submit_sweep(configs, results_dir, options)
-    if jobs:
-        array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
-        print(
-            f"submitted job array {', '.join(array_ids)}: {len(jobs)} runs; follow with: ssl-bench status {results_dir}"
-        )
-    else:
-        print("nothing to submit: every run is finished or already queued")
-    if not args.wait:
-        print(f"when the jobs are done: ssl-bench study {args.study} --report-only --results-dir {results_dir}")
-        return False
-    if jobs:
-        try:
-            slurm.wait_for(jobs)
-        except KeyboardInterrupt:
-            print(f"stopped waiting; the jobs keep running: ssl-bench status {results_dir}", file=sys.stderr)
-            raise
-    return True
