@@ -172,6 +172,22 @@ def recipe_table_for(dataset: str) -> RecipeTable:
     raise UsageError(unknown_name_message("dataset", dataset, known))
 
 
+# The features a run's evaluation can probe: the backbone's output, and the projector's on top of it.
+REPRESENTATION, EMBEDDING = "representation", "embedding"
+EVAL_FEATURES = (REPRESENTATION, EMBEDDING)
+
+
+def check_eval_features(features: tuple[str, ...]) -> None:
+    """A UsageError unless ``features`` names known features, each once, the representation first."""
+    for name in features:
+        if name not in EVAL_FEATURES:
+            raise UsageError(unknown_name_message("eval_features entry", name, EVAL_FEATURES))
+    if not features or features[0] != REPRESENTATION or len(set(features)) != len(features):
+        raise UsageError(
+            f"eval_features must start with {REPRESENTATION!r} and name each feature once, got {list(features)}"
+        )
+
+
 @dataclass
 class RunConfig:
     """Everything that defines one pre-training run. `--set key=value` edits these fields."""
@@ -210,7 +226,7 @@ class RunConfig:
     view_a: dict[str, Any] = field(default_factory=dict)
     view_b: dict[str, Any] = field(default_factory=dict)
     deviations: dict[str, str] = field(default_factory=dict)  # from the cited source, with reasons
-    # What the evaluation probes (ssl_bench.eval.features.EVAL_FEATURES): the representation
+    # What the evaluation probes (EVAL_FEATURES; ssl_bench.eval.features): the representation
     # (backbone output) always, first; "embedding" adds the projector's output beside it.
     eval_features: tuple[str, ...] = ("representation",)
     # Execution settings: they change how fast a run goes, not what it computes,
@@ -271,8 +287,6 @@ class RunConfig:
         for name in ("projector", "predictor"):
             if any(width <= 0 for width in getattr(self, name)):
                 raise UsageError(f"{name} widths must be positive, got {list(getattr(self, name))}")
-        from ssl_bench.eval.features import check_eval_features
-
         check_eval_features(self.eval_features)
 
     def check_values(self) -> None:

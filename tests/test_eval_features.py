@@ -93,7 +93,7 @@ def test_bad_eval_features_are_usage_errors(fashion_root, value, message):
 def test_the_table_gives_the_embedding_its_own_row(both, tmp_path):
     import pandas as pd
 
-    from ssl_bench.report.table import build_table
+    from ssl_bench.report.output import build_table
 
     config, results = both
     output = build_table([results], tmp_path)

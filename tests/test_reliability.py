@@ -400,7 +400,8 @@ def test_a_malformed_slurm_time_is_one_line(capsys):
 
 def test_requests_beyond_the_partition_are_refused():
     from ssl_bench.errors import UsageError
-    from ssl_bench.launch.slurm import SlurmOptions, _partition_limits, check_limits
+    from ssl_bench.launch.slurm import _partition_limits, check_limits
+    from ssl_bench.launch.slurm_options import SlurmOptions
 
     partitions = _partition_limits("debug*|7-00:00:00|2\nlong|infinite|4+\nlong|infinite|16\n")
     debug, long = partitions["debug"], partitions["long"]

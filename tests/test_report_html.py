@@ -15,7 +15,7 @@ from test_table import evaluated, make_results, write_run
 
 from ssl_bench.eval.probes import protocol_for
 from ssl_bench.report.html import REPORT
-from ssl_bench.report.table import build_table
+from ssl_bench.report.output import build_table
 
 CHECKPOINT_SOURCE = "checkpoint: weights/resnet18.pth"
 

@@ -20,6 +20,7 @@ import torch
 from ssl_bench.config import resolve_config
 from ssl_bench.launch import slurm
 from ssl_bench.launch.cli import main
+from ssl_bench.launch.slurm_options import SlurmOptions
 from ssl_bench.run.rundir import RunDir
 
 TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
@@ -332,7 +333,7 @@ def test_usr2_checkpoints_requeues_and_resumes_to_the_same_weights(slurm_cluster
         {"epochs": 3, "data_root": str(fashion_root)},
         [*TINY[:1], "batch_size=16", *TINY[2:], "train_subset=320", "checkpoint_every_steps=100000"],
     )
-    options = slurm.SlurmOptions(partition=slurm_cluster.partition, time_min=10, tasks_per_node=2, cpus_per_task=1)
+    options = SlurmOptions(partition=slurm_cluster.partition, time_min=10, tasks_per_node=2, cpus_per_task=1)
     signalled_dir, straight_dir = slurm_cluster.workdir / "signalled", slurm_cluster.workdir / "straight"
     try:
         (signalled,) = slurm.submit_sweep([config], signalled_dir, options)

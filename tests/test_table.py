@@ -12,8 +12,9 @@ import pytest
 
 from ssl_bench.launch.cli import main
 from ssl_bench.report import table as table_module
-from ssl_bench.report.runs import NOT_EVALUATED
-from ssl_bench.report.table import build_table, collect_runs, load_published, print_table, summarize
+from ssl_bench.report.output import build_table, print_table
+from ssl_bench.report.runs import NOT_EVALUATED, collect_runs
+from ssl_bench.report.table import load_published, summarize
 
 DATASET, BACKBONE, EPOCHS = "cifar10", "resnet18_cifar", 1000
 

@@ -20,19 +20,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import EMBEDDING, EVAL_FEATURES, REPRESENTATION, RunConfig
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import eval_batches
-from ssl_bench.errors import UsageError, unknown_name_message
+from ssl_bench.errors import unknown_name_message
 from ssl_bench.eval.probes import Choice, EvalProtocol, SplitFeatures, knn_top1, select_knn, select_linear_probe
 from ssl_bench.provenance import code_hash
 from ssl_bench.run.rundir import RunDir, atomic_torch_save
 from ssl_bench.train.monitor import mean_abs_offdiag_correlation
 
 FEATURES = "features.pt"
-REPRESENTATION, EMBEDDING = "representation", "embedding"
-EVAL_FEATURES = (REPRESENTATION, EMBEDDING)
 # Images per forward pass when extracting features; eval mode makes the features independent of it.
 EXTRACT_BATCH_SIZE = 256
 
@@ -68,17 +66,6 @@ def eval_split_data(config: RunConfig, split: str, samples: int | None, seed: in
     if samples is not None and samples < len(data):
         data = balanced_subset(data, total=samples, seed=seed)
     return data
-
-
-def check_eval_features(features: tuple[str, ...]) -> None:
-    """A UsageError unless ``features`` names known features, each once, the representation first."""
-    for name in features:
-        if name not in EVAL_FEATURES:
-            raise UsageError(unknown_name_message("eval_features entry", name, EVAL_FEATURES))
-    if not features or features[0] != REPRESENTATION or len(set(features)) != len(features):
-        raise UsageError(
-            f"eval_features must start with {REPRESENTATION!r} and name each feature once, got {list(features)}"
-        )
 
 
 def encoder(method: nn.Module, feature: str) -> nn.Module:

@@ -68,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ssl_bench.errors import UsageError
     from ssl_bench.launch.slurm import check_datasets
     from ssl_bench.models.backbones import check_backbone_name
-    from ssl_bench.report.table import print_table
+    from ssl_bench.report.output import print_table
     from ssl_bench.run.lifecycle import evaluate_checkpoint
     from ssl_bench.run.record import ERROR_LOG
     from ssl_bench.run.rundir import RunDir

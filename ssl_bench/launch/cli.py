@@ -15,7 +15,6 @@ from ssl_bench.launch.checkpoint_cli import add_checkpoint_parsers, cmd_eval, cm
 from ssl_bench.launch.slurm_options import (
     add_executor_arguments,
     add_status_parser,
-    cmd_status,
 )
 from ssl_bench.perf.cli import add_bench_parser, cmd_bench
 from ssl_bench.run.preemption import Terminated, TrainingStopped, terminate_as_interrupt
@@ -179,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ssl_bench.launch.validate import check_local_sweep
     from ssl_bench.method import get_method, load_method_file
     from ssl_bench.models.backbones import check_backbone_name
-    from ssl_bench.report.table import print_table
+    from ssl_bench.report.output import print_table
 
     for name, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size)]:
         if value is not None and value <= 0:
@@ -290,12 +289,27 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from ssl_bench.report.table import print_table
+    from ssl_bench.report.output import print_table
 
     missing = [d for d in args.results_dirs if not Path(d).is_dir()]
     if missing:
         raise UsageError(f"no results directory {missing[0]!r}")
     return print_table(args.results_dirs, args.output_dir)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`ssl-bench status [RESULTS_DIR]`."""
+    from ssl_bench.launch import slurm
+
+    results_dir = Path(args.results_dir)
+    if not results_dir.is_dir():
+        raise UsageError(f"no results directory {str(results_dir)!r}")
+    rows = slurm.status_rows(results_dir)
+    if not rows:
+        print(f"no SLURM jobs recorded in {results_dir / slurm.MANIFEST}", file=sys.stderr)
+        return 0
+    print(slurm.format_status(rows))
+    return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -325,7 +339,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         command=command,
     )
     if args.final_seeds:
-        from ssl_bench.report.table import print_table
+        from ssl_bench.report.output import print_table
 
         print_table([args.results_dir])
     return 0

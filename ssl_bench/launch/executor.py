@@ -32,7 +32,7 @@ from ssl_bench.errors import UsageError
 
 if TYPE_CHECKING:
     from ssl_bench.distributed.ddp import ProcessEnv
-    from ssl_bench.launch.slurm import SlurmOptions
+    from ssl_bench.launch.slurm_options import SlurmOptions
 
 SUBMITTED = "submitted"  # the outcome of a SLURM job not waited for
 

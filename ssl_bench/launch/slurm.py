@@ -48,6 +48,7 @@ import submitit
 from ssl_bench.config import RunConfig
 from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import UsageError, unknown_name_message
+from ssl_bench.launch.slurm_options import SlurmOptions, slurm_minutes
 from ssl_bench.run.preemption import StopRequest, TrainingStopped
 from ssl_bench.run.record import is_done, read_result
 from ssl_bench.run.rundir import RunDir
@@ -77,85 +78,6 @@ _COMMAND_TIMEOUT_S = 60
 # ------------------------------------------------------------------------------------------
 # Options and submit-time checks
 # ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """The job array's resources (one array task = one run)."""
-
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time_min: int = 60  # per attempt; a run that needs longer is requeued from its checkpoint
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int | None = None  # processes per node; default: one per GPU, else 1
-    cpus_per_task: int | None = None
-    mem: str | None = None  # per node, SLURM syntax: "64G"
-    constraint: str | None = None
-    array_parallelism: int | None = None  # at most this many tasks of the array at once
-    setup: tuple[str, ...] = ()  # shell lines run before the job's srun (module load, ...)
-    max_requeues: int = 3
-
-    @property
-    def processes_per_node(self) -> int:
-        if self.tasks_per_node is not None:
-            return self.tasks_per_node
-        return self.gpus_per_node if self.gpus_per_node > 0 else 1
-
-    @property
-    def world_size(self) -> int:
-        """Processes per run: the global batch is split evenly over them."""
-        return self.nodes * self.processes_per_node
-
-    def validate(self) -> None:
-        """A UsageError naming the command-line flag of the first bad value."""
-        at_least = [
-            ("--time", self.time_min, 1),
-            ("--nodes", self.nodes, 1),
-            ("--gpus-per-node", self.gpus_per_node, 0),
-            ("--max-requeues", self.max_requeues, 0),
-            ("--tasks-per-node", self.tasks_per_node, 1),
-            ("--cpus-per-task", self.cpus_per_task, 1),
-            ("--array-parallelism", self.array_parallelism, 1),
-        ]
-        for flag, value, minimum in at_least:
-            if value is not None and value < minimum:
-                requirement = "positive" if minimum == 1 else f">= {minimum}"
-                raise UsageError(f"{flag} must be {requirement}, got {value}")
-        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
-            raise UsageError(
-                f"--tasks-per-node {self.tasks_per_node} with --gpus-per-node {self.gpus_per_node}: "
-                "DDP runs one process per GPU"
-            )
-        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem, flags=re.IGNORECASE):
-            raise UsageError(f"--mem {self.mem!r}: expected SLURM's syntax, e.g. 64G or 16000M")
-
-    def executor_parameters(self) -> dict[str, Any]:
-        """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
-        params: dict[str, Any] = {
-            "job_name": "ssl-bench",
-            "time": self.time_min,
-            "nodes": self.nodes,
-            "ntasks_per_node": self.processes_per_node,
-            "setup": list(self.setup),
-            # Requeueable even where the cluster's JobRequeue default is 0: the job requeues
-            # itself on preemption and at its time limit.
-            "additional_parameters": {"requeue": True},
-        }
-        optional = {
-            "partition": self.partition,
-            "account": self.account,
-            "qos": self.qos,
-            "cpus_per_task": self.cpus_per_task,
-            "mem": self.mem,
-            "constraint": self.constraint,
-            "array_parallelism": self.array_parallelism,
-        }
-        params.update({key: value for key, value in optional.items() if value is not None})
-        if self.gpus_per_node:
-            params["gpus_per_node"] = self.gpus_per_node
-        return params
 
 
 def _slurm_command(argv: list[str], timeout: float = _COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -194,7 +116,6 @@ class PartitionLimits:
 
 def _partition_limits(sinfo_output: str) -> dict[str, PartitionLimits]:
     """``sinfo -h -o "%P|%l|%c"`` lines, per partition."""
-    from ssl_bench.launch.slurm_options import slurm_minutes
 
     partitions: dict[str, PartitionLimits] = {}
     for line in sinfo_output.splitlines():

@@ -20,14 +20,14 @@ recipe loss parameters. The inputs are random fp32 embeddings, with autocast off
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from ssl_bench.perf.settings import BenchSettings, LossCase
+from ssl_bench.perf.settings import FORM_LOSSES, LOSS_RECIPE_DATASET, BenchSettings, LossCase
 from ssl_bench.perf.timing import DeviceTimer, MemoryProbe, median, release_memory
 
 if TYPE_CHECKING:
@@ -36,45 +36,11 @@ if TYPE_CHECKING:
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
-# Methods whose loss has a Gram and a direct form: the name of the function, in the module of the
-# registered class, that takes the recipe's loss parameters and `form`.
-FORM_LOSSES: Mapping[str, str] = {"vicreg": "vicreg_loss", "barlow_twins": "barlow_twins_loss"}
-FORMS = ("gram", "direct")
-# Whose recipe parameters the losses take unless --dataset names another.
-LOSS_RECIPE_DATASET = "imagenet"
-# (N, D) per method and loss-size setting. "recipe": the published sizes (VICReg/Barlow Twins
-# N = 512 and 2048 at D = 8192, SimCLR N = 4096 at D = 128, TiCo N = 4096 at D = 256). "cpu":
-# what fits a 2-core CPU in the default run: N = 512 only for VICReg/Barlow (the direct form at
-# N = 2048 takes minutes), SimCLR at N = 1024 (its 2N x 2N logits at N = 4096 take seconds per
-# call). "quick": tiny.
-LOSS_SHAPES: Mapping[str, Mapping[str, list[tuple[int, int]]]] = {
-    "recipe": {
-        "vicreg": [(512, 8192), (2048, 8192)],
-        "barlow_twins": [(512, 8192), (2048, 8192)],
-        "simclr": [(4096, 128)],
-        "tico": [(4096, 256)],
-    },
-    "cpu": {"vicreg": [(512, 8192)], "barlow_twins": [(512, 8192)], "simclr": [(1024, 128)], "tico": [(4096, 256)]},
-    "quick": {"vicreg": [(64, 256)], "barlow_twins": [(64, 256)], "simclr": [(64, 32)], "tico": [(64, 32)]},
-}
 # A timed call longer than this is its own warm-up: one-time costs (kernel selection, allocator
 # growth) are milliseconds, and repeating a 10 s call only to discard it costs the time budget.
 SLOW_CALL_S = 2.0
 # Backbone widths of the tiny Method the losses are taken from: the backbone is never run.
 _TINY_WIDTHS = (8,)
-
-
-def default_loss_cases(methods: Sequence[str], sizes: str) -> list[LossCase]:
-    """Loss timings for the methods with sizes in :data:`LOSS_SHAPES`; both forms where there are two."""
-    if sizes not in LOSS_SHAPES:
-        raise ValueError(f"unknown loss sizes {sizes!r}")
-    shapes = LOSS_SHAPES[sizes]
-    cases: list[LossCase] = []
-    for method in methods:
-        forms: tuple[str | None, ...] = FORMS if method in FORM_LOSSES else (None,)
-        for n, d in shapes.get(method, []):
-            cases += [LossCase(method, n, d, form) for form in forms]
-    return cases
 
 
 def _recipe(method: str, dataset: str | None) -> MethodRecipe:

@@ -9,7 +9,7 @@ import torch: the command-line parser reads its defaults from here.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ssl_bench.errors import UsageError
@@ -24,7 +24,7 @@ DEFAULT_CUDA_BACKBONES = ("resnet18_cifar@32", "resnet50@224")
 SECTIONS = ("step", "pipeline", "folder", "loss", "load")
 # "load" (the training step beside a busy core) spins a core: only when asked for (--loaded).
 DEFAULT_SECTIONS = ("step", "pipeline", "folder", "loss")
-# Loss sizes (see ssl_bench.perf.losses.default_loss_cases); "auto" picks one by device.
+# Loss sizes (see default_loss_cases); "auto" picks one by device.
 LOSS_SIZES = ("auto", "recipe", "cpu", "quick")
 
 
@@ -47,6 +47,42 @@ class LossCase:
     n: int
     d: int
     form: str | None = None
+
+
+# Methods whose loss has a Gram and a direct form: the name of the function, in the module of the
+# registered class, that takes the recipe's loss parameters and `form`.
+FORM_LOSSES: Mapping[str, str] = {"vicreg": "vicreg_loss", "barlow_twins": "barlow_twins_loss"}
+FORMS = ("gram", "direct")
+# Whose recipe parameters the losses take unless --dataset names another.
+LOSS_RECIPE_DATASET = "imagenet"
+# (N, D) per method and loss-size setting. "recipe": the published sizes (VICReg/Barlow Twins
+# N = 512 and 2048 at D = 8192, SimCLR N = 4096 at D = 128, TiCo N = 4096 at D = 256). "cpu":
+# what fits a 2-core CPU in the default run: N = 512 only for VICReg/Barlow (the direct form at
+# N = 2048 takes minutes), SimCLR at N = 1024 (its 2N x 2N logits at N = 4096 take seconds per
+# call). "quick": tiny.
+LOSS_SHAPES: Mapping[str, Mapping[str, list[tuple[int, int]]]] = {
+    "recipe": {
+        "vicreg": [(512, 8192), (2048, 8192)],
+        "barlow_twins": [(512, 8192), (2048, 8192)],
+        "simclr": [(4096, 128)],
+        "tico": [(4096, 256)],
+    },
+    "cpu": {"vicreg": [(512, 8192)], "barlow_twins": [(512, 8192)], "simclr": [(1024, 128)], "tico": [(4096, 256)]},
+    "quick": {"vicreg": [(64, 256)], "barlow_twins": [(64, 256)], "simclr": [(64, 32)], "tico": [(64, 32)]},
+}
+
+
+def default_loss_cases(methods: Sequence[str], sizes: str) -> list[LossCase]:
+    """Loss timings for the methods with sizes in :data:`LOSS_SHAPES`; both forms where there are two."""
+    if sizes not in LOSS_SHAPES:
+        raise ValueError(f"unknown loss sizes {sizes!r}")
+    shapes = LOSS_SHAPES[sizes]
+    cases: list[LossCase] = []
+    for method in methods:
+        forms: tuple[str | None, ...] = FORMS if method in FORM_LOSSES else (None,)
+        for n, d in shapes.get(method, []):
+            cases += [LossCase(method, n, d, form) for form in forms]
+    return cases
 
 
 @dataclass
@@ -103,7 +139,6 @@ def resolve_settings(
     """Fill in the device-dependent defaults and check every name (UsageError on bad input)."""
     from ssl_bench.method import get_method
     from ssl_bench.models.backbones import check_backbone_name
-    from ssl_bench.perf.losses import default_loss_cases
 
     device = resolve_bench_device(device)
     cuda = device.startswith("cuda")

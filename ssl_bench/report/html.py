@@ -29,12 +29,12 @@ import pandas as pd
 from ssl_bench.report.plots import group_stem
 from ssl_bench.report.runs import group_title
 from ssl_bench.report.table import (
-    _GROUP_KEYS,
+    GROUP_KEYS,
     RUN_DIRS,
-    _display_cells,
-    _display_headers,
-    _explanation,
-    _Style,
+    CellStyle,
+    display_cells,
+    display_headers,
+    explanation,
     mixed_code,
     shown_protocols,
 )
@@ -43,7 +43,7 @@ from ssl_bench.run.rundir import atomic_write_text
 
 REPORT = "report.html"
 
-HTML = _Style(
+HTML = CellStyle(
     pm=" ± ",
     missing="–",
     escape=html.escape,
@@ -193,7 +193,7 @@ def _accuracy_cell(text: str) -> str:
 
 def _table(rows: pd.DataFrame, protocols: list[str], out: Path) -> tuple[str, dict[str, dict[str, Any]]]:
     """One group's table, and the protocols its records use (hash -> definition)."""
-    headers = [*_display_headers(protocols), "protocol", "runs"]
+    headers = [*display_headers(protocols), "protocol", "runs"]
     classes = _cell_classes(headers, protocols)
     lines = ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead>"]
     lines.append("<tbody>")
@@ -203,7 +203,7 @@ def _table(rows: pd.DataFrame, protocols: list[str], out: Path) -> tuple[str, di
         for _, record in records:
             if isinstance(record.get("eval_protocol"), dict):
                 used[str(record.get("eval_protocol_hash"))] = record["eval_protocol"]
-        cells = [*_display_cells(row, HTML, protocols), _protocol_cell(row, records), _runs_cell(records, out)]
+        cells = [*display_cells(row, HTML, protocols), _protocol_cell(row, records), _runs_cell(records, out)]
         tds = [
             f"<td class='{kind}'>{_accuracy_cell(cell) if kind == 'accuracy' else cell}</td>"
             if kind
@@ -234,20 +234,20 @@ def render_report(table: pd.DataFrame, plots: Sequence[Path], out: Path) -> str:
     """The page for ``table`` (``summarize``'s, with its run directories) and the ``plots`` written for it."""
     protocols = shown_protocols(table)
     token = {"n": "\x00n\x00", "bold": "\x00bold\x00", "star": "\x00star\x00"}
-    explanation = (
-        html.escape(_explanation(token["n"], token["bold"], token["star"]))
+    legend = (
+        html.escape(explanation(token["n"], token["bold"], token["star"]))
         .replace(token["n"], "<i>n</i>")
         .replace(token["bold"], "<strong>bold</strong>")
         .replace(token["star"], "<sup>*</sup>")
     )
     body = [
         "<h1>ssl-bench results</h1>",
-        f"<p class='explanation'>{explanation} The protocol column links to each evaluation protocol's "
+        f"<p class='explanation'>{legend} The protocol column links to each evaluation protocol's "
         "definition below; the runs column to each run's files.</p>",
     ]
     used: dict[str, dict[str, Any]] = {}
     by_name = {path.name: path for path in sorted(plots)}
-    for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
+    for (dataset, backbone, epochs), rows in table.groupby(GROUP_KEYS, sort=False):
         title = group_title(dataset, backbone, epochs)
         rendered, protocols_used = _table(rows, protocols, out)
         used.update(protocols_used)

@@ -64,37 +64,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pandas as pd
 
-from ssl_bench.report.plots import write_plots
-from ssl_bench.report.runs import EVALUATION_ONLY, FINISHED, collect_runs, group_title, groups, join_codes
+from ssl_bench.report.runs import EVALUATION_ONLY, FINISHED, group_title, groups, join_codes
 from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT
-from ssl_bench.run.rundir import atomic_write_text
 
 PUBLISHED_CSV = Path(str(resources.files("ssl_bench.experiments").joinpath("published.csv")))
 TABLE_STEM = "table"
 PLOTS_DIR = "plots"
-
-
-@dataclass(frozen=True)
-class TableOutput:
-    """What one table build produced: the printed text, the files, and what was skipped."""
-
-    markdown: str
-    files: list[Path]
-    plots_dir: Path
-    plots: list[Path]
-    warnings: list[str] = field(default_factory=list)
-    report: Path | None = None  # report.html (ssl_bench.report.html)
 
 
 # linear and knn: the settings chosen on the validation split; knn_fixed: k = 200, T = 0.1, the
@@ -170,7 +155,7 @@ def shown_protocols(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def _display_headers(protocols: Sequence[str]) -> list[str]:
+def display_headers(protocols: Sequence[str]) -> list[str]:
     return [
         "method",
         "source",
@@ -362,7 +347,7 @@ def mixed_code(rows: pd.DataFrame) -> str | None:
 def mixed_code_warnings(table: pd.DataFrame) -> list[str]:
     """One warning per group whose rows come from more than one code version."""
     warnings = []
-    for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
+    for (dataset, backbone, epochs), rows in table.groupby(GROUP_KEYS, sort=False):
         sentence = mixed_code(rows)
         if sentence is not None:
             warnings.append(f"{group_title(dataset, backbone, epochs)}: {sentence}")
@@ -446,7 +431,7 @@ def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 # --- rendering ---------------------------------------------------------------------------------
-def _explanation(n: str, bold: str, star: str) -> str:
+def explanation(n: str, bold: str, star: str) -> str:
     """What the table's numbers and marks mean; `n`, `bold` and `star` as the format writes them."""
     confidence = f"{CONFIDENCE:.0%}"
     return (
@@ -470,7 +455,7 @@ def _explanation(n: str, bold: str, star: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Style:
+class CellStyle:
     """How one output format writes a cell: the ± sign, a missing value, escaping, best and not-different marks."""
 
     pm: str
@@ -505,8 +490,8 @@ def _escape_latex(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
-MARKDOWN = _Style(pm=" ± ", missing="–", escape=_escape_markdown, best=lambda text: f"**{text}**", not_different="*")
-LATEX = _Style(
+MARKDOWN = CellStyle(pm=" ± ", missing="–", escape=_escape_markdown, best=lambda text: f"**{text}**", not_different="*")
+LATEX = CellStyle(
     pm=r" $\pm$ ", missing="--", escape=_escape_latex, best=lambda text: rf"\textbf{{{text}}}", not_different=r"$^{*}$"
 )
 
@@ -515,7 +500,7 @@ def _is_missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
-def _accuracy(row: pd.Series, protocol: str, style: _Style) -> str:
+def _accuracy(row: pd.Series, protocol: str, style: CellStyle) -> str:
     """`mean ± std [ci_low, ci_high]`: the mean bold when best, then `*` when not significantly different from it."""
     top1 = f"{protocol}_top1"
     mean = row[f"{top1}_mean"]
@@ -549,11 +534,11 @@ def _display_note(row: pd.Series) -> str:
     return "; ".join(parts)
 
 
-def _fixed(value: Any, digits: int, style: _Style) -> str:
+def _fixed(value: Any, digits: int, style: CellStyle) -> str:
     return style.missing if _is_missing(value) else f"{value:.{digits}f}"
 
 
-def _display_cells(row: pd.Series, style: _Style, protocols: Sequence[str]) -> list[str]:
+def display_cells(row: pd.Series, style: CellStyle, protocols: Sequence[str]) -> list[str]:
     """One table row as the strings a reader sees (fixed float formats: no run-to-run jitter)."""
     published = row["source"] != "ours"
     blank = "" if published else style.missing
@@ -570,7 +555,7 @@ def _display_cells(row: pd.Series, style: _Style, protocols: Sequence[str]) -> l
     ]
 
 
-_GROUP_KEYS = ["dataset", "backbone", "epochs"]
+GROUP_KEYS = ["dataset", "backbone", "epochs"]
 
 
 def render_markdown(table: pd.DataFrame) -> str:
@@ -578,12 +563,12 @@ def render_markdown(table: pd.DataFrame) -> str:
     lines = [
         "# ssl-bench results",
         "",
-        _explanation("`n`", "**bold**", "`*`"),
+        explanation("`n`", "**bold**", "`*`"),
     ]
     protocols = shown_protocols(table)
-    headers = _display_headers(protocols)
-    for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
-        cells = [_display_cells(row, MARKDOWN, protocols) for _, row in rows.iterrows()]
+    headers = display_headers(protocols)
+    for (dataset, backbone, epochs), rows in table.groupby(GROUP_KEYS, sort=False):
+        cells = [display_cells(row, MARKDOWN, protocols) for _, row in rows.iterrows()]
         body = pd.DataFrame(cells, columns=headers).to_markdown(
             index=False, disable_numparse=True, colalign=["left"] * 3 + ["right"] * (len(headers) - 4) + ["left"]
         )
@@ -597,24 +582,24 @@ def render_markdown(table: pd.DataFrame) -> str:
 def render_latex(table: pd.DataFrame) -> str:
     """A booktabs tabular: one block per group under an italic group title."""
     protocols = shown_protocols(table)
-    headers = _display_headers(protocols)
+    headers = display_headers(protocols)
     width = len(headers)
     header = " & ".join(_escape_latex(name).replace("kNN", "$k$NN") for name in headers)
     lines = [
         r"% Generated by `ssl-bench table`; needs \usepackage{booktabs}.",
-        *_latex_comment(_explanation("n", "bold", "*")),
+        *_latex_comment(explanation("n", "bold", "*")),
         r"\begin{tabular}{lllrl" + "r" * (width - 6) + "l}",
         r"\toprule",
         header + r" \\",
     ]
-    for (dataset, backbone, epochs), rows in table.groupby(_GROUP_KEYS, sort=False):
+    for (dataset, backbone, epochs), rows in table.groupby(GROUP_KEYS, sort=False):
         lines += [
             r"\midrule",
             rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_escape_latex(group_title(dataset, backbone, epochs))}}}}} \\",
         ]
         if (sentence := mixed_code(rows)) is not None:
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{Warning, {_escape_latex(sentence)}.}} \\")
-        lines += [" & ".join(_display_cells(row, LATEX, protocols)) + r" \\" for _, row in rows.iterrows()]
+        lines += [" & ".join(display_cells(row, LATEX, protocols)) + r" \\" for _, row in rows.iterrows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -634,55 +619,3 @@ def render_csv(table: pd.DataFrame) -> str:
 
 
 # --- plots -------------------------------------------------------------------------------------
-# --- the command -------------------------------------------------------------------------------
-def build_table(
-    results_dirs: Sequence[Path | str], output_dir: Path | str | None = None, published_csv: Path = PUBLISHED_CSV
-) -> TableOutput:
-    """Read the runs, write table.md/.csv/.tex and the plots into `output_dir`, return what was made."""
-    roots = [Path(d) for d in results_dirs]
-    out = Path(output_dir) if output_dir is not None else roots[0]
-    runs, metrics, warnings = collect_runs(roots)
-    if runs.empty:
-        return TableOutput(markdown="", files=[], plots_dir=out / PLOTS_DIR, plots=[], warnings=warnings)
-    table = summarize(runs, load_published(published_csv))
-    warnings = [*warnings, *mixed_code_warnings(table)]
-    markdown = render_markdown(table)
-    files = []
-    for suffix, text in ((".md", markdown), (".csv", render_csv(table)), (".tex", render_latex(table))):
-        path = out / f"{TABLE_STEM}{suffix}"
-        atomic_write_text(path, text)
-        files.append(path)
-    plots = write_plots(runs, metrics, out / PLOTS_DIR)
-    from ssl_bench.report.html import write_report  # it renders with this module's cells
-
-    report = write_report(table, plots, out)
-    return TableOutput(
-        markdown=markdown, files=files, plots_dir=out / PLOTS_DIR, plots=plots, warnings=warnings, report=report
-    )
-
-
-def print_table(
-    results_dirs: Sequence[Path | str],
-    output_dir: Path | str | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """What `ssl-bench table` prints, and `ssl-bench run` at its end: warnings, table, files, plots.
-
-    Returns 0, or 1 when no run could be read.
-    """
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    output = build_table(results_dirs, output_dir)
-    for warning in output.warnings:
-        print(f"ssl-bench: warning: {warning}", file=stderr)
-    if not output.files:
-        print(f"ssl-bench: no run directories under {', '.join(map(str, results_dirs))}", file=stderr)
-        return 1
-    print(output.markdown, file=stdout)
-    print(f"table: {', '.join(path.as_posix() for path in output.files)}", file=stdout)
-    print(f"plots: {output.plots_dir.as_posix()}", file=stdout)
-    if output.report is not None:
-        print(f"report: {output.report.as_posix()}", file=stdout)
-    return 0

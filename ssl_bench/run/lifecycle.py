@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.config import RunConfig, untrained_fields
+from ssl_bench.config import REPRESENTATION, RunConfig, untrained_fields
 from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
 from ssl_bench.eval.augmented import AugmentedProbeResult, evaluate_augmented
-from ssl_bench.eval.features import REPRESENTATION, cached_features, encoder, feature_scores, score_features
+from ssl_bench.eval.features import cached_features, encoder, feature_scores, score_features
 from ssl_bench.eval.online import OnlineProbeResult, online_probe_from_state, score_online_probe
 from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
 from ssl_bench.models.backbones import build_backbone
