@@ -141,14 +141,14 @@ MUTATIONS = [
     ),
     Mutation(
         "recipe-views",
-        "ssl_bench/run/assemble.py",
+        "ssl_bench/train/assemble.py",
         "ViewPairAugmentation(config.view_pair(),",
         "ViewPairAugmentation(get_method(config.method).augmentation,",
         ("tests/test_resolved_config.py", "tests/test_recipe_fidelity.py"),
     ),
     Mutation(
         "zero-init-residual",
-        "ssl_bench/run/assemble.py",
+        "ssl_bench/train/assemble.py",
         "build_backbone(config.backbone, config.zero_init_residual)",
         "build_backbone(config.backbone)",
         ("tests/test_resolved_config.py",),
@@ -162,7 +162,7 @@ MUTATIONS = [
     ),
     Mutation(
         "lars-variant",
-        "ssl_bench/run/assemble.py",
+        "ssl_bench/train/assemble.py",
         "lars_variant=config.lars_variant, ",
         "",
         ("tests/test_recipe_fidelity.py", "tests/test_resolved_config.py"),

@@ -13,13 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from ssl_bench.errors import UsageError, unknown_name_message
-from ssl_bench.train.optim import DEFAULT_LARS_ETA, LARS_VARIANTS
 
 if typing.TYPE_CHECKING:
     from ssl_bench.data.augment import ViewConfig
+
+# What a config may name as its optimiser, and the LARS variants (ssl_bench.train.optim), each
+# with its trust coefficient in the code it follows.
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LARS_VARIANTS = ("official", "solo-learn")
+DEFAULT_LARS_ETA = {"official": 0.001, "solo-learn": 0.02}
 
 # Which recipe file applies to which dataset.
 RECIPE_FILES = ("fashion_mnist", "cifar", "imagenet")
@@ -273,7 +279,7 @@ class RunConfig:
             raise UsageError(f"train_subset ({self.train_subset}) is smaller than one batch ({self.batch_size})")
         if self.precision not in {"auto", "bf16", "fp32"}:
             raise UsageError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.optimizer not in {"lars", "sgd", "adamw"}:
+        if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"optimizer must be lars, sgd or adamw, got {self.optimizer!r}")
         if self.lars_variant not in LARS_VARIANTS:
             raise UsageError(unknown_name_message("lars_variant", self.lars_variant, LARS_VARIANTS))
@@ -334,6 +340,11 @@ class RunConfig:
                 "eval_features": tuple(data.get("eval_features", ("representation",))),
             }
         )
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunConfig:
+        """The config a run directory recorded (its ``config.json``)."""
+        return cls.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
 
     def identity_hash(self) -> str:
         """Short hash of what the run computes: same hash = same run (resumed, not repeated)."""

@@ -21,7 +21,7 @@ from ssl_bench.eval.probes import (
 )
 from ssl_bench.run.lifecycle import evaluate_run
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -19,7 +19,7 @@ from ssl_bench.eval.probes import protocol_for
 from ssl_bench.launch.cli import main
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ from ssl_bench.errors import UsageError
 from ssl_bench.eval.features import features_path
 from ssl_bench.run.lifecycle import pretrained_backbone, run_entry
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 TINY = ["projector=32,16", "batch_size=32", "num_workers=0", "device=cpu", "train_subset=256"]
 QUIET = {"log": lambda _: None, "progress": False}

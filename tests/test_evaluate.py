@@ -13,7 +13,7 @@ from torch import nn
 
 import ssl_bench.eval.features as features_module
 import ssl_bench.run.lifecycle as lifecycle
-from ssl_bench.config import resolve_config
+from ssl_bench.config import RunConfig, resolve_config
 from ssl_bench.eval.features import FEATURES, extract_features
 from ssl_bench.eval.probes import (
     EvalProtocol,
@@ -28,9 +28,10 @@ from ssl_bench.eval.probes import (
     select_linear_probe,
 )
 from ssl_bench.launch.cli import main
+from ssl_bench.provenance import code_hash, cpu_model
 from ssl_bench.run.lifecycle import evaluate_baseline, evaluate_run, initial_backbone, random_init_config
 from ssl_bench.run.record import read_result, record_failure, record_running
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import Trainer, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,6 +158,11 @@ RECORD_FIELDS = {
     "epochs",
     "seed",
     "identity_hash",
+    "code_hash",
+    "git_commit",
+    "git_dirty",
+    "train_code_hash",
+    "device_name",
     "linear_top1",
     "knn_top1",
     "knn_top1_fixed",
@@ -259,7 +265,8 @@ def test_run_writes_the_documented_record(finished, fashion_root):
     # 600 generated train images, 60 per class: the validation split takes a tenth of each class.
     details = record["eval_details"]
     assert (details["train_samples"], details["val_samples"], details["test_samples"]) == (540, 60, 200)
-    assert record["device"] == "cpu"
+    assert record["device"] == "cpu" and record["device_name"] == cpu_model()
+    assert record["code_hash"] == record["train_code_hash"] == code_hash()
     cache = torch.load(run_dir.path / FEATURES, weights_only=True)
     assert cache["splits"]["train"]["features"].shape == (540, 256)
     assert cache["splits"]["val"]["features"].shape == (60, 256)
@@ -313,7 +320,7 @@ def test_baseline_is_created_once_and_reused(finished, fashion_root, monkeypatch
     assert record["pretrain_seconds"] == 0.0 and record["samples_per_second"] is None
     assert 0 <= record["linear_top1"] <= 100 and 0 <= record["knn_top1"] <= 100
     assert RunDir(baseline_dir).read_status()["status"] == "finished"
-    assert RunDir(baseline_dir).read_config() == random_init_config(_config(fashion_root))
+    assert RunConfig.read(baseline_dir) == random_init_config(_config(fashion_root))
     # Another method of the same seed finds the same baseline, already evaluated.
     _no_extraction(monkeypatch)
     assert evaluate_baseline(_config(fashion_root, "simclr"), finished, **QUIET) == record

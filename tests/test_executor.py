@@ -10,7 +10,7 @@ from ssl_bench.eval.probes import protocol_for
 from ssl_bench.launch import executor as executors
 from ssl_bench.launch.cli import main
 from ssl_bench.run.record import base_record, write_record
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 TINY = ["projector=32,16", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
 

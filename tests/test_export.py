@@ -22,7 +22,7 @@ from ssl_bench.launch.cli import main
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.run.lifecycle import pretrained_backbone, run_entry
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from ssl_bench.launch.sweep import resolve_sweep
-from ssl_bench.run.lock import LOCK_FILE, hold_run_dir
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.lock import LOCK_FILE, hold_run_dir
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 
 EPOCHS = 3
@@ -162,7 +162,7 @@ def test_a_lock_whose_holder_died_is_taken_over(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from ssl_bench.run.lock import hold_run_dir\n"
+            "import sys, time; from pathlib import Path; from ssl_bench.store.lock import hold_run_dir\n"
             "with hold_run_dir(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(300)",
             str(run_dir),
         ],

@@ -17,7 +17,7 @@ from ssl_bench.config import resolve_config
 from ssl_bench.errors import UsageError
 from ssl_bench.methods.simclr import margin_triplet_loss, nt_logistic_loss, nt_xent_loss, simclr_loss
 from ssl_bench.methods.vicreg import vicreg_terms
-from ssl_bench.run.assemble import build_method
+from ssl_bench.train.assemble import build_method
 
 
 def _pairs(seed: int, n: int = 5, d: int = 7) -> tuple[torch.Tensor, torch.Tensor]:

@@ -292,7 +292,7 @@ def test_constant_lr_group_keeps_its_peak_through_warmup_and_decay():
 
 
 def test_trainer_gives_simsiam_predictor_a_constant_lr_and_byol_target_no_group(fashion_root, tmp_path):
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
     from ssl_bench.train.trainer import Trainer
 
     settings = ["batch_size=16", "train_subset=64", "image_size=16", "device=cpu", "projector=16,16,8"]

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ssl_bench.config import resolve_config
-from ssl_bench.run.preemption import TrainingStopped
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.preemption import TrainingStopped
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.monitor import (
     MonitorConfig,
     TrainingMonitor,
@@ -323,7 +323,7 @@ class _Collapsed(nn.Module):
 
 
 def test_metrics_show_a_collapsed_run(fashion_root, tmp_path, monkeypatch):
-    import ssl_bench.run.assemble
+    import ssl_bench.train.assemble
 
     # No projector, so that the embedding is the representation: a projector's BatchNorm would
     # blow a constant input's rounding noise up to full-rank embeddings (then only the
@@ -333,7 +333,7 @@ def test_metrics_show_a_collapsed_run(fashion_root, tmp_path, monkeypatch):
     )
     healthy = pretrain(config, tmp_path / "healthy", progress=False, log=lambda _: None)
     monkeypatch.setattr(
-        ssl_bench.run.assemble, "build_backbone", lambda name, zero_init_residual=None: (_Collapsed(), 16)
+        ssl_bench.train.assemble, "build_backbone", lambda name, zero_init_residual=None: (_Collapsed(), 16)
     )
     collapsed = pretrain(config, tmp_path / "collapsed", progress=False, log=lambda _: None)
     (good,), (bad,) = RunDir(healthy.run_dir).read_metrics(), RunDir(collapsed.run_dir).read_metrics()

@@ -20,10 +20,10 @@ import torch
 from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
 from ssl_bench.launch.sweep import resolve_sweep
-from ssl_bench.run import rundir
+from ssl_bench.preemption import TrainingStopped
 from ssl_bench.run.lifecycle import evaluate_run
-from ssl_bench.run.preemption import TrainingStopped
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store import atomic
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 
 
@@ -222,7 +222,7 @@ def test_a_disk_that_fills_up_costs_the_runs_not_the_command(tiny_root, results,
         raise OSError(errno.ENOSPC, "No space left on device")
         yield path  # pragma: no cover
 
-    monkeypatch.setattr(rundir, "atomic_path", disk_full)  # every record, checkpoint and table file
+    monkeypatch.setattr(atomic, "atomic_path", disk_full)  # every record, checkpoint and table file
     code = main(tiny_run(tiny_root, results, methods=("simclr", "vicreg")))
     captured = capsys.readouterr()
     assert code == 1

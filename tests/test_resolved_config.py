@@ -98,7 +98,7 @@ def test_identity_follows_what_a_run_computes_not_its_documentation():
 
 
 def test_loss_scale_scales_the_optimised_loss_not_its_terms():
-    from ssl_bench.run.assemble import build_method
+    from ssl_bench.train.assemble import build_method
 
     torch.manual_seed(0)
     x_a, x_b = torch.randn(8, 3, 28, 28), torch.randn(8, 3, 28, 28)
@@ -164,7 +164,7 @@ def test_json_without_dry_run_is_a_usage_error(capsys):
 
 def test_the_trainer_runs_what_the_configuration_resolves(fashion_root, tmp_path):
     """The resolved fields reach the run: views, backbone init, LARS rule, schedule end value."""
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
     from ssl_bench.train.optim import warmup_cosine
     from ssl_bench.train.trainer import Trainer
 

@@ -7,7 +7,7 @@ import math
 import os
 import stat
 
-from ssl_bench.run.rundir import atomic_write_json, atomic_write_text
+from ssl_bench.store.atomic import atomic_write_json, atomic_write_text
 
 
 def test_atomic_files_get_the_mode_of_an_ordinary_open(tmp_path):

@@ -22,7 +22,7 @@ from ssl_bench.eval.probes import protocol_for
 from ssl_bench.launch.cli import main
 from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import base_record, is_done, read_result, write_record
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.study.report import (
     ABOVE_UNTRAINED,
     DIFFERS,

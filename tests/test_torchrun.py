@@ -31,7 +31,7 @@ from ssl_bench.distributed import ddp, torchrun
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.cli import main
 from ssl_bench.launch.sweep import resolve_sweep
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 WORLD = 2
 SETTINGS = ["projector=32,32", "num_workers=0", "device=cpu", "train_subset=128"]

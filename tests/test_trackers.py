@@ -26,10 +26,10 @@ from support.crash import SimulatedCrash, crash_before_step
 
 from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
+from ssl_bench.preemption import TrainingStopped
 from ssl_bench.run.lifecycle import run_entry
-from ssl_bench.run.preemption import TrainingStopped
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.track.fanout import STATE_FILE, open_trackers
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench.config import resolve_config
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.config import RunConfig, resolve_config
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 
 # 600 generated images, 540 without the validation split: batch 64 -> 8 steps per epoch.
@@ -33,7 +33,7 @@ def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
     result = pretrain(config, tmp_path, progress=False, log=lambda _: None)
     assert result.status == "finished" and result.epochs_done == 2
     run = RunDir(result.run_dir)
-    assert run.read_config() == config
+    assert RunConfig.read(run.path) == config
     status = run.read_status()
     assert status["status"] == "finished" and status["final_loss"] == pytest.approx(result.final_loss)
     env = json.loads((run.path / "environment.json").read_text())

@@ -15,7 +15,7 @@ from ssl_bench.launch.cli import main
 from ssl_bench.launch.tune import search_space, trial_outcome, tune_methods
 from ssl_bench.provenance import code_hash
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

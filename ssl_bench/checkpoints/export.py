@@ -41,7 +41,8 @@ from ssl_bench.checkpoints.model_card import model_card, render_model_card
 from ssl_bench.config import RunConfig
 from ssl_bench.errors import UsageError
 from ssl_bench.models.backbones import BUILTIN_BACKBONES
-from ssl_bench.run.rundir import CHECKPOINT, RunDir, atomic_path, atomic_write_json, atomic_write_text
+from ssl_bench.store.atomic import atomic_path, atomic_write_json, atomic_write_text
+from ssl_bench.store.rundir import CHECKPOINT, RunDir
 
 EXPORT_FORMATS = ("torchvision", "timm")
 _CIFAR_STEM_CODE = (
@@ -129,7 +130,7 @@ def export_run(run_dir: str | Path, fmt: str = "torchvision", output: str | Path
     run = RunDir(Path(run_dir))
     if not (run.path / "config.json").is_file():
         raise UsageError(f"{run_dir} is not an ssl-bench run directory (no config.json)")
-    config = run.read_config()
+    config = RunConfig.read(run.path)
     target = export_target(config.backbone, fmt)
     status = run.read_status()
     if not run.has_checkpoint():

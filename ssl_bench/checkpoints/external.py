@@ -50,7 +50,7 @@ from ssl_bench.config import RunConfig, untrained_fields
 from ssl_bench.errors import UsageError
 from ssl_bench.models.backbones import BUILTIN_BACKBONES, build_backbone
 from ssl_bench.run.record import CHECKPOINT_METHOD
-from ssl_bench.run.rundir import CHECKPOINT, RunDir
+from ssl_bench.store.rundir import CHECKPOINT, RunDir
 
 SAFETENSORS_SUFFIX = ".safetensors"
 # The safetensors metadata entry of ssl-bench's exports: a JSON object (see ssl_bench.checkpoints.export).
@@ -310,7 +310,7 @@ def _from_run_dir(run_dir: RunDir, backbone_name: str | None, source: str) -> Ex
 
     if not (run_dir.path / "config.json").is_file():
         raise UsageError(f"{source} is a directory but not an ssl-bench run directory (no config.json)")
-    config = run_dir.read_config()
+    config = RunConfig.read(run_dir.path)
     if not run_dir.has_checkpoint():
         raise UsageError(f"run {source} has no {CHECKPOINT}: a baseline or an evaluation has no weights of its own")
     status = run_dir.read_status()["status"]

@@ -16,7 +16,7 @@ from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.provenance import code_identity
 from ssl_bench.run.record import read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 CARD_VERSION = 1
 

@@ -61,7 +61,7 @@ def launch(argv: Sequence[str], nproc: int) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from ssl_bench.run.preemption import Terminated
+    from ssl_bench.preemption import Terminated
 
     config = LaunchConfig(
         min_nodes=1,

@@ -27,7 +27,8 @@ from ssl_bench.data.loaders import eval_batches
 from ssl_bench.errors import unknown_name_message
 from ssl_bench.eval.probes import Choice, EvalProtocol, SplitFeatures, knn_top1, select_knn, select_linear_probe
 from ssl_bench.provenance import code_hash
-from ssl_bench.run.rundir import RunDir, atomic_torch_save
+from ssl_bench.store.atomic import atomic_torch_save
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.monitor import mean_abs_offdiag_correlation
 
 FEATURES = "features.pt"

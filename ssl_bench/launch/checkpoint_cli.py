@@ -71,7 +71,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ssl_bench.report.output import print_table
     from ssl_bench.run.lifecycle import evaluate_checkpoint
     from ssl_bench.run.record import ERROR_LOG
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
 
     if args.image_size is not None and args.image_size <= 0:
         raise UsageError(f"--image-size must be positive, got {args.image_size}")

@@ -17,7 +17,7 @@ from ssl_bench.launch.slurm_options import (
     add_status_parser,
 )
 from ssl_bench.perf.cli import add_bench_parser, cmd_bench
-from ssl_bench.run.preemption import Terminated, TrainingStopped, terminate_as_interrupt
+from ssl_bench.preemption import Terminated, TrainingStopped, terminate_as_interrupt
 from ssl_bench.study.runner import add_study_parser, cmd_study
 from ssl_bench.track import TRACKER_NAMES
 

@@ -67,7 +67,7 @@ def with_baselines(configs: Sequence[RunConfig]) -> list[RunConfig]:
 
 def outcomes(configs: Sequence[RunConfig], results_dir: Path, *, submitted: bool = False) -> list[Outcome]:
     from ssl_bench.run.record import read_result
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
 
     found = []
     for config in configs:
@@ -84,10 +84,10 @@ class LocalExecutor:
     loggers: Sequence[str] = ()
 
     def execute(self, configs: Sequence[RunConfig], results_dir: Path) -> list[Outcome]:
+        from ssl_bench.preemption import TrainingStopped
         from ssl_bench.run.lifecycle import run_entry
-        from ssl_bench.run.preemption import TrainingStopped
         from ssl_bench.run.record import ERROR_LOG
-        from ssl_bench.run.rundir import RunDir
+        from ssl_bench.store.rundir import RunDir
 
         entries = with_baselines(configs)
         for index, config in enumerate(entries, start=1):

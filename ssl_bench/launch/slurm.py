@@ -49,9 +49,9 @@ from ssl_bench.config import RunConfig
 from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.launch.slurm_options import SlurmOptions, slurm_minutes
-from ssl_bench.run.preemption import StopRequest, TrainingStopped
+from ssl_bench.preemption import StopRequest, TrainingStopped
 from ssl_bench.run.record import is_done, read_result
-from ssl_bench.run.rundir import RunDir
+from ssl_bench.store.rundir import RunDir
 
 MANIFEST = Path("slurm") / "jobs.jsonl"
 # SLURM states in which a job may still run (or run again): a run directory with such a job is

@@ -88,7 +88,7 @@ def trial_outcome(config: RunConfig, results_dir: Path) -> tuple[float, str]:
     """The validation top-1 of the trial's chosen linear probe and ``finished``; 0 and ``diverged``
     (a non-finite loss) or ``failed`` for a trial that did not finish."""
     from ssl_bench.run.record import read_result
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
 
     run_dir = RunDir.for_config(results_dir, config)
     record = read_result(run_dir)
@@ -199,7 +199,7 @@ def _toml_value(value: Any) -> str:
 
 def write_tuned_table(path: Path, dataset: str, results: dict[str, dict[str, Any]], command: str) -> None:
     """The chosen values per method, each with its provenance, as a TOML file (written atomically)."""
-    from ssl_bench.run.rundir import atomic_write_text
+    from ssl_bench.store.atomic import atomic_write_text
 
     lines = [f"# Written by: {command}", f"# Values chosen on the validation split of {dataset}.", ""]
     for method, result in results.items():

@@ -186,7 +186,7 @@ class BenchReport:
         return data
 
     def write_json(self, path: Path) -> None:
-        from ssl_bench.run.rundir import atomic_write_json
+        from ssl_bench.store.atomic import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
 
@@ -216,7 +216,7 @@ class BenchReport:
         import csv
         import io
 
-        from ssl_bench.run.rundir import atomic_write_text
+        from ssl_bench.store.atomic import atomic_write_text
 
         rows = self.csv_rows()
         columns: list[str] = []

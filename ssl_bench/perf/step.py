@@ -59,7 +59,7 @@ def bench_config(method: str, spec: BackboneSpec, settings: BenchSettings) -> Ru
 def build_synthetic_trainer(config: RunConfig, run_dir: Path) -> Trainer:
     """A real Trainer for ``config`` on one batch of synthetic images (nothing read from disk)."""
     from ssl_bench.data.datasets import dataset_info
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
     from ssl_bench.train.trainer import Trainer
 
     # The online probe needs two classes at least (imagefolder declares 0: any folders).
@@ -217,7 +217,7 @@ def compare_harness_and_bare(config: RunConfig, data: ImageData, steps: int = 2)
     every step show that both do the same forward, backward and optimizer update: the
     benchmark's harness / bare ratio compares like with like.
     """
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
     from ssl_bench.train.trainer import Trainer
 
     pairs: list[tuple[float, float]] = []

@@ -4,7 +4,7 @@ Timing (:class:`DeviceTimer`): on CUDA every timed block is bracketed by CUDA ev
 synchronised, so queued kernels are billed to the block that launched them; on CPU it is
 ``time.perf_counter``. Callers exclude warm-up calls and report the :func:`median` of repeats.
 
-Memory (:class:`MemoryProbe`): the peak is reset through :mod:`ssl_bench.perf.memory`. On CUDA
+Memory (:class:`MemoryProbe`): the peak is reset through :mod:`ssl_bench.memory`. On CUDA
 the figure is ``torch.cuda.max_memory_allocated`` (tensors); on CPU the process's resident-set
 high-water mark (``VmHWM``), so "extra" figures are the growth over the resident set before
 the block: allocator-cached memory that is reused does not show, fresh large tensors do.
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.memory import peak_memory_mb, reset_peak_memory
 
 
 class DeviceTimer:

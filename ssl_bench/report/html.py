@@ -39,7 +39,7 @@ from ssl_bench.report.table import (
     shown_protocols,
 )
 from ssl_bench.run.record import RANDOM_INIT, RESULT
-from ssl_bench.run.rundir import atomic_write_text
+from ssl_bench.store.atomic import atomic_write_text
 
 REPORT = "report.html"
 

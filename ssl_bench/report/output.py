@@ -24,7 +24,7 @@ from ssl_bench.report.table import (
     render_markdown,
     summarize,
 )
-from ssl_bench.run.rundir import atomic_write_text
+from ssl_bench.store.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ssl_bench.report.runs import FINISHED, group_title, groups
 from ssl_bench.run.record import RANDOM_INIT
-from ssl_bench.run.rundir import atomic_path
+from ssl_bench.store.atomic import atomic_path
 
 # Metric columns that are bookkeeping, not monitors worth a plot of their own.
 _TRAINING_COLUMNS = frozenset({"epoch", "step", "loss", "lr", "samples_per_second", "epoch_seconds"})

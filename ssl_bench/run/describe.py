@@ -1,7 +1,7 @@
 """What a run computes, resolved in full: the output of ``ssl-bench run ... --dry-run``.
 
 :func:`describe_run` builds the run's method and optimiser through the same functions as
-pre-training (``ssl_bench.run.assemble``), on PyTorch's meta device (shapes without memory, so a
+pre-training (``ssl_bench.train.assemble``), on PyTorch's meta device (shapes without memory, so a
 ResNet-50 with 8192-wide heads costs nothing), and reads every field that changes the
 computation back from them: the heads' layers as built, the optimiser's groups as constructed.
 :func:`flat_view` turns that into one ``dotted.key -> value`` mapping, the form the recipe
@@ -21,7 +21,7 @@ from ssl_bench.config import RunConfig
 from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method
-from ssl_bench.run.assemble import build_method, build_run_optimizer
+from ssl_bench.train.assemble import build_method, build_run_optimizer
 from ssl_bench.train.optim import LARS
 
 # Parts of the pipeline that no option changes, stated so that a source that differs shows it.

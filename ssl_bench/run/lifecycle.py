@@ -32,12 +32,10 @@ from ssl_bench.eval.augmented import AugmentedProbeResult, evaluate_augmented
 from ssl_bench.eval.features import cached_features, encoder, feature_scores, score_features
 from ssl_bench.eval.online import OnlineProbeResult, online_probe_from_state, score_online_probe
 from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
+from ssl_bench.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.models.backbones import build_backbone
-from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.preemption import TrainingStopped
 from ssl_bench.provenance import device_name
-from ssl_bench.run.assemble import build_method
-from ssl_bench.run.lock import hold_run_dir
-from ssl_bench.run.preemption import TrainingStopped
 from ssl_bench.run.record import (
     RANDOM_INIT,
     Log,
@@ -51,8 +49,10 @@ from ssl_bench.run.record import (
     write_failure,
     write_record,
 )
-from ssl_bench.run.rundir import EVALUATION, CorruptCheckpointError, RunDir
+from ssl_bench.store.lock import hold_run_dir
+from ssl_bench.store.rundir import EVALUATION, CorruptCheckpointError, RunDir
 from ssl_bench.track.fanout import NO_TRACKERS, open_trackers
+from ssl_bench.train.assemble import build_method
 from ssl_bench.train.monitor import OnlineProbe
 from ssl_bench.train.trainer import RunResult, pretrain
 
@@ -369,7 +369,7 @@ def run_entry(
     ``loggers``: experiment trackers (ssl_bench.track) that rank 0 sends the pre-training and the
     final evaluation to; a run already done is not logged again.
 
-    Rank 0 holds the run directory's lock meanwhile (``ssl_bench.run.lock``): a second command
+    Rank 0 holds the run directory's lock meanwhile (``ssl_bench.store.lock``): a second command
     on the same run waits, then finds the work done.
     """
     main = collectives.rank() == 0

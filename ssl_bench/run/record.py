@@ -54,7 +54,7 @@ Written atomically into every run directory (the baseline's included) by :func:`
 ``pretrain_seconds``        wall time in training steps over all resumptions (0 for baseline)
 ``samples_per_second``      pre-training throughput (null for the baseline)
 ``peak_memory_mb``          peak memory of pre-training: CUDA ``max_memory_allocated``, or
-                            the process's peak RSS on CPU (ssl_bench.perf.memory); null for baseline
+                            the process's peak RSS on CPU (ssl_bench.memory); null for baseline
 ``eval_seconds``            wall time of the evaluation that produced the numbers
 ``eval_peak_memory_mb``     peak memory of that evaluation, measured like ``peak_memory_mb``
 ``eval_details``            ``train_samples``, ``test_samples``, ``feature_dim``,
@@ -88,7 +88,8 @@ from typing import Any
 from ssl_bench.config import RunConfig
 from ssl_bench.eval.probes import EvalProtocol, protocol_for
 from ssl_bench.provenance import code_hash, code_identity, same_code
-from ssl_bench.run.rundir import RunDir, atomic_write_json
+from ssl_bench.store.atomic import atomic_write_json
+from ssl_bench.store.rundir import RunDir
 
 SCHEMA_VERSION = 2
 RESULT = "result.json"

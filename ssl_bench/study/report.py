@@ -43,7 +43,8 @@ import pandas as pd
 from ssl_bench.report.runs import join_codes, run_code
 from ssl_bench.report.stats import holm_adjust, mean_interval, paired_t_test
 from ssl_bench.run.record import is_done, read_result
-from ssl_bench.run.rundir import RunDir, atomic_write_text
+from ssl_bench.store.atomic import atomic_write_text
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.study.spec import UNTRAINED, Study, StudyRun
 
 CONFIDENCE = 0.95
@@ -454,7 +455,7 @@ def write_plot(study: Study, scale: str, table: pd.DataFrame, values: pd.DataFra
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ssl_bench.run.rundir import atomic_path
+    from ssl_bench.store.atomic import atomic_path
 
     variants = names(study)
     rows, columns = len(study.measures), len(study.methods)

@@ -88,7 +88,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def print_runs(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> int:
     """`--dry-run`: one line per run (shared runs once), with its run directory and whether it is done."""
     from ssl_bench.run.record import is_done
-    from ssl_bench.run.rundir import RunDir
+    from ssl_bench.store.rundir import RunDir
 
     print(f"study {study.name}: {study.question}")
     by_config: dict[str, list[StudyRun]] = {}

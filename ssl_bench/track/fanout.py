@@ -26,8 +26,9 @@ from types import TracebackType
 from typing import Any
 
 from ssl_bench.config import RunConfig
-from ssl_bench.run.preemption import TrainingStopped
-from ssl_bench.run.rundir import RunDir, atomic_write_json
+from ssl_bench.preemption import TrainingStopped
+from ssl_bench.store.atomic import atomic_write_json
+from ssl_bench.store.rundir import RunDir
 from ssl_bench.track.base import BACKENDS, Outcome, TrackedRun, Tracker
 
 STATE_FILE = "trackers.json"

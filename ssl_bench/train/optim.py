@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssl_bench.config import DEFAULT_LARS_ETA, LARS_VARIANTS, OPTIMIZERS
+
 __all__ = [
     "DEFAULT_LARS_ETA",
     "LARS",
@@ -55,10 +57,6 @@ __all__ = [
     "warmup_cosine",
 ]
 
-OPTIMIZERS = ("lars", "sgd", "adamw")
-LARS_VARIANTS = ("official", "solo-learn")
-# Each variant's trust coefficient in the code it follows.
-DEFAULT_LARS_ETA = {"official": 0.001, "solo-learn": 0.02}
 SOLO_LEARN_EPS = 1e-8
 
 

@@ -20,12 +20,12 @@ from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import NonFiniteLossError
-from ssl_bench.perf.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.memory import peak_memory_mb, reset_peak_memory
+from ssl_bench.preemption import StopRequest, TrainingStopped, interrupts_at_step_boundaries
 from ssl_bench.provenance import code_hash, same_code
-from ssl_bench.run.assemble import build_augmentation, build_method, build_run_optimizer
-from ssl_bench.run.preemption import StopRequest, TrainingStopped, interrupts_at_step_boundaries
-from ssl_bench.run.rundir import CorruptCheckpointError, RunDir
+from ssl_bench.store.rundir import CorruptCheckpointError, RunDir
 from ssl_bench.track.fanout import NO_TRACKERS, Trackers
+from ssl_bench.train.assemble import build_augmentation, build_method, build_run_optimizer
 from ssl_bench.train.monitor import TrainingMonitor
 from ssl_bench.train.optim import set_scheduled_lr
 
@@ -93,7 +93,7 @@ class Trainer:
         self.channels_last = True
         self.rank, self.world_size = collectives.rank(), collectives.world_size()
         self.is_main = self.rank == 0
-        # Asked before every step (e.g. a SLURM preemption flag); see ssl_bench.run.preemption.
+        # Asked before every step (e.g. a SLURM preemption flag); see ssl_bench.preemption.
         self.should_stop = should_stop
         # config.batch_size is the global batch (as in the recipes); each rank takes its share.
         self.local_batch = ddp.local_batch_size(config.batch_size, self.world_size)

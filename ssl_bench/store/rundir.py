@@ -13,77 +13,24 @@ A reader never sees a half-written file: every write goes to a temporary file th
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ssl_bench.config import RunConfig
 from ssl_bench.provenance import code_hash, code_identity, cpu_model, device_name, torch_build
+from ssl_bench.store.atomic import atomic_torch_save, atomic_write_json, atomic_write_text, json_safe
+
+if TYPE_CHECKING:
+    from ssl_bench.config import RunConfig
 
 CHECKPOINT = "checkpoint.pt"
 EVALUATION = "evaluation"  # status.json's ``interrupted_in`` for a stop during the evaluation
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`; on success it replaces `path` in one step.
-
-    The file ends with the mode an ordinary ``open()`` would give it (0666 less the umask), not
-    mkstemp's 0600: others sharing a results directory can read it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _finite(data: Any) -> Any:
-    """``data`` with every NaN or infinite float as None: strict JSON has no NaN."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: _finite(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(value) for value in data]
-    return data
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Strict JSON (NaN and infinities written as null), readable by any JSON reader."""
-    atomic_write_text(path, json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def run_dir_name(config: RunConfig) -> str:
@@ -112,16 +59,13 @@ class RunDir:
     def write_config(self, config: RunConfig) -> None:
         atomic_write_json(self.path / "config.json", {**config.to_dict(), "identity_hash": config.identity_hash()})
 
-    def read_config(self) -> RunConfig:
-        return RunConfig.from_dict(json.loads((self.path / "config.json").read_text()))
-
     def write_environment(self, device: torch.device) -> None:
         atomic_write_json(self.path / "environment.json", environment(device))
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_text(
             self.path / "metrics.jsonl",
-            "".join(json.dumps(_finite(row), sort_keys=True, allow_nan=False) + "\n" for row in rows),
+            "".join(json.dumps(json_safe(row), sort_keys=True, allow_nan=False) + "\n" for row in rows),
         )
 
     def read_metrics(self) -> list[dict[str, Any]]:
