@@ -112,7 +112,7 @@ class Method(nn.Module):
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
     # momentum target); they become self.method_params.
     method_param_names: ClassVar[tuple[str, ...]] = ()
-    # The heads' layout (ssl_bench.models.backbones.build_projector options hidden_bias, hidden_norm,
+    # The heads' layout (ssl_bench.models.heads.build_projector options hidden_bias, hidden_norm,
     # last_bias, last_bn),
     # as the method's paper builds them; a recipe row may change them (`projector_options`).
     projector_options: ClassVar[Mapping[str, bool]] = {}

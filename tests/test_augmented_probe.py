@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.config import resolve_config
 from ssl_bench.data.images import TensorImages
 from ssl_bench.eval.augmented import _head, augmented_linear_probe, lr_at_epoch, probe_view
 from ssl_bench.eval.probes import (
@@ -19,6 +18,7 @@ from ssl_bench.eval.probes import (
     SplitFeatures,
     protocol_for,
 )
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import evaluate_run
 from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_bench.config import recipe_rows, resolve_config
 from ssl_bench.errors import UsageError
+from ssl_bench.recipes import recipe_rows, resolve_config
 
 
 def test_recipe_rows_print_the_cheatsheet_columns():

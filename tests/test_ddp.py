@@ -42,8 +42,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ssl_bench.config import resolve_config
 from ssl_bench.distributed import collectives, ddp
+from ssl_bench.recipes import resolve_config
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train import trainer as train_module
 from ssl_bench.train.trainer import Trainer

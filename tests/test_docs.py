@@ -266,7 +266,7 @@ def test_layout_names_every_module():
 CHECK_EXAMPLE = """
 import math, sys
 import torch
-from ssl_bench.config import resolve_config
+from ssl_bench.recipes import resolve_config
 from ssl_bench.method import get_method, load_method_file
 from ssl_bench.models.backbones import build_backbone
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench.config import RunConfig, resolve_config
+from ssl_bench.config import RunConfig
 from ssl_bench.errors import UsageError
 from ssl_bench.eval.features import features_path
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import pretrained_backbone, run_entry
 from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir

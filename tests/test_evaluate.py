@@ -13,7 +13,7 @@ from torch import nn
 
 import ssl_bench.eval.features as features_module
 import ssl_bench.run.lifecycle as lifecycle
-from ssl_bench.config import RunConfig, resolve_config
+from ssl_bench.config import RunConfig
 from ssl_bench.eval.features import FEATURES, extract_features
 from ssl_bench.eval.probes import (
     EvalProtocol,
@@ -29,6 +29,7 @@ from ssl_bench.eval.probes import (
 )
 from ssl_bench.launch.cli import main
 from ssl_bench.provenance import code_hash, cpu_model
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import evaluate_baseline, evaluate_run, initial_backbone, random_init_config
 from ssl_bench.run.record import read_result, record_failure, record_running
 from ssl_bench.store.rundir import RunDir

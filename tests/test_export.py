@@ -17,9 +17,9 @@ from torch import nn
 
 from ssl_bench import __version__
 from ssl_bench.checkpoints.export import export_target
-from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
 from ssl_bench.models.backbones import build_backbone
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import pretrained_backbone, run_entry
 from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir

@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
-from ssl_bench.config import resolve_config
 from ssl_bench.errors import UsageError
 from ssl_bench.methods.simclr import margin_triplet_loss, nt_logistic_loss, nt_xent_loss, simclr_loss
 from ssl_bench.methods.vicreg import vicreg_terms
+from ssl_bench.recipes import resolve_config
 from ssl_bench.train.assemble import build_method
 
 

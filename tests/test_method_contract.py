@@ -31,10 +31,10 @@ import math
 import pytest
 import torch
 
-from ssl_bench.config import RECIPE_FILES, load_recipe_table, recipe_row, resolve_config
 from ssl_bench.data.augment import ViewPairAugmentation
 from ssl_bench.method import Method, StepOutput, available_methods, get_method
 from ssl_bench.models.backbones import TinyConvNet
+from ssl_bench.recipes import RECIPE_FILES, load_recipe_table, recipe_row, resolve_config
 from ssl_bench.train.optim import OPTIMIZERS, parameter_groups
 
 METHODS = available_methods()

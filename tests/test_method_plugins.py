@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import ssl_bench.method as method_module
-from ssl_bench.config import load_recipe_table, recipe_row, resolve_config
 from ssl_bench.errors import UsageError
 from ssl_bench.launch import cli
 from ssl_bench.method import Method, available_methods, get_method, load_method_file, register_method
 from ssl_bench.models.backbones import TinyConvNet
+from ssl_bench.recipes import load_recipe_table, recipe_row, resolve_config
 from ssl_bench.train.optim import build_optimizer, parameter_groups, set_scheduled_lr
 
 TOY_METHOD = '''

@@ -121,7 +121,7 @@ def test_projector_layout_options():
 )
 def test_projector_variants_through_set(settings, linears, norms, standardised):
     """The studies' projector variants (none, linear, MLP depths, hidden norm, standardised output)."""
-    from ssl_bench.config import resolve_config
+    from ssl_bench.recipes import resolve_config
     from ssl_bench.train.assemble import build_method
 
     config = resolve_config("vicreg", "fashion-mnist", settings=["backbone=tiny_convnet", *settings])

@@ -16,10 +16,10 @@ import pytest
 import torch
 from support.crash import SimulatedCrash, crash_before_step
 
-from ssl_bench.config import resolve_config
 from ssl_bench.method import cosine_momentum, ema_update, get_method
 from ssl_bench.methods.byol import BYOL
 from ssl_bench.models.backbones import TinyConvNet
+from ssl_bench.recipes import resolve_config
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.optim import build_optimizer, parameter_groups
 from ssl_bench.train.trainer import pretrain

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.config import resolve_config
 from ssl_bench.preemption import TrainingStopped
+from ssl_bench.recipes import resolve_config
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.monitor import (
     MonitorConfig,

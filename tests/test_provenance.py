@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench.config import resolve_config
 from ssl_bench.provenance import code_hash, cpu_model, git_state, hash_sources, package_dirs, source_files
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.record import read_result, supersede_other_code
 from ssl_bench.store.rundir import RunDir
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ssl_bench.config import load_recipe_table, resolve_config
+from ssl_bench.recipes import load_recipe_table, resolve_config
 from ssl_bench.run.describe import describe_run, flat_view
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
 from ssl_bench.launch.sweep import resolve_sweep
 from ssl_bench.preemption import TrainingStopped
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import evaluate_run
 from ssl_bench.store import atomic
 from ssl_bench.store.rundir import RunDir

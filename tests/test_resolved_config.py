@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench.config import load_recipe_table, resolve_config
+from ssl_bench.data.augment import view_pair
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.cli import main
+from ssl_bench.recipes import load_recipe_table, resolve_config
 from ssl_bench.run.describe import describe_run, flat_view
 
 TRAINING_FIELDS = (
@@ -186,7 +187,7 @@ def test_the_trainer_runs_what_the_configuration_resolves(fashion_root, tmp_path
         ],
     )
     trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
-    assert trainer.loader.augmentation.configs == config.view_pair()
+    assert trainer.loader.augmentation.configs == view_pair(config)
     assert all(bool((block.bn2.weight == 0).all()) for block in trainer.method.backbone.layer1)
     group = trainer.optimizer.param_groups[0]
     assert (group["variant"], group["eta"], group["clip_lr"]) == ("solo-learn", 0.02, True)

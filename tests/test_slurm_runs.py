@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench.config import resolve_config
 from ssl_bench.launch import slurm
 from ssl_bench.launch.cli import main
 from ssl_bench.launch.slurm_options import SlurmOptions
+from ssl_bench.recipes import resolve_config
 from ssl_bench.store.rundir import RunDir
 
 TINY = ["projector=64,32", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]

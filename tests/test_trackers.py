@@ -24,9 +24,9 @@ import pytest
 import torch
 from support.crash import SimulatedCrash, crash_before_step
 
-from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
 from ssl_bench.preemption import TrainingStopped
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import run_entry
 from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir

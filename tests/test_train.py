@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench.config import RunConfig, resolve_config
+from ssl_bench.config import RunConfig
+from ssl_bench.recipes import resolve_config
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench.config import resolve_config
 from ssl_bench.launch.cli import main
 from ssl_bench.launch.tune import search_space, trial_outcome, tune_methods
 from ssl_bench.provenance import code_hash
+from ssl_bench.recipes import resolve_config
 from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir
 

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kornia.augmentation as K
 import torch
@@ -53,6 +53,9 @@ from ssl_bench.data.ops import (
 )
 from ssl_bench.errors import UsageError, unknown_name_message
 
+if TYPE_CHECKING:
+    from ssl_bench.config import RunConfig
+
 __all__ = [
     "KINDS",
     "SMALL_IMAGE_MAX_SIDE",
@@ -64,6 +67,8 @@ __all__ = [
     "ViewConfig",
     "ViewPairAugmentation",
     "blur_kernel_size",
+    "view_config",
+    "view_pair",
     "view_pair_configs",
 ]
 
@@ -101,6 +106,23 @@ class ViewConfig:
                 raise ValueError(f"{name} must be a probability, got {value}")
         if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
             raise ValueError(f"jitter must be 4 non-negative strengths with hue <= 0.5, got {self.jitter}")
+
+
+def view_config(view: Mapping[str, Any]) -> ViewConfig:
+    """A ViewConfig from its fields as stored in a config (lists for its tuples)."""
+    fields = {f.name for f in dataclasses.fields(ViewConfig)}
+    unknown = [name for name in view if name not in fields]
+    if unknown:
+        raise ValueError(unknown_name_message("view field", unknown[0], fields))
+    return ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in view.items()})
+
+
+def view_pair(config: RunConfig) -> tuple[ViewConfig, ViewConfig]:
+    """The two views' distributions of a config, as the augmentation takes them."""
+    try:
+        return view_config(config.view_a), view_config(config.view_b)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"view distribution of {config.method}: {error}") from None
 
 
 def view_pair_configs(kind: str, small_images: bool) -> tuple[ViewConfig, ViewConfig]:

@@ -63,11 +63,11 @@ def add_checkpoint_parsers(commands: Any, default_dataset: str, default_results_
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ssl_bench.checkpoints.external import checkpoint_config, load_external
-    from ssl_bench.config import recipe_table_for
     from ssl_bench.data.datasets import dataset_info
     from ssl_bench.errors import UsageError
     from ssl_bench.launch.slurm import check_datasets
     from ssl_bench.models.backbones import check_backbone_name
+    from ssl_bench.recipes import recipe_table_for
     from ssl_bench.report.output import print_table
     from ssl_bench.run.lifecycle import evaluate_checkpoint
     from ssl_bench.run.record import ERROR_LOG

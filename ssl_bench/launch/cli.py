@@ -267,8 +267,8 @@ def print_dry_run(configs: Sequence[RunConfig], as_json: bool) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ssl_bench.config import recipe_rows
     from ssl_bench.method import available_methods, get_method
+    from ssl_bench.recipes import recipe_rows
 
     print("Methods:")
     for name in available_methods():

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ssl_bench.config import RunConfig, resolve_config
+from ssl_bench.config import RunConfig
+from ssl_bench.recipes import resolve_config
 
 
 def resolve_sweep(

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.config import RunConfig, load_recipe_table, recipe_row, recipe_table_for, resolve_config
+from ssl_bench.config import RunConfig
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.executor import Executor, LocalExecutor
+from ssl_bench.recipes import load_recipe_table, recipe_row, recipe_table_for, resolve_config
 
 SCALES = ("log", "linear")
 SCORE = "linear probe top-1 (%) on the validation split"

@@ -31,8 +31,8 @@ from ssl_bench.perf.settings import FORM_LOSSES, LOSS_RECIPE_DATASET, BenchSetti
 from ssl_bench.perf.timing import DeviceTimer, MemoryProbe, median, release_memory
 
 if TYPE_CHECKING:
-    from ssl_bench.config import MethodRecipe
     from ssl_bench.method import Method
+    from ssl_bench.recipes import MethodRecipe
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,7 +44,7 @@ _TINY_WIDTHS = (8,)
 
 
 def _recipe(method: str, dataset: str | None) -> MethodRecipe:
-    from ssl_bench.config import recipe_row, recipe_table_for
+    from ssl_bench.recipes import recipe_row, recipe_table_for
 
     return recipe_row(method, recipe_table_for(dataset or LOSS_RECIPE_DATASET))
 

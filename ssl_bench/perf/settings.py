@@ -167,7 +167,7 @@ def resolve_settings(
     if unknown:
         raise UsageError(f"unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
     if dataset is not None:
-        from ssl_bench.config import recipe_table_for
+        from ssl_bench.recipes import recipe_table_for
 
         recipe_table_for(dataset)  # UsageError for an unknown name
     if loss_sizes not in LOSS_SIZES:

@@ -36,7 +36,7 @@ QUICK_HEAD_WIDTH = 128
 
 def bench_config(method: str, spec: BackboneSpec, settings: BenchSettings) -> RunConfig:
     """The RunConfig of a synthetic run: the recipe of ``method`` with this backbone and batch."""
-    from ssl_bench.config import recipe_row, recipe_table_for, resolve_config
+    from ssl_bench.recipes import recipe_row, recipe_table_for, resolve_config
 
     dataset = recipe_dataset(spec.image_size, settings.dataset)
     overrides: dict[str, Any] = {

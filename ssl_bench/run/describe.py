@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ssl_bench.config import RunConfig
-from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size
+from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size, view_pair
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method
 from ssl_bench.train.assemble import build_method, build_run_optimizer
@@ -102,7 +102,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
     with torch.device("meta"):
         method = build_method(config)
         optimizer = build_run_optimizer(config, method)
-    view_a, view_b = config.view_pair()
+    view_a, view_b = view_pair(config)
     info = dataset_info(config.dataset)
     momentum = None
     if method.uses_momentum_target:

@@ -52,8 +52,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.config import RunConfig, resolve_config
+from ssl_bench.config import RunConfig
 from ssl_bench.errors import UsageError, unknown_name_message
+from ssl_bench.recipes import resolve_config
 
 DEFAULT_MEASURES = ("linear_top1", "knn_top1")
 _TOP_KEYS = {"question", "reference", "measures", "base", "scales", "variants"}

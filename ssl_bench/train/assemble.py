@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from ssl_bench.config import RunConfig, scaled_lr
-from ssl_bench.data.augment import ViewPairAugmentation
+from ssl_bench.data.augment import ViewPairAugmentation, view_pair
 from ssl_bench.method import Method, get_method
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.train.optim import build_optimizer, parameter_groups
@@ -54,4 +54,4 @@ def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimi
 
 def build_augmentation(config: RunConfig, mean: Sequence[float], std: Sequence[float]) -> ViewPairAugmentation:
     """The two views exactly as the configuration resolves them (no implicit small-image rule)."""
-    return ViewPairAugmentation(config.view_pair(), config.image_size, mean, std, small_images=False)
+    return ViewPairAugmentation(view_pair(config), config.image_size, mean, std, small_images=False)
