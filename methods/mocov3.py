@@ -86,6 +86,7 @@ class MoCoV3(Method):
     name = "mocov3"
     augmentation = _MOCOV3_VIEWS
     loss_param_names = ("temperature",)
+    positive_loss_params = ("temperature",)  # the logits are divided by it
     uses_predictor = True
     uses_momentum_target = True  # method_params.momentum_base = m_0
     # builder.py _build_mlp: Linears without bias; the projector ends in BN without affine.

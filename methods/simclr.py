@@ -169,6 +169,7 @@ class SimCLR(Method):
     loss_param_names = ("temperature",)
     loss_param_defaults = {"objective": "nt_xent", "margin": 0.5}
     loss_param_choices = {"objective": OBJECTIVES}
+    positive_loss_params = ("temperature",)  # the logits are divided by it
 
     @classmethod
     def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:

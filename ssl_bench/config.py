@@ -147,7 +147,8 @@ class RunConfig:
 
     def check_values(self) -> None:
         """What no run can start with: a non-finite number, a seed torch cannot take, a device
-        name torch does not know, a batch of one (BatchNorm), a temperature that is not positive."""
+        name torch does not know, a batch of one (BatchNorm). Each method checks its own loss parameters
+        (``Method.check_hyperparameters``)."""
         for name, value in _numbers(self):
             if not math.isfinite(value):
                 raise UsageError(f"{name} must be a finite number, got {value}")
@@ -157,9 +158,6 @@ class RunConfig:
             raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.batch_size == 1:
             raise UsageError("batch_size must be at least 2: BatchNorm in training mode needs 2 samples")
-        for name, value in self.loss.items():
-            if "temperature" in name and isinstance(value, (int, float)) and not value > 0:
-                raise UsageError(f"loss.{name} must be positive (the logits are divided by it), got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

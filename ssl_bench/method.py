@@ -109,6 +109,8 @@ class Method(nn.Module):
     loss_param_defaults: ClassVar[Mapping[str, Any]] = {}
     # Loss parameters that take one of a few named values (a loss variant): name -> the choices.
     loss_param_choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # Loss parameters that must be positive (a temperature the logits are divided by).
+    positive_loss_params: ClassVar[tuple[str, ...]] = ()
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
     # momentum target); they become self.method_params.
     method_param_names: ClassVar[tuple[str, ...]] = ()
@@ -219,11 +221,15 @@ class Method(nn.Module):
 
     @classmethod
     def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:
-        """Raise a UsageError unless each loss parameter of ``loss_param_choices`` is one of its choices.
+        """Raise a UsageError unless each loss parameter of ``loss_param_choices`` is one of its
+        choices and each of ``positive_loss_params`` is positive.
 
         ``loss_params`` holds every parameter, the optional ones at their defaults when not given.
         A method with further constraints on its values extends this.
         """
+        for name in cls.positive_loss_params:
+            if not loss_params[name] > 0:
+                raise UsageError(f"loss.{name} must be positive for {cls.name}, got {loss_params[name]}")
         for name, choices in cls.loss_param_choices.items():
             if loss_params[name] not in choices:
                 raise UsageError(
