@@ -28,7 +28,7 @@ lightly's ImageNet benchmark (``benchmarks/imagenet/resnet50/tico.py``) and the 
 port. Both take z_b from a momentum encoder, an EMA copy of backbone and projector (momentum
 0.99 rising to 1 on a cosine over the run in lightly, per step), and take the loss in one
 direction only: the online network embeds view a, the momentum encoder view b
-(``online_views = "a"``). lightly feeds them BYOL's asymmetric pair (blur 1.0 / 0.1, solarize
+(``online_sees_both_views = False``). lightly feeds them BYOL's asymmetric pair (blur 1.0 / 0.1, solarize
 0 / 0.2) and a projector Linear(4096, no bias)-BN-ReLU-Linear(256, bias). Both implementations
 give rho = 8 as the paper's value (lightly's docstring; the port's ``--rho`` help text).
 
@@ -111,7 +111,7 @@ class TiCo(Method):
     augmentation = "asymmetric"  # BYOL's asymmetric pair: view a online, view b to the momentum encoder
     loss_param_names = ("beta", "rho")
     uses_momentum_target = True  # method_params.momentum_base
-    online_views = "a"
+    online_sees_both_views = False
     projector_options = {"hidden_bias": False, "last_bias": True}  # lightly's TiCoProjectionHead
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

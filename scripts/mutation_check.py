@@ -47,7 +47,13 @@ MUTATIONS = [
         "(1.0 - beta) * (u_a.T @ u_a).detach() / n",
         ("tests/test_loss_tico.py",),
     ),
-    Mutation("tico-momentum-views", "methods/tico.py", '    online_views = "a"\n', "", ("tests/test_loss_tico.py",)),
+    Mutation(
+        "tico-momentum-views",
+        "methods/tico.py",
+        "    online_sees_both_views = False\n",
+        "",
+        ("tests/test_loss_tico.py",),
+    ),
     Mutation(
         "ema-update",
         "ssl_bench/method.py",

@@ -123,10 +123,10 @@ class Method(nn.Module):
     uses_predictor: ClassVar[bool] = False
     # An EMA copy of backbone + projector; the loss gets its outputs as target_a, target_b.
     uses_momentum_target: ClassVar[bool] = False
-    # The views the online network embeds: "ab" (both; the loss gets z_a, z_b), or "a" (view a
-    # only, z_b None, with the momentum target embedding view b alone: target_b), for losses
-    # taken in one direction, as TiCo's public implementations take theirs.
-    online_views: ClassVar[str] = "ab"
+    # Whether the online network embeds both views (the loss gets z_a, z_b), or view a only (z_b
+    # None, with the momentum target embedding view b alone: target_b), for losses taken in one
+    # direction, as TiCo's public implementations take theirs.
+    online_sees_both_views: ClassVar[bool] = True
     # Whether the loss itself scores collapsed embeddings (all samples alike) worse than diverse
     # ones whose views agree. True for contrastive and variance/decorrelation losses; False where
     # collapse is avoided by the architecture (predictor, stop-gradient, EMA) rather than the loss.
@@ -250,7 +250,7 @@ class Method(nn.Module):
         ``z_a``, ``z_b``: the online projector's outputs, (N, D) each. With ``uses_predictor``
         the harness also passes ``p_a``, ``p_b`` (predictor outputs); with
         ``uses_momentum_target``, ``target_a``, ``target_b`` (the target network's projector
-        outputs, computed without gradient). All in float32 or wider. With ``online_views``
+        outputs, computed without gradient). All in float32 or wider. Without ``online_sees_both_views``
         "a", ``z_b`` is None and only ``p_a`` and ``target_b`` are passed.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
@@ -292,7 +292,7 @@ class Method(nn.Module):
             ema_update(pairs, self.target_momentum(step, total_steps))
 
     def forward(self, x_a: Tensor, x_b: Tensor) -> StepOutput:
-        both = self.online_views == "ab"
+        both = self.online_sees_both_views
         # Two backbone passes, as in the official code: batch-norm statistics stay per view.
         h_a = self.backbone(x_a)
         z_a = self.projector(h_a)
@@ -363,11 +363,11 @@ def register_method(cls: type[Method]) -> type[Method]:
         raise RegistrationError(f"{cls.__name__} needs a class attribute `name`")
     if cls.loss is Method.loss:
         raise RegistrationError(f"{cls.__name__} must implement loss()")
-    if cls.online_views not in ("ab", "a"):
-        raise RegistrationError(f"{cls.__name__}.online_views must be 'ab' or 'a', got {cls.online_views!r}")
-    if cls.online_views == "a" and not cls.uses_momentum_target:
+    if not isinstance(cls.online_sees_both_views, bool):
+        raise RegistrationError(f"{cls.__name__}.online_sees_both_views must be True or False")
+    if not cls.online_sees_both_views and not cls.uses_momentum_target:
         raise RegistrationError(
-            f"{cls.__name__}: online_views 'a' needs uses_momentum_target (view b goes to the target)"
+            f"{cls.__name__}: online_sees_both_views = False needs uses_momentum_target (view b goes to the target)"
         )
     existing = _REGISTRY.get(name)
     # Re-registering the same class (a module imported again) is fine; another class is a clash.

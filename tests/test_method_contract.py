@@ -74,7 +74,7 @@ def loss_of_embeddings(method: Method, z_a: torch.Tensor, z_b: torch.Tensor) -> 
     """The method's loss on given embeddings, with the heads its declarations ask for: an identity
     predictor (p = z) and a target network that agrees with the online one (target = z)."""
     heads = {}
-    both = method.online_views == "ab"
+    both = method.online_sees_both_views
     if method.uses_predictor:
         heads.update(p_a=z_a, p_b=z_b) if both else heads.update(p_a=z_a)
     if method.uses_momentum_target:

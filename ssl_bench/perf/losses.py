@@ -7,7 +7,7 @@ whose sizes the ``recipe`` loss sizes are, or those of ``--dataset``), and what 
 ``method.loss(z_a, z_b, **heads)`` with the heads its declarations ask for: ``p_a``/``p_b`` with
 ``uses_predictor`` (an identity predictor, p = z), ``target_a``/``target_b`` with
 ``uses_momentum_target`` (a target that agrees with the online network, target = z without
-gradient), and only view a online where ``online_views`` is "a". A loss that keeps state
+gradient), and only view a online where ``online_sees_both_views`` is False. A loss that keeps state
 (TiCo's running covariance) updates it at every call, as in training.
 
 Two forms: the covariance term of VICReg and of Barlow Twins has a Gram (N x N) and a direct
@@ -62,7 +62,7 @@ def _tiny_method(cls: type[Method], d: int, recipe: MethodRecipe) -> Method:
 
 def _heads(method: Method, z_a: Tensor, z_b: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
     """The second online embedding and the heads ``method`` declares: identity predictor, agreeing target."""
-    both = method.online_views == "ab"
+    both = method.online_sees_both_views
     heads: dict[str, Tensor] = {}
     if method.uses_predictor:
         heads["p_a"] = z_a

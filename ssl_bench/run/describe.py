@@ -112,7 +112,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
             "schedule": "cosine over all steps, applied after every optimiser step",
             "init": "a copy of the online backbone and projector",
             "ema_of": "parameters (buffers are the target's own)",
-            "views": "both" if method.online_views == "ab" else "view b only (the online network sees view a)",
+            "views": "both" if method.online_sees_both_views else "view b only (the online network sees view a)",
         }
     backbone_params = sum(p.numel() for p in method.backbone.parameters())
     return {
