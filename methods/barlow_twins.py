@@ -92,10 +92,10 @@ def barlow_twins_loss(
     ``gather`` and ``form`` as in :func:`barlow_twins_terms`.
     """
     terms = barlow_twins_terms(z_a, z_b, gather=gather, form=form)
-    return weighted_loss(terms, lambd)
+    return barlow_twins_weighted_sum(terms, lambd)
 
 
-def weighted_loss(terms: dict[str, Tensor], lambd: float) -> Tensor:
+def barlow_twins_weighted_sum(terms: dict[str, Tensor], lambd: float) -> Tensor:
     """``on_diagonal + lambd * off_diagonal`` of :func:`barlow_twins_terms`."""
     return terms["on_diagonal"] + lambd * terms["off_diagonal"]
 
@@ -111,4 +111,4 @@ class BarlowTwins(Method):
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms = barlow_twins_terms(z_a, z_b)
-        return weighted_loss(terms, self.loss_params["lambd"]), terms
+        return barlow_twins_weighted_sum(terms, self.loss_params["lambd"]), terms

@@ -95,10 +95,10 @@ def tico_loss(
 ) -> tuple[Tensor, Tensor]:
     """TiCo loss ``invariance + rho * contrast`` and the detached C_t for the next step."""
     terms, c_next = tico_terms(z_a, z_b, C, beta=beta, gather=gather)
-    return weighted_loss(terms, rho), c_next
+    return tico_weighted_sum(terms, rho), c_next
 
 
-def weighted_loss(terms: dict[str, Tensor], rho: float) -> Tensor:
+def tico_weighted_sum(terms: dict[str, Tensor], rho: float) -> Tensor:
     """``invariance + rho * contrast`` from :func:`tico_terms`' terms."""
     return terms["invariance"] + rho * terms["contrast"]
 
@@ -124,4 +124,4 @@ class TiCo(Method):
         terms, C_next = tico_terms(z_a, target_b, self.C, beta=self.loss_params["beta"])
         if self.training:
             self.C.copy_(C_next)
-        return weighted_loss(terms, self.loss_params["rho"]), terms
+        return tico_weighted_sum(terms, self.loss_params["rho"]), terms

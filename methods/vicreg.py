@@ -135,10 +135,10 @@ def vicreg_loss(
     ``gather``, ``form`` and ``variance_form`` as in :func:`vicreg_terms`.
     """
     terms = vicreg_terms(z_a, z_b, eps=eps, gather=gather, form=form, variance_form=variance_form)
-    return weighted_loss(terms, sim_coeff, std_coeff, cov_coeff)
+    return vicreg_weighted_sum(terms, sim_coeff, std_coeff, cov_coeff)
 
 
-def weighted_loss(terms: dict[str, Tensor], sim_coeff: float, std_coeff: float, cov_coeff: float) -> Tensor:
+def vicreg_weighted_sum(terms: dict[str, Tensor], sim_coeff: float, std_coeff: float, cov_coeff: float) -> Tensor:
     """``sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance`` of :func:`vicreg_terms`."""
     return sim_coeff * terms["invariance"] + std_coeff * terms["variance"] + cov_coeff * terms["covariance"]
 
@@ -156,4 +156,4 @@ class VICReg(Method):
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.loss_params
         terms = vicreg_terms(z_a, z_b, eps=p["eps"], variance_form=p["variance_form"])
-        return weighted_loss(terms, p["sim_coeff"], p["std_coeff"], p["cov_coeff"]), terms
+        return vicreg_weighted_sum(terms, p["sim_coeff"], p["std_coeff"], p["cov_coeff"]), terms

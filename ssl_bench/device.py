@@ -15,12 +15,11 @@ before torch is imported, and fixes two costs that dominate CPU runs on small or
 - **Page faults on every large tensor.** glibc serves allocations above its mmap threshold
   (128 kB, raising itself to 32 MB at most) with fresh ``mmap`` pages and unmaps them on
   free, so every large temporary (a 224 px batch is ~77 MB in float32) is faulted in page by
-  page again. On the virtual machine measured here a multiply into a fresh 77 MB tensor took
-  about 40 ms, the same multiply in place 3.5 ms. Serving large blocks from the heap and
-  keeping freed memory (``mallopt``: ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD`` = 1 GiB) lets
-  the next batch reuse the pages: the fresh multiply then took 7 ms, and the batched 224 px
-  augmentation ran 3x faster. The cost: the resident set stays at its peak instead of
-  shrinking between batches.
+  page again: a multiply into a fresh tensor of that size costs several times the same multiply
+  in place. Serving large blocks from the heap and keeping freed memory (``mallopt``:
+  ``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD`` = 1 GiB) lets the next batch reuse the pages (the
+  folder-pipeline figures of `ssl-bench bench` show the effect on the machine at hand). The
+  cost: the resident set stays at its peak instead of shrinking between batches.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from ssl_bench.study.report import (
     NOT_SIGNIFICANT,
     REFERENCE,
     TRAINING_FAILED,
-    write_report,
+    write_study_report,
 )
 from ssl_bench.study.spec import load_study, unique_configs
 
@@ -183,7 +183,7 @@ def test_the_report_gives_intervals_and_paired_tests_against_the_reference(tmp_p
     RunDir.for_config(results, extra).path.mkdir(parents=True)
     RunDir.for_config(results, extra).write_status("running", step=3)
 
-    report = write_report(study, [*runs, *study.runs(seeds=[3])], results, scale="tiny")
+    report = write_study_report(study, [*runs, *study.runs(seeds=[3])], results, scale="tiny")
     table = report.table.set_index(["measure", "variant"])
     ref = table.loc[("linear_top1", "nt_xent")]
     interval = mean_interval(list(reference.values()))
@@ -213,7 +213,7 @@ def test_the_report_gives_intervals_and_paired_tests_against_the_reference(tmp_p
         "no significant difference; the data rule out differences beyond ["
     )
     before = {path.name: path.read_bytes() for path in report.files}
-    again = write_report(study, [*runs, *study.runs(seeds=[3])], results, scale="tiny")
+    again = write_study_report(study, [*runs, *study.runs(seeds=[3])], results, scale="tiny")
     assert {path.name: path.read_bytes() for path in again.files} == before
 
 
@@ -239,7 +239,7 @@ def test_a_collapsed_variant_is_a_failed_training_not_a_finding(tmp_path, fashio
                 rankme_representation=40.0,
                 features=features,
             )
-    report = write_report(study, runs, results, scale="tiny")
+    report = write_study_report(study, runs, results, scale="tiny")
     table = report.table.set_index(["measure", "variant"])
     for measure in ("linear_top1", "knn_top1"):
         assert table.loc[(measure, "margin"), "gate"] == TRAINING_FAILED

@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.methods.tico import tico_terms, weighted_loss
+from ssl_bench.methods.tico import tico_terms, tico_weighted_sum
 
 
 def _views(seed: int, n: int = 12, d: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +62,7 @@ def test_both_forms_equal_ticos_loss_and_gradient_over_several_steps(beta):
         z_a, z_b = _views(step)
         z_a.requires_grad_()
         terms, c_next = tico_terms(z_a, z_b, c, beta=beta, gather=False)
-        loss = weighted_loss(terms, rho)
+        loss = tico_weighted_sum(terms, rho)
         (grad,) = torch.autograd.grad(loss, z_a)
         for form in (contrastive_form, redundancy_form):
             other = form(z_a, z_b, c, beta, rho)

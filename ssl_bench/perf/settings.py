@@ -16,8 +16,8 @@ from ssl_bench.errors import UsageError
 from ssl_bench.perf.machine import usable_cpus
 
 DEFAULT_METHODS = ("simclr", "tico", "vicreg", "barlow_twins")
-# CPU default: a small net and ResNet-18 at 32 px keep the default run under 3 minutes on two
-# cores (the CIFAR recipes' resnet18_cifar runs at ~44 images/s there: use --backbones for it).
+# CPU default: a small net and ResNet-18 at 32 px keep the default run short on a small CPU (the
+# CIFAR recipes' resnet18_cifar, with its full-resolution stem, is slow there: --backbones adds it).
 DEFAULT_CPU_BACKBONES = ("tiny_convnet", "resnet18")
 # CUDA default: the CIFAR setting and the ImageNet setting, one command for both.
 DEFAULT_CUDA_BACKBONES = ("resnet18_cifar@32", "resnet50@224")

@@ -144,7 +144,7 @@ def collect(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def summarize(study: Study, values: pd.DataFrame) -> pd.DataFrame:
+def summarize_study(study: Study, values: pd.DataFrame) -> pd.DataFrame:
     """Per measure and method: the untrained network, then every variant with its interval, its
     tests against the reference and the untrained network, the gate and the verdict."""
     rows = []
@@ -499,11 +499,11 @@ def write_plot(study: Study, scale: str, table: pd.DataFrame, values: pd.DataFra
     return path
 
 
-def write_report(study: Study, runs: Sequence[StudyRun], results_dir: Path | str, *, scale: str) -> StudyReport:
+def write_study_report(study: Study, runs: Sequence[StudyRun], results_dir: Path | str, *, scale: str) -> StudyReport:
     """Collect the runs' records, write the markdown, CSV and plot; return what was written."""
     results_dir = Path(results_dir)
     values = collect(study, runs, results_dir)
-    table = summarize(study, values)
+    table = summarize_study(study, values)
     markdown = render_markdown(study, scale, table, values, results_dir)
     stem = results_dir / f"study-{scale}"
     files = [stem.with_suffix(".md"), stem.with_suffix(".csv")]

@@ -58,7 +58,7 @@ def study_results_dir(study: Study, results_dir: str | None) -> Path:
 def cmd_study(args: argparse.Namespace) -> int:
     from ssl_bench.launch import executor as executors
     from ssl_bench.models.backbones import check_backbone_name
-    from ssl_bench.study.report import write_report
+    from ssl_bench.study.report import write_study_report
     from ssl_bench.study.spec import load_study, unique_configs
 
     study = load_study(args.study)
@@ -79,7 +79,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if any(outcome.status == executors.SUBMITTED for outcome in outcomes):
             print(f"when the jobs are done: ssl-bench study {args.study} --report-only --results-dir {results_dir}")
             return 0
-    report = write_report(study, runs, results_dir, scale=scale)
+    report = write_study_report(study, runs, results_dir, scale=scale)
     print(report.markdown)
     print(f"study report: {', '.join(path.as_posix() for path in report.files)}")
     return 0 if report.complete else 1
