@@ -131,7 +131,10 @@ def torch_build() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def code_identity() -> dict[str, Any]:
-    """The fields every record carries about the code: hash, commit and dirty flag."""
+    """The fields every record carries about the code: hash, commit and dirty flag, taken once
+    per process (like the code it imported: a checkout that moves on under a running command
+    must not lend its later commit to that command's records)."""
     commit, dirty = git_state()
     return {"code_hash": code_hash(), "git_commit": commit, "git_dirty": dirty}

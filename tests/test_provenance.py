@@ -136,3 +136,13 @@ def test_one_changed_source_byte_makes_the_same_command_run_again(tmp_path):
     assert (run_dir / "superseded" / first["code_hash"] / "result.json").is_file()
     table = (results / "table.md").read_text()
     assert "mixed code" not in table  # the baseline was measured again too: one code in the group
+
+
+def test_the_code_identity_is_taken_once_per_process(monkeypatch):
+    """A checkout that moves on (a commit, an edit) under a running command does not change what
+    that command's records say about the code it imported."""
+    from ssl_bench import provenance
+
+    first = provenance.code_identity()
+    monkeypatch.setattr(provenance, "git_state", lambda directory=None: ("0" * 40, True))
+    assert provenance.code_identity() == first
