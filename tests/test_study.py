@@ -138,7 +138,7 @@ def test_dry_run_lists_the_runs_once_and_runs_nothing(tmp_path, fashion_root, ca
     assert not results.exists()
 
 
-def test_the_shipped_studies_resolve_at_both_scales():
+def test_the_shipped_studies_resolve_at_every_scale():
     studies = sorted(Path("experiments/studies").glob("*.toml"))
     assert len(studies) >= 7
     for path in studies:
@@ -147,7 +147,8 @@ def test_the_shipped_studies_resolve_at_both_scales():
         assert study.reference in study.variants and 2 <= len(study.variants) <= 4
         assert len(study.seeds) >= 3
         assert study.scales["demo"].smoke_test and not study.scales["cifar10"].smoke_test
-        for scale in ("demo", "cifar10"):
+        assert set(study.scales) == {"demo", "cpu", "cifar10", "imagenet"} and not study.scales["cpu"].smoke_test
+        for scale in ("demo", "cpu", "cifar10", "imagenet"):
             runs = study.runs(scale=scale)  # every variant and the untrained network, per method and seed
             assert len(runs) == len(study.methods) * (len(study.variants) + 1) * len(study.seeds)
 

@@ -97,7 +97,7 @@ def print_runs(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> int
     for shared in by_config.values():
         config = shared[0].config
         state = "done" if is_done(config, results_dir) else "to run"
-        variants = "+".join(run.variant for run in shared)
+        variants = "+".join(dict.fromkeys(run.variant for run in shared))  # the untrained network: once
         path = RunDir.for_config(results_dir, config).path
         print(f"  {config.method:<14} {variants:<24} seed {config.seed:<4} {state:<7} {path}")
     print(f"{len(by_config)} runs ({len(runs)} method x variant x seed entries) in {results_dir}")
