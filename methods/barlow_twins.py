@@ -15,9 +15,17 @@ then the D x D cross-correlation and the loss are
     L    = sum_i (1 - c_ii)^2  +  lambda * sum_{i != j} c_ij^2,        lambda = 0.0051
 
 Distributed: the normalisation and c use the batch gathered (with gradients) from all ranks,
-N = global batch, so every rank computes the global loss. The official code instead sums c
-with a non-autograd all_reduce, which leaves each rank's gradient 1/world_size too small
-(lightly issue 1977); the autograd gather here gives DDP exactly the global-batch gradient.
+N = global batch, so every rank computes the global loss and DDP gets exactly the global-batch
+gradient. The official code (``main.py`` lines 212-216) instead divides each rank's c by the
+global batch and sums it over ranks with ``torch.distributed.all_reduce(c)``, outside autograd:
+each rank's loss is the global one, but its gradient flows only through its own share of c, so
+after DDP's averaging (``main.py`` line 98) every parameter's gradient is 1/world_size of the
+exact one (lightly issue 1977). The loss option ``official_ddp_scale`` reproduces that: the same
+loss value, its gradient multiplied by 1/world_size (:func:`official_ddp_gradient`). The scale
+changes training wherever a step is not invariant to it. Under LARS, with the exact gradient
+(the default) the biases and norm parameters, left out of the trust ratio, step world_size times
+farther than in the official code, and the weight decay added to the weights' gradient before
+the trust ratio weighs world_size times less against it.
 
 Gram form: c is D x D (256 MiB in fp32 at D = 8192). When N < D the off-diagonal penalty is
 computed from N x N Gram matrices instead, using ||A^T B||_F^2 = sum((A A^T) * (B B^T)) and
@@ -29,11 +37,15 @@ gradient as the direct form (which zeroes the diagonal exactly) up to rounding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from ssl_bench.distributed.collectives import gather_with_grad, resolve_gather
+from ssl_bench.distributed.collectives import gather_with_grad, resolve_gather, world_size
 from ssl_bench.embeddings import check_embedding_pair
+from ssl_bench.errors import UsageError
 from ssl_bench.method import Method, register_method
 
 _BN_EPS = 1e-5  # BatchNorm1d's default, as in the official code
@@ -85,14 +97,37 @@ def barlow_twins_terms(
 
 
 def barlow_twins_loss(
-    z_a: Tensor, z_b: Tensor, lambd: float = 0.0051, *, gather: bool | None = None, form: str | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    lambd: float = 0.0051,
+    *,
+    gather: bool | None = None,
+    form: str | None = None,
+    official_ddp_scale: bool = False,
 ) -> Tensor:
     """Barlow Twins loss: on_diagonal + lambd * off_diagonal (see the module docstring).
 
-    ``gather`` and ``form`` as in :func:`barlow_twins_terms`.
+    ``gather`` and ``form`` as in :func:`barlow_twins_terms`; ``official_ddp_scale``: the official
+    code's gradient, 1/world_size of the exact one when gathering (:func:`official_ddp_gradient`).
     """
     terms = barlow_twins_terms(z_a, z_b, gather=gather, form=form)
-    return barlow_twins_weighted_sum(terms, lambd)
+    loss = barlow_twins_weighted_sum(terms, lambd)
+    return official_ddp_gradient(loss, gather) if official_ddp_scale else loss
+
+
+def official_ddp_gradient(loss: Tensor, gather: bool | None = None) -> Tensor:
+    """``loss`` with its value unchanged and its gradient divided by the world size.
+
+    On the gathered batch every rank's loss is the global one and the gather sends each rank the
+    whole gradient of its rows; the official code's non-autograd all_reduce of c sends each rank
+    only its own share of it, 1/world_size of the whole once DDP has averaged (module docstring).
+    ``loss.detach() + s (loss - loss.detach())`` keeps the value exactly (the difference is 0)
+    and has gradient s. Identity without gathering (``gather`` as in :func:`barlow_twins_terms`).
+    """
+    if not resolve_gather(gather):
+        return loss
+    constant = loss.detach()
+    return constant + (loss - constant) / world_size()
 
 
 def barlow_twins_weighted_sum(terms: dict[str, Tensor], lambd: float) -> Tensor:
@@ -107,8 +142,20 @@ class BarlowTwins(Method):
     name = "barlow_twins"
     augmentation = "asymmetric"  # the asymmetric BYOL-style pair, as in the official code
     loss_param_names = ("lambd",)
+    # True: the official code's DDP gradient, 1/world_size of the exact one (module docstring).
+    loss_param_defaults = {"official_ddp_scale": False}
     projector_options = {"hidden_bias": False}  # main.py: every projector Linear without bias
+
+    @classmethod
+    def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:
+        super().check_loss_params(loss_params)
+        if not isinstance(loss_params["official_ddp_scale"], bool):
+            raise UsageError(
+                "loss.official_ddp_scale of barlow_twins must be true or false, "
+                f"got {loss_params['official_ddp_scale']!r}"
+            )
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms = barlow_twins_terms(z_a, z_b)
-        return barlow_twins_weighted_sum(terms, self.loss_params["lambd"]), terms
+        loss = barlow_twins_weighted_sum(terms, self.loss_params["lambd"])
+        return official_ddp_gradient(loss) if self.loss_params["official_ddp_scale"] else loss, terms

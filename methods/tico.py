@@ -16,11 +16,13 @@ contrast), like a momentum-averaged memory bank of unlimited size (the paper cal
 variant of MoCo).
 
 Gradients flow through the current batch's term Z_a^T Z_a / N inside C_t (only C_{t-1} is a
-constant), as in Algorithm 1 and the unofficial port sayannag/TiCo-pytorch (``TiCo/main.py``);
-C_t is detached before it is handed to the next step. lightly's ``TiCoLoss``
-(``lightly/loss/tico_loss.py``) detaches the batch term as well and writes the invariance as
-1 - mean(z_a . z_b): the constant only shifts the reported value, but the detach halves the
-gradient of the batch term (1 - beta) rho / N^2 ||Z_a Z_a^T||_F^2.
+constant), as in Algorithm 1 and the unofficial port sayannag/TiCo-pytorch (``TiCo/main.py``
+lines 72-77); C_t is detached before it is handed to the next step. lightly's ``TiCoLoss``
+(lightly-ai/lightly commit e8d317fc, ``lightly/loss/tico_loss.py`` line 124) detaches the batch
+term as well and writes the invariance as 1 - mean(z_a . z_b) (line 133): the constant only
+shifts the reported value, but the detach halves the gradient of the batch term
+(1 - beta) rho / N^2 ||Z_a Z_a^T||_F^2. The loss option ``detach_batch_covariance`` (default
+false, the paper's) takes lightly's gradient.
 
 Architecture and views. The paper's implementation section was not available to us, so where a
 detail is not in the algorithm we follow its two public implementations, which agree:
@@ -29,8 +31,10 @@ port. Both take z_b from a momentum encoder, an EMA copy of backbone and project
 0.99 rising to 1 on a cosine over the run in lightly, per step), and take the loss in one
 direction only: the online network embeds view a, the momentum encoder view b
 (``online_sees_both_views = False``). lightly feeds them BYOL's asymmetric pair (blur 1.0 / 0.1, solarize
-0 / 0.2) and a projector Linear(4096, no bias)-BN-ReLU-Linear(256, bias). Both implementations
-give rho = 8 as the paper's value (lightly's docstring; the port's ``--rho`` help text).
+0 / 0.2) and a projector Linear(4096, no bias)-BN-ReLU-Linear(256, bias). rho: lightly's loss
+defaults to 8 (``tico_loss.py`` lines 46-51) and its ImageNet benchmark builds it with beta 0.9,
+rho 8 (``benchmarks/imagenet/resnet50/tico.py`` line 33); the port defaults to 20
+(``TiCo/main.py`` line 88), its help text naming 8 as the paper's recommendation.
 
 Distributed: the C update and both terms use the batch gathered (with gradients) from all
 ranks, N = global batch; every rank computes the same loss and the same C_t.
@@ -38,6 +42,7 @@ ranks, N = global batch; every rank computes the same loss and the same C_t.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -46,11 +51,18 @@ from torch import Tensor
 
 from ssl_bench.distributed.collectives import gather_with_grad, resolve_gather
 from ssl_bench.embeddings import check_embedding_pair
+from ssl_bench.errors import UsageError
 from ssl_bench.method import Method, register_method
 
 
 def tico_terms(
-    z_a: Tensor, z_b: Tensor, C: Tensor, beta: float = 0.9, *, gather: bool | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    C: Tensor,
+    beta: float = 0.9,
+    *,
+    gather: bool | None = None,
+    detach_batch_covariance: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """TiCo's two terms and the updated covariance estimate.
 
@@ -59,7 +71,8 @@ def tico_terms(
     estimate (D x D; zeros at the first step), used as a constant and cast to z's dtype and
     device; the returned C_t is detached, ready to be passed in at the next step.
     ``gather``: use the batch of all ranks; None = whenever torch.distributed runs with more
-    than one rank.
+    than one rank. ``detach_batch_covariance``: Z_a^T Z_a / N a constant too, as lightly has it
+    (the module docstring); the values are the same, the gradient of the contrast is not.
     """
     check_embedding_pair(z_a, z_b)
     d = z_a.shape[1]
@@ -76,8 +89,9 @@ def tico_terms(
     n = u_a.shape[0]
 
     c_prev = C.detach().to(dtype=u_a.dtype, device=u_a.device)
-    # Keeps the graph through this batch's term, as in the paper's Algorithm 1.
-    c_t = beta * c_prev + (1.0 - beta) * (u_a.T @ u_a) / n
+    # The paper's Algorithm 1 keeps the graph through this batch's term; lightly cuts it.
+    batch = (u_a.T @ u_a) / n
+    c_t = beta * c_prev + (1.0 - beta) * (batch.detach() if detach_batch_covariance else batch)
 
     invariance = -(u_a * u_b).sum(dim=1).mean()
     contrast = ((u_a @ c_t) * u_a).sum(dim=1).mean()
@@ -92,9 +106,10 @@ def tico_loss(
     rho: float = 20.0,
     *,
     gather: bool | None = None,
+    detach_batch_covariance: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """TiCo loss ``invariance + rho * contrast`` and the detached C_t for the next step."""
-    terms, c_next = tico_terms(z_a, z_b, C, beta=beta, gather=gather)
+    terms, c_next = tico_terms(z_a, z_b, C, beta=beta, gather=gather, detach_batch_covariance=detach_batch_covariance)
     return tico_weighted_sum(terms, rho), c_next
 
 
@@ -110,6 +125,8 @@ class TiCo(Method):
     name = "tico"
     augmentation = "asymmetric"  # BYOL's asymmetric pair: view a online, view b to the momentum encoder
     loss_param_names = ("beta", "rho")
+    # True: lightly's gradient, the batch's term of C_t a constant (module docstring).
+    loss_param_defaults = {"detach_batch_covariance": False}
     uses_momentum_target = True  # method_params.momentum_base
     online_sees_both_views = False
     projector_options = {"hidden_bias": False, "last_bias": True}  # lightly's TiCoProjectionHead
@@ -120,8 +137,20 @@ class TiCo(Method):
         # weights and a resumed run continues with the same C.
         self.register_buffer("C", torch.zeros(self.embedding_dim, self.embedding_dim))
 
+    @classmethod
+    def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:
+        super().check_loss_params(loss_params)
+        if not isinstance(loss_params["detach_batch_covariance"], bool):
+            raise UsageError(
+                "loss.detach_batch_covariance of tico must be true or false, "
+                f"got {loss_params['detach_batch_covariance']!r}"
+            )
+
     def loss(self, z_a: Tensor, z_b: None, *, target_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        terms, C_next = tico_terms(z_a, target_b, self.C, beta=self.loss_params["beta"])
+        p = self.loss_params
+        terms, C_next = tico_terms(
+            z_a, target_b, self.C, beta=p["beta"], detach_batch_covariance=p["detach_batch_covariance"]
+        )
         if self.training:
             self.C.copy_(C_next)
-        return tico_weighted_sum(terms, self.loss_params["rho"]), terms
+        return tico_weighted_sum(terms, p["rho"]), terms

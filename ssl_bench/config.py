@@ -25,6 +25,17 @@ LARS_VARIANTS = ("official", "solo-learn")
 DEFAULT_LARS_ETA = {"official": 0.001, "solo-learn": 0.02}
 
 
+# The online linear probe trained alongside pre-training (ssl_bench.train.monitor), by the code
+# whose numbers it is compared with. "bn_linear_sgd": BatchNorm without affine parameters, then a
+# Linear, on view a's representation, with an SGD of its own that never touches the run's
+# optimiser. "solo_learn": solo-learn's classifier (vturrisi/solo-learn solo/methods/base.py,
+# BaseMethod), a Linear on the representation of each view the online backbone embeds, whose
+# parameters are a group of the run's optimiser (lr probe_base_lr x batch / 256, no weight decay,
+# the run's LARS rule and schedule): the protocol of solo-learn's published CIFAR numbers.
+BN_LINEAR_SGD_PROBE, SOLO_LEARN_PROBE = "bn_linear_sgd", "solo_learn"
+ONLINE_PROBES = (BN_LINEAR_SGD_PROBE, SOLO_LEARN_PROBE)
+
+
 def scaled_lr(base_lr: float, batch_size: int) -> float:
     """The linear scaling rule of every recipe: lr = base_lr * batch_size / 256."""
     return base_lr * batch_size / 256
@@ -77,6 +88,9 @@ class RunConfig:
     lr_end_factor: float = 0.001
     zero_init_residual: bool | None = None
     sync_batchnorm: bool = True
+    # Which online probe the run trains (ONLINE_PROBES) and, for solo-learn's, its lr at batch 256.
+    online_probe: str = BN_LINEAR_SGD_PROBE
+    probe_base_lr: float | None = None
     # The method's head layouts in full (build_projector options), after the recipe's changes.
     projector_options: dict[str, bool] = field(default_factory=dict)
     predictor_options: dict[str, bool] = field(default_factory=dict)
@@ -106,7 +120,9 @@ class RunConfig:
     DOCUMENTATION_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"source", "deviations"})
     # Fields left out of to_dict() (so of config.json and the identity) while at their default:
     # runs recorded before such a field existed keep their identity and read back the same.
-    OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset({"eval_features", "reuse_finished"})
+    OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset(
+        {"eval_features", "reuse_finished", "online_probe", "probe_base_lr"}
+    )
 
     @property
     def lr(self) -> float:
@@ -115,6 +131,11 @@ class RunConfig:
     @property
     def bias_norm_lr(self) -> float | None:
         return None if self.bias_norm_base_lr is None else scaled_lr(self.bias_norm_base_lr, self.batch_size)
+
+    @property
+    def probe_lr(self) -> float | None:
+        """The peak lr of solo-learn's online classifier (None for the other probe)."""
+        return None if self.probe_base_lr is None else scaled_lr(self.probe_base_lr, self.batch_size)
 
     def validate(self) -> None:
         self.check_values()
@@ -140,10 +161,26 @@ class RunConfig:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr_end_factor < 0:
             raise UsageError(f"lr_end_factor must be >= 0, got {self.lr_end_factor}")
+        self.check_online_probe()
         for name in ("projector", "predictor"):
             if any(width <= 0 for width in getattr(self, name)):
                 raise UsageError(f"{name} widths must be positive, got {list(getattr(self, name))}")
         check_eval_features(self.eval_features)
+
+    def check_online_probe(self) -> None:
+        """solo-learn's probe needs its lr; the other probe has its own optimiser and takes none."""
+        if self.online_probe not in ONLINE_PROBES:
+            raise UsageError(unknown_name_message("online_probe", self.online_probe, ONLINE_PROBES))
+        if self.online_probe == SOLO_LEARN_PROBE:
+            if self.probe_base_lr is None or not self.probe_base_lr > 0:
+                raise UsageError(
+                    f"online_probe {SOLO_LEARN_PROBE} needs a positive probe_base_lr, got {self.probe_base_lr}"
+                )
+        elif self.probe_base_lr is not None:
+            raise UsageError(
+                f"probe_base_lr goes with online_probe={SOLO_LEARN_PROBE}; the {self.online_probe} probe has its "
+                "own optimiser (ssl_bench.train.monitor.MonitorConfig)"
+            )
 
     def check_values(self) -> None:
         """What no run can start with: a non-finite number, a seed torch cannot take, a device

@@ -20,8 +20,10 @@ entry-point group). It declares:
 The harness supplies the rest: the backbone and its feature dimension, the projector and
 predictor widths, the loss and method parameters (all from the recipe of the run, after
 ``--set`` overrides), the step and total steps at every :meth:`Method.after_optimizer_step`,
-and the optimiser, schedule, data, logging and checkpoints. docs/adding-a-method.md walks
-through adding a method.
+and the optimiser, schedule, data, logging and checkpoints. Where the run trains solo-learn's
+online classifier (``RunConfig.online_probe``), the harness also attaches it as ``online_probe``,
+as solo-learn's ``BaseMethod`` owns its classifier: a method never calls it. docs/adding-a-method.md
+walks through adding a method.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class StepOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # detached loss terms, for logging
     representation: Tensor | None = None  # backbone output of view a (for probes, diagnostics)
     embedding: Tensor | None = None  # projector output of view a
+    # Backbone output of view b, when the online network embeds it (online_sees_both_views).
+    representation_b: Tensor | None = None
 
 
 def cosine_momentum(step: int, total_steps: int, base: float) -> float:
@@ -169,6 +173,9 @@ class Method(nn.Module):
             self.predictor = self.build_predictor(self.embedding_dim, predictor_dims)
         self.target_backbone: nn.Module | None = None
         self.target_projector: nn.Module | None = None
+        # solo-learn's online classifier, attached by the harness (ssl_bench.train.assemble) so that
+        # its parameters are checkpointed with the method and averaged over ranks by DDP.
+        self.online_probe: nn.Module | None = None
         if self.uses_momentum_target:
             # The target starts as an exact copy of the online network (BYOL, MoCo v3). Its weights
             # stay parameters, so state_dict() and with it every checkpoint holds them (a resumed
@@ -296,7 +303,8 @@ class Method(nn.Module):
         # Two backbone passes, as in the official code: batch-norm statistics stay per view.
         h_a = self.backbone(x_a)
         z_a = self.projector(h_a)
-        z_b = self.projector(self.backbone(x_b)) if both else None
+        h_b = self.backbone(x_b) if both else None
+        z_b = None if h_b is None else self.projector(h_b)
         heads: dict[str, Tensor] = {}
         if self.predictor is not None:
             heads["p_a"] = self.predictor(z_a)
@@ -312,9 +320,9 @@ class Method(nn.Module):
         # batches and D x D statistics lose too much precision in 8-bit mantissas.
         with torch.autocast(z_a.device.type, enabled=False):
             loss, terms = self.loss(
-                _at_least_fp32(z_a),
-                None if z_b is None else _at_least_fp32(z_b),
-                **{key: _at_least_fp32(value) for key, value in heads.items()},
+                at_least_fp32(z_a),
+                None if z_b is None else at_least_fp32(z_b),
+                **{key: at_least_fp32(value) for key, value in heads.items()},
             )
         return StepOutput(
             # The recipe's loss scale (solo-learn's scale_loss, SimCLR's sum over both views):
@@ -323,10 +331,11 @@ class Method(nn.Module):
             terms={k: v.detach() for k, v in terms.items()},
             representation=h_a,
             embedding=z_a,
+            representation_b=h_b,
         )
 
 
-def _at_least_fp32(x: Tensor) -> Tensor:
+def at_least_fp32(x: Tensor) -> Tensor:
     """``x`` in float32, unless it is already float32 or float64 (tests run losses in float64)."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
@@ -466,6 +475,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Method",
     "StepOutput",
+    "at_least_fp32",
     "available_methods",
     "cosine_momentum",
     "ema_update",

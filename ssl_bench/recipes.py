@@ -18,8 +18,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ssl_bench.config import DEFAULT_LARS_ETA, RunConfig, scaled_lr
+from ssl_bench.config import BN_LINEAR_SGD_PROBE, DEFAULT_LARS_ETA, SOLO_LEARN_PROBE, RunConfig, scaled_lr
 from ssl_bench.data.augment import view_config, view_pair, view_pair_configs
+from ssl_bench.data.datasets import dataset_info
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.method import available_methods, get_method
 from ssl_bench.overrides import apply_setting
@@ -51,6 +52,10 @@ class MethodRecipe:
     lr_end_factor: float = 0.001  # the cosine ends at lr_end_factor x the peak
     zero_init_residual: bool | None = None  # None: the backbone library's default
     sync_batchnorm: bool = True  # BatchNorm over the global batch in multi-process runs
+    # The online probe trained alongside pre-training (ssl_bench.config.ONLINE_PROBES) and, for
+    # solo-learn's classifier, its lr at batch 256 (solo-learn's optimizer.classifier_lr).
+    online_probe: str = BN_LINEAR_SGD_PROBE
+    probe_base_lr: float | None = None
     # Changes to the method's head layout (build_projector options: hidden_bias, hidden_norm,
     # last_bias, last_bn).
     projector_options: dict[str, bool] = field(default_factory=dict)
@@ -207,6 +212,10 @@ def resolve_config(
     for setting in settings or []:
         apply_setting(config, setting)
     config.validate()
+    if config.online_probe == SOLO_LEARN_PROBE and dataset_info(dataset).num_classes < 2:
+        # The classifier is built with the method (its parameters are in the run's optimiser),
+        # before the images are read: a dataset whose classes only its folders tell cannot have it.
+        raise UsageError(f"online_probe={SOLO_LEARN_PROBE} needs a dataset with known classes; {dataset} has none")
     view_pair(config)  # a UsageError for an impossible view distribution
     method_cls.check_hyperparameters(config.projector, config.predictor, config.loss, config.method_params)
     return config

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import ssl_bench.eval.augmented as augmented_module
 from ssl_bench.data.images import TensorImages
-from ssl_bench.eval.augmented import _head, augmented_linear_probe, lr_at_epoch, probe_view
+from ssl_bench.eval.augmented import (
+    AUGMENTED_CHECKPOINT,
+    _head,
+    augmented_linear_probe,
+    checkpoint_key,
+    lr_at_epoch,
+    probe_view,
+)
 from ssl_bench.eval.probes import (
     SOLO_LEARN_LINEAR,
     VICREG_LINEAR,
@@ -103,7 +112,16 @@ def _features(backbone: nn.Module, data: TensorImages) -> SplitFeatures:
         return SplitFeatures(backbone(images), data.labels)
 
 
-def _probe(backbone: nn.Module, train: TensorImages, val, test, config: AugmentedProbeConfig, seed: int = 0):
+def _probe(
+    backbone: nn.Module,
+    train: TensorImages,
+    val,
+    test,
+    config: AugmentedProbeConfig,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    log=lambda _: None,
+):
     return augmented_linear_probe(
         backbone,
         train,
@@ -116,6 +134,8 @@ def _probe(backbone: nn.Module, train: TensorImages, val, test, config: Augmente
         num_classes=4,
         seed=seed,
         device=torch.device("cpu"),
+        checkpoint=checkpoint,
+        log=log,
     )
 
 
@@ -147,6 +167,137 @@ def test_with_lr_zero_the_head_is_its_init_and_scores_like_it():
     assert result.test_top1 == pytest.approx(expected)
 
 
+# --------------------------------------------------------------------------------------------
+# Resuming from the epoch checkpoint
+
+
+class _Preempted(Exception):
+    """Stands for the job being killed right after an epoch's checkpoint reached the disk."""
+
+
+def _stop_after_epoch(monkeypatch, epochs_done: int) -> None:
+    """The probe's checkpoint writes go through; the one of ``epochs_done`` is the last."""
+    save = augmented_module.atomic_torch_save
+
+    def save_then_stop(state, path):
+        save(state, path)
+        if state["epochs_done"] == epochs_done:
+            raise _Preempted(f"killed after epoch {epochs_done}")
+
+    monkeypatch.setattr(augmented_module, "atomic_torch_save", save_then_stop)
+
+
+def _epochs_trained(monkeypatch) -> list[int]:
+    """The epochs the probe trains from now on (it sets each epoch's lr once)."""
+    epochs: list[int] = []
+
+    def spy(config, epoch):
+        epochs.append(epoch)
+        return lr_at_epoch(config, epoch)
+
+    monkeypatch.setattr(augmented_module, "lr_at_epoch", spy)
+    return epochs
+
+
+def _resume_setting():
+    train, _ = _colour_classes(128, seed=0)
+    backbone = _MeanColour()
+    val = _features(backbone, _colour_classes(64, seed=1)[0])
+    test = _features(backbone, _colour_classes(64, seed=2)[0])
+    # A large lr and few images: the head is far from converged, so any difference would show.
+    config = dataclasses.replace(VICREG_LINEAR, epochs=5, batch_size=32, lr=3.0)
+    return backbone, train, val, test, config
+
+
+def test_an_interrupted_probe_resumes_and_ends_bit_identical(tmp_path, monkeypatch):
+    backbone, train, val, test, config = _resume_setting()
+    whole = tmp_path / "whole" / AUGMENTED_CHECKPOINT
+    uninterrupted = _probe(backbone, train, val, test, config, checkpoint=whole)
+    # Checkpointing changes nothing: the same numbers as a probe without a checkpoint.
+    assert uninterrupted == _probe(backbone, train, val, test, config)
+
+    resumed_path = tmp_path / "resumed" / AUGMENTED_CHECKPOINT
+    with monkeypatch.context() as patch:
+        _stop_after_epoch(patch, epochs_done=2)
+        with pytest.raises(_Preempted):
+            _probe(backbone, train, val, test, config, checkpoint=resumed_path)
+    assert torch.load(resumed_path, weights_only=True)["epochs_done"] == 2
+    messages: list[str] = []
+    epochs = _epochs_trained(monkeypatch)
+    resumed = _probe(backbone, train, val, test, config, checkpoint=resumed_path, log=messages.append)
+    assert epochs == [2, 3, 4]  # continued after epoch 2, not started over
+    assert any("after epoch 2" in message for message in messages)
+    assert resumed == uninterrupted
+    final, reference = (torch.load(path, weights_only=True) for path in (resumed_path, whole))
+    assert final["epochs_done"] == reference["epochs_done"] == config.epochs
+    for name, tensor in reference["head"].items():
+        assert torch.equal(final["head"][name], tensor), name
+    buffers = [state["momentum_buffer"] for state in reference["optimizer"]["state"].values()]
+    resumed_buffers = [state["momentum_buffer"] for state in final["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(resumed_buffers, buffers, strict=True))
+
+    # Kept after the last epoch: a later call scores the trained head again without training it.
+    epochs.clear()
+    assert _probe(backbone, train, val, test, config, checkpoint=resumed_path) == uninterrupted
+    assert epochs == []
+
+
+def test_a_checkpoint_of_other_settings_or_weights_is_not_resumed(tmp_path, monkeypatch):
+    backbone, train, val, test, config = _resume_setting()
+    path = tmp_path / AUGMENTED_CHECKPOINT
+    with monkeypatch.context() as patch:
+        _stop_after_epoch(patch, epochs_done=2)
+        with pytest.raises(_Preempted):
+            _probe(backbone, train, val, test, config, checkpoint=path)
+    other_lr = dataclasses.replace(config, lr=0.5)
+    other_weights = _MeanColour()
+    with torch.no_grad():
+        other_weights.scale.mul_(2.0)
+    for changed_backbone, changed_config in ((backbone, other_lr), (other_weights, config)):
+        fresh = _probe(changed_backbone, train, val, test, changed_config)
+        messages: list[str] = []
+        with monkeypatch.context() as patch:
+            epochs = _epochs_trained(patch)
+            _stop_after_epoch(patch, epochs_done=2)  # leaves a checkpoint of these settings at epoch 2
+            with pytest.raises(_Preempted):
+                _probe(changed_backbone, train, val, test, changed_config, checkpoint=path, log=messages.append)
+        assert epochs == [0, 1] and any("starting afresh" in message for message in messages)
+        assert _probe(changed_backbone, train, val, test, changed_config, checkpoint=path) == fresh
+        # Back to the first setting for the next round: its own checkpoint was replaced.
+        _stop_after_epoch(monkeypatch, epochs_done=2)
+        with pytest.raises(_Preempted):
+            _probe(backbone, train, val, test, config, checkpoint=path)
+        monkeypatch.undo()
+
+
+def test_the_checkpoint_key_follows_what_the_probe_depends_on():
+    backbone, train, _, _, config = _resume_setting()
+
+    def key(backbone=backbone, train=train, config=config, seed=0, image_size=16, mean=MEAN):
+        return checkpoint_key(
+            backbone, train, config, image_size=image_size, mean=mean, std=STD, num_classes=4, seed=seed
+        )
+
+    base = key()
+    assert key() == base and key(backbone=_MeanColour()) == base  # the same weights, another object
+    other_buffer = _MeanColour()
+    other_buffer.norm.running_mean.add_(1.0)  # buffers count, not just parameters
+    other_images = TensorImages(train.images.clone(), train.labels, train.classes)
+    other_images.images[0, 0, 0, 0] ^= 1
+    other_labels = TensorImages(train.images, train.labels.roll(1), train.classes)
+    changed = [
+        key(backbone=other_buffer),
+        key(train=other_images),
+        key(train=other_labels),
+        key(config=dataclasses.replace(config, epochs=6)),
+        key(config=dataclasses.replace(config, crop_scale=(0.2, 1.0))),
+        key(seed=1),
+        key(image_size=32),
+        key(mean=(0.4, 0.5, 0.5)),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+
+
 def test_a_run_records_linear_aug_where_its_protocol_has_it(fashion_root, tmp_path):
     config = resolve_config(
         "simclr",
@@ -162,7 +313,10 @@ def test_a_run_records_linear_aug_where_its_protocol_has_it(fashion_root, tmp_pa
     scores = record["linear_aug_scores"]
     assert record["linear_aug_top1"] == scores["test_top1"] and 0 <= scores["val_top1"] <= 100
     assert record["eval_protocol"]["augmented"]["epochs"] == 2
-    assert read_result(RunDir.for_config(tmp_path, config))["linear_aug_top1"] == record["linear_aug_top1"]
+    run_dir = RunDir.for_config(tmp_path, config)
+    assert read_result(run_dir)["linear_aug_top1"] == record["linear_aug_top1"]
+    # The probe's epoch checkpoint is in the run directory, at its last epoch.
+    assert torch.load(run_dir.path / AUGMENTED_CHECKPOINT, weights_only=True)["epochs_done"] == 2
     # Without it in the protocol: no such number.
     plain = evaluate_run(config, tmp_path, EvalProtocol(name="plain"), log=lambda _: None)
     assert plain["status"] == "finished" and plain["linear_aug_top1"] is None and plain["linear_aug_scores"] is None

@@ -16,6 +16,8 @@ import ssl_bench.run.lifecycle as lifecycle
 from ssl_bench.config import RunConfig
 from ssl_bench.eval.features import FEATURES, extract_features
 from ssl_bench.eval.probes import (
+    KNN_NATURAL_LOW,
+    LINEAR_NATURAL_LOW,
     EvalProtocol,
     KnnConfig,
     LinearProbeConfig,
@@ -23,6 +25,7 @@ from ssl_bench.eval.probes import (
     knn_scores,
     knn_top1,
     linear_probe,
+    open_edges,
     protocol_for,
     select_knn,
     select_linear_probe,
@@ -279,6 +282,14 @@ def test_run_writes_the_documented_record(finished, fashion_root):
     assert len(linear["grid"]) == len(protocol.linear.lr_grid) * len(protocol.linear.weight_decay_grid)
     assert knn["val_top1"] == max(point["val_top1"] for point in knn["grid"])
     assert 0 <= record["knn_top1_fixed"] <= 100
+    # Which axes of each grid the choice sits on the open edge of, as open_edges tells it.
+    axes = ("lr", "weight_decay")
+    assert linear["on_edge"] == open_edges(linear["grid"], axes, natural_low=LINEAR_NATURAL_LOW)
+    natural_high = {"k": details["train_samples"]}
+    assert knn["on_edge"] == open_edges(
+        knn["grid"], ("k", "temperature"), natural_low=KNN_NATURAL_LOW, natural_high=natural_high
+    )
+    assert record["features"]["representation"]["knn_choice"]["on_edge"] == knn["on_edge"]
 
 
 def test_the_online_probe_protocol_scores_the_checkpointed_probe_on_test(finished, fashion_root):
@@ -291,10 +302,9 @@ def test_the_online_probe_protocol_scores_the_checkpointed_probe_on_test(finishe
     scores = {}
     for split in ("val", "test"):
         features, labels = splits[split]["features"], splits[split]["labels"]
-        # By hand: BatchNorm with its running statistics (no affine), then the linear layer.
-        norm = weights["norm.running_var"] + 1e-5
-        standardised = (features - weights["norm.running_mean"]) / norm.sqrt()
-        logits = standardised @ weights["linear.weight"].T + weights["linear.bias"]
+        # By hand: solo-learn's classifier, the linear layer alone (the demo rows train it).
+        assert "norm.running_mean" not in weights
+        logits = features @ weights["linear.weight"].T + weights["linear.bias"]
         scores[split] = 100.0 * int((logits.argmax(dim=1) == labels).sum()) / len(labels)
     assert record["online_top1"] == pytest.approx(scores["test"], abs=1e-9)
     assert record["online_scores"] == pytest.approx({"val_top1": scores["val"], "test_top1": scores["test"]})
@@ -418,7 +428,7 @@ def test_scrambled_test_labels_change_no_choice(finished, fashion_root, tmp_path
     before = read_result(original)
     assert scrambled["eval_details"]["features_cached"]  # the same features, only the test labels differ
     for choice in ("linear_choice", "knn_choice"):
-        for key in ("setting", "val_top1", "grid"):
+        for key in ("setting", "val_top1", "grid", "on_edge"):
             assert scrambled[choice][key] == before[choice][key], (choice, key)
 
 
@@ -432,12 +442,85 @@ def test_probe_choices_depend_on_validation_not_test(seed):
     for split in (test, scrambled):
         linear = select_linear_probe(train, val, split, config, num_classes=10, seed=0)
         knn = select_knn(train, val, split, KnnConfig(k_grid=(1, 20), temperature_grid=(0.05, 1.0)), num_classes=10)
+        chosen = (linear.setting, linear.grid, linear.on_edge, knn.setting, knn.grid, knn.on_edge)
         if split is test:
-            reference = (linear.setting, linear.grid, knn.setting, knn.grid)
+            reference = chosen
             assert len({point["val_top1"] for point in linear.grid}) > 1  # the grid's points do differ
-        assert (linear.setting, linear.grid, knn.setting, knn.grid) == reference
+        assert chosen == reference
     # ... while the reported test numbers are the chosen settings' scores on whatever test labels are given.
     assert select_linear_probe(train, val, scrambled, config, num_classes=10, seed=0).test_top1 < 50
+
+
+# --------------------------------------------------------------------------------------------
+# The grids and their edges
+
+
+def _scored_grid(axes: tuple[str, str], values: tuple[tuple, tuple], best: list[tuple]) -> list[dict]:
+    """Every setting of two axes, scoring 90 at the ``best`` settings and 80 elsewhere."""
+    return [
+        {axes[0]: a, axes[1]: b, "val_top1": 90.0 if (a, b) in best else 80.0} for a in values[0] for b in values[1]
+    ]
+
+
+def test_open_edges_names_the_axes_whose_best_lies_at_an_open_end():
+    axes, values = ("lr", "weight_decay"), ((0.1, 1.0, 10.0), (0.0, 1e-4, 1e-2))
+
+    def edges(*best, natural=LINEAR_NATURAL_LOW):
+        return open_edges(_scored_grid(axes, values, list(best)), axes, natural_low=natural)
+
+    assert edges((1.0, 1e-4)) == []  # inside on both axes
+    assert edges((10.0, 1e-4)) == ["lr"]  # the largest lr: the optimum may lie beyond it
+    assert edges((0.1, 1e-2)) == ["lr", "weight_decay"]  # the smallest lr, the largest decay
+    assert edges((1.0, 0.0)) == []  # weight decay 0 is a natural end ...
+    assert edges((1.0, 0.0), natural={}) == ["weight_decay"]  # ... because it is declared one
+    assert edges((10.0, 1e-4), (1.0, 1e-4)) == []  # an interior value ties the best: bracketed
+    assert edges((10.0, 1e-4), (10.0, 1e-2)) == ["lr"]  # every best at the edge of lr
+    # k = 1 (the nearest neighbour alone) is a natural end; so is the largest k where every train
+    # feature votes. At k = 1 every temperature scores the same: no temperature is on an edge.
+    knn_axes, knn_values = ("k", "temperature"), ((1, 10, 100), (0.01, 0.1, 1.0))
+    at_k1 = _scored_grid(knn_axes, knn_values, [(1, t) for t in knn_values[1]])
+    assert open_edges(at_k1, knn_axes, natural_low=KNN_NATURAL_LOW) == []
+    at_k100 = _scored_grid(knn_axes, knn_values, [(100, 0.1)])
+    assert open_edges(at_k100, knn_axes, natural_low=KNN_NATURAL_LOW) == ["k"]
+    assert open_edges(at_k100, knn_axes, natural_low=KNN_NATURAL_LOW, natural_high={"k": 100}) == []
+    # An axis of a single value is not swept: it has no edge to be on.
+    assert open_edges([{"k": 5, "temperature": 0.1, "val_top1": 50.0}], knn_axes) == []
+
+
+def test_the_default_grids_reach_past_the_ends_the_demo_chose():
+    """With k 10-200 and T 0.04-0.2 the demo's kNN chose k 10 (and mostly T 0.04) nearly every time;
+    with lr up to 1 and weight decay up to 1e-3 its baseline chose weight decay 1e-3 every time.
+    The default grids go beyond those ends, and select_knn flags a choice at the grid's end."""
+    knn, linear = KnnConfig(), LinearProbeConfig()
+    assert min(knn.k_grid) < 10 and min(knn.temperature_grid) < 0.04 and max(knn.temperature_grid) > 0.2
+    assert max(linear.lr_grid) > 1.0 and max(linear.weight_decay_grid) > 1e-3
+    assert protocol_for("fashion-mnist").knn == knn and protocol_for("fashion-mnist").linear == linear
+    # Well-separated clusters: every setting scores 100%, the first of them (k 1, the smallest T)
+    # is chosen, and interior settings tie it: nothing is on an edge.
+    train, val = _clusters(1000, seed=0, spread=0.5), _clusters(200, seed=1, spread=0.5)
+    chosen = select_knn(train, val, val, knn, num_classes=10)
+    assert chosen.val_top1 == 100.0 and chosen.setting["temperature"] == min(knn.temperature_grid)
+    assert chosen.on_edge == []
+    # Overlapping clusters, where more neighbours help: a grid that stops at k 3 chooses its edge.
+    train, val = _clusters(1000, seed=0, spread=4.0), _clusters(500, seed=1, spread=4.0)
+    wider = select_knn(train, val, val, KnnConfig(k_grid=(1, 3, 10, 50), temperature_grid=(0.1,)), num_classes=10)
+    assert wider.setting["k"] == 10 and wider.on_edge == []
+    narrow = select_knn(train, val, val, KnnConfig(k_grid=(1, 3), temperature_grid=(0.1,)), num_classes=10)
+    assert narrow.setting["k"] == 3 and narrow.on_edge == ["k"]
+
+
+def test_the_smallest_temperature_keeps_the_votes_finite():
+    # The votes are float64 exp(similarity / T): every vote of similarity 1 at the grid's smallest T
+    # stays finite, and a temperature low enough to overflow them is refused.
+    bank = SplitFeatures(torch.ones(200, 4), torch.arange(200) % 2)
+    scores = knn_scores(
+        bank, torch.ones(3, 4), KnnConfig(k=200, temperature=min(KnnConfig().temperature_grid)), num_classes=2
+    )
+    assert torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match="overflows"):
+        KnnConfig(temperature_grid=(0.001, 0.1))
+    with pytest.raises(ValueError, match="overflows"):
+        KnnConfig(temperature=0.0005)
 
 
 def test_a_crash_in_run_entry_is_recorded_once_with_its_context(fashion_root, tmp_path, monkeypatch):

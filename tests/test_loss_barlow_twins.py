@@ -169,3 +169,31 @@ def test_rejects_bad_input(z_a, z_b, match):
         barlow_twins_terms(z_a, z_b)
     with pytest.raises(ValueError, match=match):
         barlow_twins_loss(z_a, z_b)
+
+
+def test_official_ddp_scale_is_a_loss_option_stored_only_when_set(monkeypatch):
+    from ssl_bench.methods import barlow_twins as module
+    from ssl_bench.recipes import resolve_config
+    from ssl_bench.train.assemble import build_method
+
+    base = resolve_config("barlow_twins", "cifar10")
+    assert "official_ddp_scale" not in base.loss  # the exact gradient, and the identity it had
+    same = resolve_config("barlow_twins", "cifar10", settings=["loss.official_ddp_scale=false"])
+    assert same.identity_hash() == base.identity_hash()
+    official = resolve_config("barlow_twins", "cifar10", settings=["loss.official_ddp_scale=true"])
+    assert official.loss["official_ddp_scale"] is True and official.identity_hash() != base.identity_hash()
+    assert resolve_config("barlow_twins", "imagenet").loss["official_ddp_scale"] is True  # main.py:212-216
+    # One process: nothing to scale. The method's loss under (pretended) 4 gathering ranks: the same
+    # value, a quarter of the gradient.
+    z_a, z_b = _views(8, 6, seed=3)
+    exact = barlow_twins_loss(z_a, z_b, lambd=0.0051)
+    assert torch.equal(barlow_twins_loss(z_a, z_b, lambd=0.0051, official_ddp_scale=True), exact)
+    config = resolve_config("barlow_twins", "fashion-mnist", settings=["projector=8,6", "loss.official_ddp_scale=true"])
+    method = build_method(config).double()
+    monkeypatch.setattr(module, "resolve_gather", lambda gather: True)
+    monkeypatch.setattr(module, "world_size", lambda: 4)
+    monkeypatch.setattr(module, "gather_with_grad", lambda x: x)
+    loss, _ = method.loss(z_a, z_b)
+    assert torch.equal(loss.detach(), exact.detach())
+    for scaled, full in zip(torch.autograd.grad(loss, (z_a, z_b)), torch.autograd.grad(exact, (z_a, z_b))):
+        torch.testing.assert_close(scaled, full / 4, rtol=1e-14, atol=0)

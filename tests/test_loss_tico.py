@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ssl_bench.methods.tico import tico_loss, tico_terms
 
@@ -230,3 +231,54 @@ def test_method_takes_view_b_through_the_momentum_encoder_only():
     x = torch.randn(6, 3, 12, 12, dtype=torch.float64)
     method(x, x.flip(0))
     assert seen["z_b"] is None and set(seen) == {"z_b", "target_b"} and not seen["target_b"].requires_grad
+
+
+# --- lightly's variant: the batch's covariance term a constant --------------------------------
+
+
+def lightly_reference(z_a, z_b, c_prev, beta, rho):
+    """lightly/loss/tico_loss.py (commit e8d317fc), lines 119-136, without its constant 1:
+    B = (Z_a^T Z_a).detach() / N, C = beta C_prev + (1 - beta) B."""
+    u_a, u_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+    b = torch.mm(u_a.T, u_a).detach() / u_a.shape[0]
+    c = beta * c_prev + (1 - beta) * b
+    return -(u_a * u_b).sum(dim=1).mean() + rho * (torch.mm(u_a, c) * u_a).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_detach_batch_covariance_is_lightlys_gradient(shape):
+    n, d = shape
+    z_a, z_b = _views(n, d, seed=n * 10 + d)
+    c_prev = _previous_c(d, seed=d + 1)
+    loss, c_next = tico_loss(z_a, z_b, c_prev, beta=0.9, rho=8.0, detach_batch_covariance=True)
+    expected = lightly_reference(z_a, z_b, c_prev, 0.9, 8.0)
+    inv, con, c_t = reference(z_a, z_b, c_prev, 0.9, detach_batch_term=True)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, inv + 8.0 * con, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c_next, c_t.detach(), rtol=1e-12, atol=1e-14)  # the same C is carried
+    grads = torch.autograd.grad(loss, (z_a, z_b))
+    for g, w in zip(grads, torch.autograd.grad(expected, (z_a, z_b))):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # The paper's gradient differs (the batch term counts twice in it), the value does not.
+    paper, _ = tico_loss(z_a, z_b, c_prev, beta=0.9, rho=8.0)
+    torch.testing.assert_close(paper, loss, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(torch.autograd.grad(paper, z_a)[0], grads[0], rtol=1e-6)
+
+
+def test_detach_batch_covariance_is_a_loss_option_stored_only_when_set():
+    from ssl_bench.recipes import resolve_config
+
+    base = resolve_config("tico", "cifar10")
+    assert "detach_batch_covariance" not in base.loss  # the paper's gradient, as before
+    same = resolve_config("tico", "cifar10", settings=["loss.detach_batch_covariance=false"])
+    assert same.identity_hash() == base.identity_hash()
+    lightly = resolve_config("tico", "cifar10", settings=["loss.detach_batch_covariance=true"])
+    assert lightly.loss["detach_batch_covariance"] is True and lightly.identity_hash() != base.identity_hash()
+    assert resolve_config("tico", "imagenet").loss["detach_batch_covariance"] is True  # lightly's benchmark
+    # The method's loss takes it.
+    method = _tico_method()
+    method.loss_params["detach_batch_covariance"] = True
+    z_a, target_b = _views(8, 6, seed=5)
+    loss, _ = method.loss(z_a, None, target_b=target_b.detach())
+    expected = lightly_reference(z_a, target_b.detach(), torch.zeros(6, 6, dtype=torch.float64), 0.9, 8.0)
+    torch.testing.assert_close(torch.autograd.grad(loss, z_a)[0], torch.autograd.grad(expected, z_a)[0])

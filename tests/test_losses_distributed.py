@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -76,6 +77,49 @@ def _run_all(z_a_full, z_b_full, c_prev, rank: int, world: int) -> dict:
     return results
 
 
+def _official_barlow_twins(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float, batch_size: int) -> torch.Tensor:
+    """facebookresearch/barlowtwins main.py:207-221 (commit 8e8d284c) on this rank's rows.
+
+    ``self.bn`` is a SyncBatchNorm(affine=False) there (main.py:89): global-batch statistics
+    whose backward, like SyncBatchNorm's, sums the other ranks' contributions (an autograd
+    all_reduce here). Then c = bn(z1).T @ bn(z2) / batch_size, summed over ranks by a
+    non-autograd all_reduce, as the official code does.
+    """
+    from torch.distributed.nn.functional import all_reduce as all_reduce_with_grad
+
+    def sync_batchnorm(z: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            mean = all_reduce_with_grad(z.sum(dim=0)) / batch_size
+            var = all_reduce_with_grad((z - mean).square().sum(dim=0)) / batch_size
+        return (z - mean) / torch.sqrt(var + 1e-5)
+
+    c = sync_batchnorm(z_a).T @ sync_batchnorm(z_b)
+    c.div_(batch_size)
+    dist.all_reduce(c)
+    on_diag = (torch.diagonal(c) - 1).square().sum()
+    off_diag = (c - torch.diag(torch.diagonal(c))).square().sum()
+    return on_diag + lambd * off_diag
+
+
+def _barlow_twins_official_scale(z_a_full, z_b_full, rank: int) -> dict:
+    """The official code's loss and gradients on this rank's rows, and ssl-bench's official_ddp_scale."""
+    n = z_a_full.shape[0] // WORLD
+    rows = slice(rank * n, (rank + 1) * n)
+    forms = {
+        "official": lambda a, b: _official_barlow_twins(a, b, 0.05, z_a_full.shape[0]),
+        "official_ddp_scale": lambda a, b: barlow_twins_loss(a, b, lambd=0.05, official_ddp_scale=True),
+    }
+    results = {}
+    for name, fn in forms.items():
+        z_a = z_a_full[rows].clone().requires_grad_()
+        z_b = z_b_full[rows].clone().requires_grad_()
+        loss = fn(z_a, z_b)
+        grad_a, grad_b = torch.autograd.grad(loss, (z_a, z_b))
+        results[name] = {"loss": loss.detach(), "grad_a": grad_a, "grad_b": grad_b}
+    return results
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)  # two processes on a 2-core machine
     dist.init_process_group(
@@ -99,11 +143,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         info["gathered"] = gathered.detach()
         info["gather_grad"] = x.grad
 
-        per_shape = {}
+        per_shape, barlow_official = {}, {}
         for n, d in SHAPES:
             z_a, z_b, c_prev = _batch(n, d)
             per_shape[(n, d)] = _run_all(z_a, z_b, c_prev, rank, WORLD)
-        torch.save({"info": info, "results": per_shape}, os.path.join(out_dir, f"rank{rank}.pt"))
+            barlow_official[(n, d)] = _barlow_twins_official_scale(z_a, z_b, rank)
+        torch.save(
+            {"info": info, "results": per_shape, "barlow_official": barlow_official},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -182,6 +230,24 @@ def test_ranks_reproduce_the_global_batch(rank_results, name, shape):
         torch.testing.assert_close(res["grad_b"] / WORLD, single["grad_b"][rows], rtol=1e-10, atol=1e-13)
         if name == "tico":
             torch.testing.assert_close(res["state"], single["state"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_barlow_twins_official_ddp_scale_is_the_official_codes_gradient(rank_results, shape):
+    """loss.official_ddp_scale: the official code's loss and gradient on every rank, float64.
+
+    Its non-autograd all_reduce gives each rank 1/world_size of the exact per-rank gradient, so
+    after DDP's average every parameter's gradient is 1/world_size of the global-batch one.
+    """
+    for r, res in enumerate(rank_results):
+        official = res["barlow_official"][shape]["official"]
+        scaled = res["barlow_official"][shape]["official_ddp_scale"]
+        exact = res["results"][shape]["barlow_twins"]
+        torch.testing.assert_close(scaled["loss"], official["loss"], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(scaled["loss"], exact["loss"], rtol=0, atol=0)  # the same value
+        for key in ("grad_a", "grad_b"):
+            torch.testing.assert_close(scaled[key], official[key], rtol=1e-10, atol=1e-13, msg=f"rank {r} {key}")
+            torch.testing.assert_close(scaled[key], exact[key] / WORLD, rtol=1e-10, atol=1e-13, msg=f"rank {r} {key}")
 
 
 def test_vicreg_invariance_uses_the_local_batch(rank_results):

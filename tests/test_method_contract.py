@@ -111,7 +111,8 @@ def test_recipe_complete_and_valid(name, table_name):
     assert row.batch_size > 0 and row.epochs > 0 and 0 <= row.warmup_epochs <= row.epochs
     assert row.projector and all(width > 0 for width in row.projector)
     config = resolve_config(name, table.datasets[0])  # validates, and checks the declarations
-    assert set(config.loss) == set(cls.loss_param_names)
+    # Every required loss parameter, and optional ones (a loss variant) only among those declared.
+    assert set(cls.loss_param_names) <= set(config.loss) <= {*cls.loss_param_names, *cls.loss_param_defaults}
     assert set(config.method_params) == set(cls.required_method_params())
     assert bool(config.predictor) == cls.uses_predictor
     ViewPairAugmentation(cls.augmentation, table.image_size, (0.5,) * 3, (0.25,) * 3)

@@ -95,12 +95,42 @@ def solo_lars(base_lr: float, weight_decay: float, yaml: str) -> dict[str, tuple
     }
 
 
+def solo_probe(classifier_lr: float, yaml: str, optimizer: str = "lars") -> dict[str, tuple[Any, str]]:
+    """solo-learn's online classifier: a group of the main optimiser (solo/methods/base.py)."""
+    lr = (classifier_lr, f"{yaml} optimizer.classifier_lr x batch / 256 (solo/args/pretrain.py:153-157)")
+    no_decay = (0.0, "solo/methods/base.py:322-330: the classifier's group has weight_decay 0")
+    schedule = ("warmup + cosine", "solo/methods/base.py:362-382: one scheduler over every group")
+    # base.py:210: nn.Linear(features_dim, num_classes) on ResNet-18's 512 features, CIFAR-10's 10 classes.
+    weight, bias = (512 * 10, "solo/methods/base.py:210"), (10, "solo/methods/base.py:210")
+    if optimizer == "sgd":
+        group = "optimizer[online probe]"
+        return {
+            f"{group}.peak_lr": lr,
+            f"{group}.weight_decay": no_decay,
+            f"{group}.schedule": schedule,
+            f"{group}.momentum": (0.9, "solo/args/pretrain.py:161-162"),
+            f"{group}.parameters": (weight[0] + bias[0], "solo/methods/base.py:210"),
+        }
+    adapted, excluded = "optimizer[online probe, adapted]", "optimizer[online probe, excluded]"
+    return {
+        f"{adapted}.peak_lr": lr,
+        f"{adapted}.weight_decay": no_decay,
+        f"{adapted}.schedule": schedule,
+        f"{adapted}.lars": ("solo-learn, eta 0.02, clip_lr", f"{yaml} optimizer.kwargs; solo/utils/lars.py:140-150"),
+        f"{adapted}.parameters": weight,
+        f"{excluded}.peak_lr": lr,
+        f"{excluded}.lars": ("none (plain momentum SGD)", "solo/utils/lars.py:140: exclude_bias_n_norm"),
+        f"{excluded}.parameters": bias,
+    }
+
+
 ASYM = "augmentations/asymmetric.yaml:3-45"
 
 SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "simclr"): {
         **SOLO_COMMON,
         **solo_lars(0.4, 1e-4, "simclr.yaml:29-37"),
+        **solo_probe(0.1, "simclr.yaml:32"),
         "projector.layers": ([linear(512, 2048, True), RELU, linear(2048, 256, True)], "solo/methods/simclr.py:48-52"),
         "loss.params.temperature": (0.2, "simclr.yaml:21"),
         "loss.scale": (1.0, "solo/losses/simclr.py:58: mean over the 2N anchors"),
@@ -109,6 +139,7 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "vicreg"): {
         **SOLO_COMMON,
         **solo_lars(0.3, 1e-4, "vicreg.yaml:59-67"),
+        **solo_probe(0.1, "vicreg.yaml:62"),
         "projector.layers": (
             [
                 linear(512, 2048, True),
@@ -132,6 +163,7 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "barlow_twins"): {
         **SOLO_COMMON,
         **solo_lars(0.3, 1e-4, "barlow.yaml:29-37"),
+        **solo_probe(0.1, "barlow.yaml:32"),
         "projector.layers": (
             [
                 linear(512, 2048, True),
@@ -151,6 +183,7 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "byol"): {
         **SOLO_COMMON,
         **solo_lars(1.0, 1e-5, "byol.yaml:32-40"),
+        **solo_probe(0.1, "byol.yaml:35"),
         "projector.layers": (
             [linear(512, 4096, True), bn(4096), RELU, linear(4096, 256, True)],
             "solo/methods/byol.py:50-55",
@@ -176,6 +209,7 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
         "optimizer[all].momentum": (0.9, "solo/args/pretrain.py:161-162"),
         "optimizer[constant lr].peak_lr": (0.5, "solo/methods/simsiam.py:97 static_lr"),
         "optimizer[constant lr].schedule": ("constant", "solo/methods/base.py:389-401"),
+        **solo_probe(0.1, "simsiam.yaml:33", optimizer="sgd"),
         "projector.layers": (
             [
                 linear(512, 2048, False),
@@ -198,6 +232,7 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "mocov3"): {
         **SOLO_COMMON,
         **solo_lars(0.3, 1e-6, "mocov3.yaml:33-41"),
+        **solo_probe(0.3, "mocov3.yaml:36"),
         "projector.layers": (
             [linear(512, 4096, False), bn(4096), RELU, linear(4096, 256, False), bn(256, False)],
             "solo/methods/mocov3.py:50-73, 101-116",
@@ -217,8 +252,9 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     ("cifar", "tico"): {
         **SOLO_COMMON,
         **solo_lars(0.4, 1e-4, "simclr.yaml:29-37"),
+        **solo_probe(0.1, "simclr.yaml:32"),
         "loss.params.beta": (0.9, "lightly/loss/tico_loss.py:46-51"),
-        "loss.params.rho": (8.0, "lightly/loss/tico_loss.py:46-51"),
+        "loss.params.rho": (8.0, "lightly/loss/tico_loss.py:46-51; benchmarks/imagenet/resnet50/tico.py:33"),
         "momentum_target.base": (0.99, "benchmarks/imagenet/resnet50/tico.py:50-57"),
         "momentum_target.views": (
             "view b only (the online network sees view a)",
@@ -257,11 +293,15 @@ BYOL_VIEWS = (view(blur=1.0), view(blur=0.1, solarize=0.2))
 
 SOURCES.update(
     {
-        # google-research/simclr at 383d4143 (TF1) and the SimCLR paper, appendix B.1.
+        # The SimCLR v1 paper (arXiv:2002.05709): section 2.3's default setting, appendix A's
+        # augmentations; google-research/simclr at 383d4143 (TF1, the SimCLRv2 code) for the rest.
         ("imagenet", "simclr"): {
             **official_lars(
-                0.3, 1e-6, "paper appendix B.1; lars_optimizer.py:26-118 (eeta 0.001, BN and bias excluded)"
+                0.3,
+                1e-6,
+                "paper section 2.3; model_util.py:94-100, lars_optimizer.py:26-118 (eeta 0.001, BN and bias excluded)",
             ),
+            "optimizer[all, adapted].weight_decay": (1e-4, "run.py:54-56; README.md:101-103 (SimCLRv2's)"),
             "optimizer[all, adapted].lars": (
                 "official, eta 0.001, lr inside the momentum buffer",
                 "lars_optimizer.py:111-118",
@@ -269,19 +309,46 @@ SOURCES.update(
             "backbone.name": ("resnet50", "run.py:223-225 resnet_depth 50"),
             "backbone.zero_init_residual": (True, "resnet.py:480: init_zero=True on the last BN of each block"),
             "projector.layers": (
-                [linear(2048, 2048, False), bn(2048), RELU, linear(2048, 128, False), "BatchNorm1d(128, scale only)"],
-                "paper section 2.1 (one hidden layer); model_util.py:130-165",
+                [
+                    linear(2048, 2048, False),
+                    bn(2048),
+                    RELU,
+                    linear(2048, 2048, False),
+                    bn(2048),
+                    RELU,
+                    linear(2048, 128, False),
+                    "BatchNorm1d(128, scale only)",
+                ],
+                "run.py:202-208 (num_proj_layers 3); model_util.py:109-166",
             ),
-            "loss.params.temperature": (0.1, "run.py:190-192"),
+            "loss.params.temperature": (0.1, "run.py:190-192; README.md:101-103"),
             "loss.scale": (2.0, "objective.py:86: loss_a + loss_b"),
-            "schedule.batch_size": (4096, "paper appendix B.1"),
-            "schedule.epochs": (100, "paper appendix B.1"),
-            "schedule.warmup_epochs": (10, "run.py:50-52"),
+            "schedule.batch_size": (4096, "paper section 2.3"),
+            "schedule.epochs": (100, "paper section 2.3"),
+            "schedule.warmup_epochs": (10, "paper section 2.3; run.py:50-52"),
+            "schedule.lr_scaling": ("base_lr x batch / 256", "paper section 2.3: 4.8 = 0.3 x BatchSize / 256"),
             "schedule.end_factor": (0.0, "model_util.py:74-81"),
+            "execution.precision": ("fp32", "run.py, model.py: no mixed-precision setting"),
             "augmentation.blur_kernel": (23, "data_util.py:413: kernel_size = height // 10 (radius 11)"),
             "augmentation.blur_sigma": ("[0.1, 2.0] once per batch and view", "data_util.py:397-444"),
             "augmentation.crop_interpolation": ("bicubic", "data_util.py:304-325"),
-            **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="data_util.py:387-444; model.py:55-57"),
+            "augmentation.crop_ratio": ([3 / 4, 4 / 3], "paper appendix A; data_util.py:321"),
+            **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="paper appendix A"),
+            # Where the paper and the code at the cited commit (v2's defaults) differ.
+            **{
+                f"augmentation.view_{v}.crop_scale": (
+                    "[0.08, 1.0] and min_object_covered 0.1, whole image after 100 failed draws",
+                    "data_util.py:252-325",
+                )
+                for v in "ab"
+            },
+            **{
+                f"augmentation.view_{v}.jitter": (
+                    "additive brightness 0.8 (tf.image.random_brightness), TF contrast 0.8, saturation 0.8, hue 0.2",
+                    "paper appendix A (colour distortion listing)",
+                )
+                for v in "ab"
+            },
         },
         # facebookresearch/vicreg at 4e12602f.
         ("imagenet", "vicreg"): {
@@ -307,7 +374,7 @@ SOURCES.update(
             "loss.params.eps": (1e-4, "main_vicreg.py:211"),
             "loss.scale": (1.0, "main_vicreg.py:219"),
             "schedule.batch_size": (2048, "main_vicreg.py:50-51"),
-            "schedule.epochs": (1000, "README.md:72"),
+            "schedule.epochs": (1000, "README.md:80"),
             "schedule.warmup_epochs": (10, "main_vicreg.py:170"),
             "schedule.end_factor": (0.001, "main_vicreg.py:178"),
             "execution.precision": ("fp16 torch.cuda.amp", "main_vicreg.py:128-142"),
@@ -336,6 +403,10 @@ SOURCES.update(
                 "main.py:195-202",
             ),
             "loss.params.lambd": (0.0051, "main.py:39-40"),
+            "loss.params.official_ddp_scale": (
+                True,
+                "main.py:212-216: c / batch_size summed by a non-autograd all_reduce; main.py:98: DDP averages",
+            ),
             "loss.scale": (1.0, "main.py:212-220 (no --scale-loss since commit 046eec3c)"),
             "schedule.batch_size": (2048, "main.py:31-32"),
             "schedule.epochs": (1000, "main.py:29-30"),
@@ -364,6 +435,7 @@ SOURCES.update(
             "schedule.batch_size": (4096, "main_loop.py:36-37"),
             "schedule.epochs": (1000, "main_loop.py:36"),
             "schedule.end_factor": (0.0, "utils/schedules.py:40-53"),
+            "execution.precision": ("fp32", "byol/: no mixed-precision setting (byol_experiment.py, configs/byol.py)"),
             "augmentation.crop_interpolation": ("bicubic", "utils/dataset.py:184-233"),
             "augmentation.view_a.jitter": (
                 "additive brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1",
@@ -448,14 +520,23 @@ SOURCES.update(
             "optimizer[all, excluded].weight_decay": (0.0, "lightly/models/utils.py:1168-1209"),
             "schedule.warmup_epochs": (10, "tico.py:119-130"),
             "schedule.end_factor": (0.001, "lightly/utils/scheduler.py:174"),
-            "backbone.zero_init_residual": (None, "benchmarks/imagenet/resnet50/main.py:316: torchvision resnet50()"),
+            "backbone.zero_init_residual": (None, "tico.py:25: torchvision resnet50(), no zero_init_residual"),
             "projector.layers": (
                 [linear(2048, 4096, False), bn(4096), RELU, linear(4096, 256, True)],
                 "heads.py:939-948",
             ),
             "loss.params.beta": (0.9, "lightly/loss/tico_loss.py:46-51"),
-            "loss.params.rho": (8.0, "lightly/loss/tico_loss.py:46-51"),
+            "loss.params.rho": (8.0, "tico.py:33: TiCoLoss(beta=0.9, rho=8.0)"),
+            "loss.params.detach_batch_covariance": (
+                True,
+                "lightly/loss/tico_loss.py:124: B = torch.mm(z_a.T, z_a).detach() / N",
+            ),
             "momentum_target.base": (0.99, "tico.py:50-57"),
+            "momentum_target.schedule": (
+                "cosine over max_steps - 1, applied before every forward pass",
+                "tico.py:50-57; lightly/utils/scheduler.py:56-66",
+            ),
+            "execution.precision": ("16-mixed", "benchmarks/imagenet/resnet50/main.py:58"),
             "momentum_target.views": ("view b only (the online network sees view a)", "tico.py:60-68"),
             **views(*BYOL_VIEWS, where="lightly/transforms/byol_transform.py:38-53"),
         },

@@ -30,6 +30,8 @@ TRAINING_FIELDS = (
     "predictor_options",
     "method_params",
     "optimizer",
+    "online_probe",
+    "probe_base_lr",
 )
 
 
@@ -54,6 +56,9 @@ def test_demo_rows_are_the_cifar_rows_scaled_down(method):
     if method in ("simclr", "tico", "vicreg", "barlow_twins"):
         assert set(tuned) == {"base_lr", "weight_decay"} and "tuned on validation" in demo.source
     assert (demo.epochs, demo.warmup_epochs) == (5, 1) and demo.projector != cifar.projector
+    # Scaled down in width, not in depth: as many Linear layers as the CIFAR row's heads.
+    assert len(demo.projector) == len(cifar.projector) and len(demo.predictor) == len(cifar.predictor)
+    assert demo.online_probe == "solo_learn"  # solo-learn's classifier, as the CIFAR rows
     # What documents the CIFAR row's source does not travel with it.
     assert demo.source.startswith("CPU demo") and demo.deviations == {}
 

@@ -44,6 +44,9 @@ def write_run(
         "batch_size": 256,
         "base_lr": base_lr,
         "loss": {},
+        # solo-learn's classifier, as the CIFAR recipes train it: its published numbers are that probe's.
+        "online_probe": "solo_learn",
+        "probe_base_lr": 0.1,
         "device": "cpu",
         "identity_hash": identity,
     }
@@ -265,6 +268,15 @@ def test_a_published_number_is_shown_only_beside_ours_of_its_protocol(results):
     table = summarize(runs, published)
     solo = table[table["source"] == "published: solo-learn"]
     assert len(solo) == 6 and solo["online_top1_mean"].notna().all() and solo["linear_top1_mean"].isna().all()
+    # ... but only beside runs that trained solo-learn's classifier: another online probe is
+    # another protocol, its values shown without solo-learn's beside them.
+    other_probe = runs.assign(
+        setting=runs["setting"].map(lambda s: json.dumps({**json.loads(s), "online_probe": "bn_linear_sgd"}))
+    )
+    table = summarize(other_probe, published)
+    assert not (table["source"] == "published: solo-learn").any()
+    ours_online = ours(summarize(runs, published), "simclr")["online_top1_mean"]
+    assert ours(table, "simclr")["online_top1_mean"] == ours_online
     # A protocol no one knows is an error, not a silently empty column.
     odd = published.assign(protocol="offline")
     with pytest.raises(ValueError, match="unknown protocol"):
@@ -579,3 +591,31 @@ def test_a_protocol_with_one_value_is_untested_in_that_protocol_only(tmp_path):
     assert csv.loc["byol", "knn_vs_best"] == "untested (n<2)"
     row = next(line for line in output.markdown.splitlines() if line.startswith("| byol "))
     assert row.split("|")[-2].strip() == "kNN untested (n<2)"
+
+
+def test_probe_choices_on_their_grids_edge_are_noted(tmp_path):
+    """The records' ``on_edge`` (ssl_bench.eval.probes.open_edges): the row's note cell says which
+    probe chose at an open end of its grid, on which axes, in how many of its runs; records older
+    than the field add nothing, so a table of them keeps its bytes."""
+    root = tmp_path / "runs"
+
+    def choice(on_edge: list[str] | None) -> dict[str, Any]:
+        recorded = {"setting": {}, "val_top1": 80.0, "test_top1": 80.0, "grid": []}
+        return recorded if on_edge is None else {**recorded, "on_edge": on_edge}
+
+    edges = [(["lr"], ["temperature"]), ([], ["k", "temperature"]), ([], [])]
+    for seed, (linear, knn) in enumerate(edges):
+        choices = {"linear_choice": choice(linear), "knn_choice": choice(knn)}
+        write_run(root, "simclr", seed, result={**evaluated(90.0, 80.0, 1.0, 1.0), **choices})
+    for seed in range(2):
+        choices = {"linear_choice": choice(None), "knn_choice": choice(None)}
+        write_run(root, "vicreg", seed, result={**evaluated(90.0, 80.0, 1.0, 1.0), **choices})
+    output = build_table([root])
+    noted = "linear choice at grid edge (lr) in 1/3 runs; kNN choice at grid edge (k, temperature) in 2/3 runs"
+    markdown = {line.split("|")[1].strip(): line for line in output.markdown.splitlines() if line.startswith("| ")}
+    assert markdown["simclr"].split("|")[-2].strip() == noted
+    assert markdown["vicreg"].split("|")[-2].strip() == ""
+    assert noted in output.files[2].read_text() and output.report is not None and noted in output.report.read_text()
+    # table.csv keeps its columns: its note is the row's own.
+    csv = pd.read_csv(output.files[1], keep_default_na=False).query("source == 'ours'").set_index("method")
+    assert csv.loc["simclr", "note"] == ""

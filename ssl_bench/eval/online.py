@@ -2,11 +2,12 @@
 
 solo-learn trains a linear classifier on the detached backbone output alongside pre-training and
 reports its top-1 on the held-out split at the end (``solo/methods/base.py``: the classifier of
-``BaseMethod``, scored in ``validation_step`` with the backbone in eval mode). ssl-bench's run
-carries the same probe (``ssl_bench.train.monitor.OnlineProbe``: BatchNorm without affine
-parameters, then a linear layer), checkpointed with the run; here the final probe, in eval mode,
-scores the cached validation and test features (backbone in eval mode, no augmentation). Nothing
-is chosen: both numbers are reported, the test one as the protocol's result.
+``BaseMethod``, scored in ``validation_step`` with the backbone in eval mode). A run whose recipe
+sets ``online_probe = "solo_learn"`` trains that classifier as solo-learn does; the
+``bn_linear_sgd`` probe is another (ssl_bench.train.monitor). Either is checkpointed with the run
+(the monitor's state); here the final probe, in eval mode, scores the cached validation and test
+features (backbone in eval mode, no augmentation). Nothing is chosen: both numbers are reported,
+the test one as the protocol's result.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ class OnlineProbeResult:
 
 
 def online_probe_from_state(monitor_state: dict[str, Any] | None) -> OnlineProbe | None:
-    """The probe saved in a checkpoint's ``monitor`` entry; None when the run had none."""
+    """The probe saved in a checkpoint's ``monitor`` entry; None when the run had none.
+
+    Which probe it is shows in its weights: the ``bn_linear_sgd`` probe's BatchNorm keeps running
+    statistics, solo-learn's classifier is the linear layer alone."""
     if not monitor_state or monitor_state.get("probe") is None:
         return None
     weights = monitor_state["probe"]
     num_classes, feature_dim = weights["linear.weight"].shape
-    probe = OnlineProbe(feature_dim, num_classes)
+    probe = OnlineProbe(feature_dim, num_classes, standardise="norm.running_mean" in weights)
     probe.load_state_dict(weights)
     return probe
 

@@ -190,11 +190,20 @@ def load_run(run_dir: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, 
         "knn_fixed_top1": _number(_first([result or {}], "knn_top1_fixed")),
         "online_top1": _number(_first([result or {}], "online_top1")),
         "linear_aug_top1": _number(_first([result or {}], "linear_aug_top1")),
+        "linear_on_edge": on_edge((result or {}).get("linear_choice")),
+        "knn_on_edge": on_edge((result or {}).get("knn_choice")),
         "pretrain_seconds": _number(_first([result or {}, status or {}], "pretrain_seconds", "train_seconds")),
         "samples_per_second": _number(_first([result or {}, status or {}], "samples_per_second")),
         "peak_memory_mb": _number(_first([result or {}, status or {}], "peak_memory_mb")),
     }
     return record, metrics
+
+
+def on_edge(choice: Any) -> str:
+    """The axes a recorded choice names as lying at an open end of its grid (``on_edge``,
+    ssl_bench.eval.probes.open_edges), comma-joined; "" for none and for records older than it."""
+    axes = choice.get("on_edge") if isinstance(choice, dict) else None
+    return ",".join(str(axis) for axis in axes) if isinstance(axes, list) else ""
 
 
 UNKNOWN_CODE = "unknown"
@@ -283,6 +292,8 @@ def feature_rows(record: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
                 "knn_fixed_top1": _number(scores.get("knn_top1_fixed")),
                 "online_top1": math.nan,  # the online probe watches the representation only
                 "linear_aug_top1": _number(scores.get("linear_aug_top1")),
+                "linear_on_edge": on_edge(scores.get("linear_choice")),
+                "knn_on_edge": on_edge(scores.get("knn_choice")),
             }
         )
     return rows
@@ -345,6 +356,8 @@ _RUN_COLUMNS = [
     "knn_fixed_top1",
     "online_top1",
     "linear_aug_top1",
+    "linear_on_edge",
+    "knn_on_edge",
     "pretrain_seconds",
     "samples_per_second",
     "peak_memory_mb",

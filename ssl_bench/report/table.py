@@ -54,7 +54,8 @@ Outputs, written atomically into the output directory (the first results directo
 - `P_p_vs_best`: the p-value of the paired test against the best (empty where none was made).
 
 The `note` column holds the row's own note (setting, baseline, failure); the md/tex note cell
-adds "n=1, no interval" and "untested (n<2)" where they apply.
+adds "n=1, no interval" and "untested (n<2)" where they apply, and the probe choices that lay at an
+open end of their grid (the records' `on_edge`: "kNN choice at grid edge (temperature) in 3/3 runs").
 
 The text depends on the run records only (sorted rows, fixed float formats, paths relative to the
 results directory), so a second call regenerates it byte-identically.
@@ -73,6 +74,7 @@ from typing import Any
 
 import pandas as pd
 
+from ssl_bench.config import BN_LINEAR_SGD_PROBE, SOLO_LEARN_PROBE
 from ssl_bench.report.runs import EVALUATION_ONLY, FINISHED, group_title, groups, join_codes
 from ssl_bench.report.stats import mean_interval, paired_t_test
 from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT
@@ -142,8 +144,10 @@ CSV_COLUMNS = [
     "note",
 ]
 # Beside them in the summarised table (not in table.csv): the run directories of each row, as
-# paths under the results directory given (report.html links to their files).
+# paths under the results directory given (report.html links to their files), and the probe
+# choices at an open end of their grid, for the md/tex/html note cell.
 RUN_DIRS = "run_dirs"
+GRID_EDGE = "grid_edge"
 
 
 def shown_protocols(table: pd.DataFrame) -> list[str]:
@@ -213,8 +217,17 @@ def _measured_protocols(rows: Iterable[dict[str, Any]]) -> set[str]:
         protocol
         for row in rows
         for protocol in PROTOCOLS
-        if row["source"] == "ours" and not _is_missing(row.get(f"{protocol}_top1_mean"))
+        if row["source"] == "ours"
+        and not _is_missing(row.get(f"{protocol}_top1_mean"))
+        and not (protocol == "online" and row.get("_other_online_probe"))
     }
+
+
+def _other_online_probe(setting: str) -> bool:
+    """Whether runs of this setting trained another online probe than solo-learn's classifier,
+    the one behind every published ``online`` number (ssl_bench.config.ONLINE_PROBES): their
+    online top-1 is another protocol, shown without solo-learn's numbers beside it."""
+    return json.loads(setting).get("online_probe", BN_LINEAR_SGD_PROBE) != SOLO_LEARN_PROBE
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -263,7 +276,9 @@ def summarize(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
             # An evaluated checkpoint's source column names its file (and key).
             labels = _variant_labels(of_method, ("source", "method_params.") if method == CHECKPOINT_METHOD else ())
             for setting, runs_of_setting in of_method.groupby("setting", sort=True):
-                group_rows.extend(_method_rows(str(method), runs_of_setting, labels[setting]))
+                rows_of_setting = _method_rows(str(method), runs_of_setting, labels[setting])
+                other_probe = _other_online_probe(str(setting))
+                group_rows.extend({**row, "_other_online_probe": other_probe} for row in rows_of_setting)
         group_rows.extend(published_rows(published, dataset, backbone, epochs, _measured_protocols(group_rows)))
         group_rows.sort(key=_row_order)
         _rank(group_rows)
@@ -277,7 +292,7 @@ def summarize(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
             }
             for row in group_rows
         )
-    return pd.DataFrame.from_records(rows, columns=[*CSV_COLUMNS, RUN_DIRS])
+    return pd.DataFrame.from_records(rows, columns=[*CSV_COLUMNS, RUN_DIRS, GRID_EDGE])
 
 
 def _without_private(row: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +318,7 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
             "peak_memory_mb": done["peak_memory_mb"].mean(),
             "code": join_codes(done["code"]),
             "note": "; ".join(part for part in (label, baseline_note) if part),
+            GRID_EDGE: _grid_edges(done),
             "_by_seed": {},
             "_run_dirs": list(done["run_dir"]),
         }
@@ -327,6 +343,20 @@ def _method_rows(method: str, runs: pd.DataFrame, label: str) -> list[dict[str, 
             }
         )
     return rows
+
+
+def _grid_edges(done: pd.DataFrame) -> str:
+    """Which probes chose a setting at an open end of their grid (the records' ``on_edge``), on
+    which axes and in how many of the runs: there the reported number may understate the
+    representation. Records older than ``on_edge`` add nothing."""
+    parts = []
+    for protocol in ("linear", "knn"):
+        flagged = [axes for axes in done[f"{protocol}_on_edge"] if isinstance(axes, str) and axes]
+        if flagged:
+            axes = ", ".join(sorted({axis for run in flagged for axis in run.split(",")}))
+            label = _PROTOCOL_LABELS[protocol]
+            parts.append(f"{label} choice at grid edge ({axes}) in {len(flagged)}/{len(done)} runs")
+    return "; ".join(parts)
 
 
 def mixed_code(rows: pd.DataFrame) -> str | None:
@@ -531,6 +561,8 @@ def _display_note(row: pd.Series) -> str:
         parts.append(UNTESTED)
     elif untested:
         parts.extend(f"{_PROTOCOL_LABELS[protocol]} {UNTESTED}" for protocol in untested)
+    if isinstance(row.get(GRID_EDGE), str) and row[GRID_EDGE]:
+        parts.append(row[GRID_EDGE])
     return "; ".join(parts)
 
 

@@ -169,6 +169,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
             "blur_kernel": blur_kernel_size(config.image_size),
             "solarize_threshold": SOLARIZE_THRESHOLD,
         },
+        "online_probe": {"kind": config.online_probe, "base_lr": config.probe_base_lr, "lr": config.probe_lr},
         "execution": {"precision": PRECISIONS[config.precision], "sync_batchnorm": config.sync_batchnorm},
     }
 

@@ -28,7 +28,7 @@ from ssl_bench.config import REPRESENTATION, RunConfig, untrained_fields
 from ssl_bench.device import resolve_device
 from ssl_bench.distributed import collectives
 from ssl_bench.errors import UsageError
-from ssl_bench.eval.augmented import AugmentedProbeResult, evaluate_augmented
+from ssl_bench.eval.augmented import AUGMENTED_CHECKPOINT, AugmentedProbeResult, evaluate_augmented
 from ssl_bench.eval.features import cached_features, encoder, feature_scores, score_features
 from ssl_bench.eval.online import OnlineProbeResult, online_probe_from_state, score_online_probe
 from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
@@ -260,6 +260,8 @@ def _evaluate(
                 subset_seed=protocol.subset_seed,
                 num_classes=num_classes,
                 device=device,
+                checkpoint=run_dir.path / AUGMENTED_CHECKPOINT,
+                log=log,
             )
         # The representation's scores, then every other feature of config.eval_features (load_encoder
         # gives its encoder) through the same protocol.

@@ -34,7 +34,8 @@ Written atomically into every run directory (the baseline's included) by :func:`
                             top-1 in %; null where the dataset's protocol does not run it
 ``linear_aug_scores``       its validation and test top-1 and final train loss
 ``linear_choice``,          the chosen setting, its validation and test top-1, and every
-``knn_choice``              setting tried with its validation top-1
+``knn_choice``              setting tried with its validation top-1; ``on_edge``: the axes whose
+                            best lies at an open end of the grid (ssl_bench.eval.probes.open_edges)
 ``selection_split``         ``"val"``: the split every choice was made on
 ``reported_split``          ``"test"``: the split of the reported numbers
 ``epochs_done``             epochs pre-trained

@@ -11,18 +11,21 @@ from collections.abc import Sequence
 
 import torch
 
-from ssl_bench.config import RunConfig, scaled_lr
+from ssl_bench.config import SOLO_LEARN_PROBE, RunConfig, scaled_lr
 from ssl_bench.data.augment import ViewPairAugmentation, view_pair
+from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method, get_method
 from ssl_bench.models.backbones import build_backbone
+from ssl_bench.train.monitor import new_probe
 from ssl_bench.train.optim import build_optimizer, parameter_groups
 
 
 def build_method(config: RunConfig) -> Method:
-    """Backbone, heads and loss of the run, on the current default device."""
+    """Backbone, heads and loss of the run, on the current default device; with solo-learn's
+    online probe (``config.online_probe``), its classifier as ``method.online_probe``."""
     method_cls = get_method(config.method)
     backbone, feature_dim = build_backbone(config.backbone, config.zero_init_residual)
-    return method_cls(
+    method = method_cls(
         backbone,
         feature_dim,
         config.projector,
@@ -33,12 +36,19 @@ def build_method(config: RunConfig) -> Method:
         predictor_options=config.predictor_options,
         loss_scale=config.loss_scale,
     )
+    if config.online_probe == SOLO_LEARN_PROBE:
+        # Part of the method, as solo-learn's BaseMethod owns its classifier: checkpointed with it
+        # and, under DDP, its gradients averaged over ranks with the method's.
+        num_classes = dataset_info(config.dataset).num_classes
+        method.online_probe = new_probe(feature_dim, num_classes, config.seed, standardise=False)
+    return method
 
 
 def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimizer:
     """The optimiser over the method's trainable parameters, each group holding its peak lr.
 
-    The lr follows the global batch (``config.batch_size``): base_lr x batch / 256.
+    The lr follows the global batch (``config.batch_size``): base_lr x batch / 256 (and the
+    online classifier's, when the method has one, probe_base_lr x batch / 256).
     """
     bias_norm_lr = None if config.bias_norm_base_lr is None else scaled_lr(config.bias_norm_base_lr, config.batch_size)
     # Only trainable parameters: a momentum target (requires_grad False) is not optimised.
@@ -48,6 +58,8 @@ def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimi
         weight_decay=config.weight_decay,
         bias_norm_lr=bias_norm_lr,
         constant_lr_params=method.constant_lr_parameters(),
+        probe_params=() if method.online_probe is None else method.online_probe.parameters(),
+        probe_lr=config.probe_lr,
     )
     return build_optimizer(config.optimizer, groups, lars_variant=config.lars_variant, lars_eta=config.lars_eta)
 

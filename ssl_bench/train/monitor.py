@@ -6,12 +6,33 @@ the numbers the trainer adds to that epoch's row of ``metrics.jsonl``:
 
 ``online_probe_top1``
     Train accuracy (%) of a linear classifier trained alongside pre-training on the detached
-    representation (solo-learn's and lightly's online probe), each batch scored *before* the
-    probe learns from it. It has its own optimiser and never sends gradients into the method.
-    Unlabelled samples (label -1, e.g. STL-10's unlabeled split) are ignored; ``None`` when an
-    epoch had no labelled sample.
+    representation, each batch scored *before* the probe learns from it. It never sends
+    gradients into the method. Unlabelled samples (label -1, e.g. STL-10's unlabeled split) are
+    ignored; ``None`` when an epoch had no labelled sample.
 ``online_probe_loss``
     The probe's mean cross-entropy over the epoch.
+
+Two probes (``RunConfig.online_probe``, ssl_bench.config.ONLINE_PROBES):
+
+``solo_learn``
+    solo-learn's online classifier exactly as vturrisi/solo-learn trains it (commit 9187ea39,
+    ``solo/methods/base.py``): ``nn.Linear(features_dim, num_classes)`` (line 210) on the detached
+    backbone output of each large crop (``forward``, line 433), cross-entropy ignoring label -1
+    (line 469), averaged over the crops (lines 512, 521), added to the method's loss (e.g.
+    ``solo/methods/barlow_twins.py`` line 129, after the method's own ``scale_loss``), so that one
+    backward fills both. Its parameters are a group of the run's optimiser (``learnable_params``,
+    lines 322-330) with lr ``classifier_lr`` x batch / 256 (``solo/args/pretrain.py`` lines
+    153-157) and weight decay 0, under the run's LARS rule (``solo/utils/lars.py`` line 140: the
+    weight is adapted, the bias left out with ``exclude_bias_n_norm``) and warmup + cosine schedule.
+    The classifier is part of the method (``Method.online_probe``, built by
+    ssl_bench.train.assemble), so DDP averages its gradients over ranks as Lightning's DDP does.
+    It sees both views where the online backbone embeds both; a method whose online network sees
+    view a only (TiCo) trains it on view a. ``online_probe_top1`` counts both crops' predictions
+    (solo-learn's ``train_acc1``, the mean over crops).
+``bn_linear_sgd``
+    BatchNorm without affine parameters (standardises the features), then a Linear, trained on
+    view a's representation with an SGD of its own (``MonitorConfig``), never touching the run's
+    optimiser: a probe whose learning does not depend on the method's optimiser and lr.
 ``embedding_std``
     Mean over dimensions of the per-dimension standard deviation of the L2-normalised
     embeddings (SimSiam's collapse monitor): 0 for a collapsed (constant) output, about
@@ -32,20 +53,25 @@ once, in :meth:`TrainingMonitor.end_epoch`: a training step adds no host sync of
 loss sum is float64, so the logged mean equals a Python-float sum of the per-batch losses. When
 every label is known to be >= 0 (``all_labelled``, a property of the dataset that the caller
 checks once) the probe takes the whole batch. Otherwise the unlabelled rows are masked out of
-the BatchNorm statistics and the loss arithmetically (fixed shapes, nothing read back), and a
-batch with fewer than two labelled rows, which BatchNorm cannot standardise, leaves the probe,
-its optimiser and the tallies exactly as they were (applied with ``torch.where``).
+the loss (and of the ``bn_linear_sgd`` probe's BatchNorm statistics) arithmetically (fixed
+shapes, nothing read back). A batch with fewer than two labelled rows, which BatchNorm cannot
+standardise, leaves the ``bn_linear_sgd`` probe, its optimiser and the tallies exactly as they
+were (applied with ``torch.where``); solo-learn's classifier takes a zero loss from a batch
+without labels (solo-learn's mean over no rows would be NaN).
 
 The diagnostics are computed at epoch end on the last ``MonitorConfig.diagnostic_rows`` rows
 the epoch produced (its last batches: cheap, no extra forward pass). Under DDP every rank keeps
-its own probe and diagnostics; rank 0's are logged. The probe and the rows kept so far are part
-of :meth:`TrainingMonitor.state_dict`, which the trainer checkpoints, so a resumed run continues
-the same probe.
+its own tallies and diagnostics (and its own ``bn_linear_sgd`` probe); rank 0's are logged. The
+probe's weights and the rows kept so far are part of :meth:`TrainingMonitor.state_dict`, which
+the trainer checkpoints (solo-learn's classifier is also in the method's state, and its momentum
+in the run's optimiser state), so a resumed run continues the same probe; the evaluation reads
+the final probe from this state (ssl_bench.eval.online).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,13 +79,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_bench.method import at_least_fp32
+
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """Settings of the online probe and the diagnostics (monitoring only: no effect on training)."""
+    """Settings of the ``bn_linear_sgd`` probe and the diagnostics (no effect on training)."""
 
-    # SGD with momentum on BatchNorm-standardised features: the representation's scale changes
-    # as pre-training goes, and standardising keeps one learning rate usable throughout.
+    # The bn_linear_sgd probe's own SGD with momentum on BatchNorm-standardised features: the
+    # representation's scale changes as pre-training goes, and standardising keeps one learning
+    # rate usable throughout. (solo-learn's classifier takes the run's optimiser instead.)
     probe_lr: float = 0.1
     probe_momentum: float = 0.9
     probe_weight_decay: float = 0.0
@@ -105,15 +134,27 @@ def embedding_std(embeddings: Tensor) -> float:
 
 
 class OnlineProbe(nn.Module):
-    """BatchNorm without affine parameters (standardises the features), then a linear layer."""
+    """A linear layer on the features, after a BatchNorm without affine parameters (standardising
+    them) when ``standardise``: the ``bn_linear_sgd`` probe; without it, solo-learn's classifier."""
 
-    def __init__(self, feature_dim: int, num_classes: int) -> None:
+    def __init__(self, feature_dim: int, num_classes: int, standardise: bool = True) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(feature_dim, affine=False)
+        self.norm: nn.Module = nn.BatchNorm1d(feature_dim, affine=False) if standardise else nn.Identity()
         self.linear = nn.Linear(feature_dim, num_classes)
 
     def forward(self, features: Tensor) -> Tensor:
         return self.linear(self.norm(features))
+
+
+def new_probe(feature_dim: int, num_classes: int, seed: int, standardise: bool) -> OnlineProbe:
+    """An :class:`OnlineProbe` initialised from a private RNG stream seeded with ``seed``.
+
+    Creating the probe must not shift the global RNG that the method's own randomness draws from,
+    so that training with a probe stays bit-identical to training without one.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return OnlineProbe(feature_dim, num_classes, standardise)
 
 
 class TrainingMonitor:
@@ -128,20 +169,20 @@ class TrainingMonitor:
         seed: int,
         all_labelled: bool = False,
         config: MonitorConfig = MonitorConfig(),
+        classifier: nn.Module | None = None,
     ) -> None:
-        """``all_labelled``: every label :meth:`observe` will get is >= 0 (no unlabelled
-        samples in the dataset), so the probe needs no mask."""
+        """``all_labelled``: every label the probe will get is >= 0 (no unlabelled samples in
+        the dataset), so the probe needs no mask. ``classifier``: solo-learn's classifier, which
+        the method owns and the run's optimiser steps (:meth:`classifier_loss`); without it the
+        monitor trains a ``bn_linear_sgd`` probe of its own (:meth:`observe`)."""
         self.config = config
         self.device = torch.device(device)
         self.all_labelled = all_labelled
-        self.probe: OnlineProbe | None = None
+        self.probe: nn.Module | None = classifier
+        # The bn_linear_sgd probe's own optimiser; None for solo-learn's classifier.
         self.optimizer: torch.optim.Optimizer | None = None
-        if num_classes >= 2:
-            # A private RNG stream: creating the probe must not shift the global RNG that the
-            # method's own randomness draws from, so monitoring leaves training bit-identical.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                self.probe = OnlineProbe(feature_dim, num_classes).to(self.device)
+        if classifier is None and num_classes >= 2:
+            self.probe = new_probe(feature_dim, num_classes, seed, standardise=True).to(self.device)
             self.optimizer = torch.optim.SGD(
                 self.probe.parameters(),
                 lr=config.probe_lr,
@@ -176,8 +217,43 @@ class TrainingMonitor:
         }
 
     # --- per step ------------------------------------------------------------------------
+    def classifier_loss(self, representations: Sequence[Tensor], labels: Tensor | None) -> Tensor:
+        """solo-learn's classifier on each view's detached representation: the mean over the views
+        of the cross-entropy over the labelled rows, for the caller to add to the method's loss.
+
+        Called before the step's backward, so each batch is scored before the classifier learns
+        from it. ``labels`` None counts as a batch without labels (a zero loss, but a gradient all
+        the same, which DDP needs from every parameter of the module it wraps).
+        """
+        assert self.probe is not None and self.optimizer is None, "no solo-learn classifier in this monitor"
+        if labels is None:
+            labels = torch.full((len(representations[0]),), -1, dtype=torch.long)
+        labels = labels.to(self.device)
+        # Python int when every row is labelled: no kernel, no read-back.
+        labelled = len(labels) if self.all_labelled else (labels >= 0).sum()
+        divisor = labelled if self.all_labelled else labelled.clamp(min=1)
+        losses, correct = [], torch.zeros((), dtype=torch.int64, device=self.device)
+        with torch.enable_grad(), torch.autocast(self.device.type, enabled=False):
+            self.probe.train()
+            for representation in representations:
+                logits = self.probe(at_least_fp32(representation.detach()))
+                # Sum over the labelled rows / their count: F.cross_entropy(ignore_index=-1)'s
+                # mean, but 0 rather than NaN for a batch without labels.
+                losses.append(F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum") / divisor)
+                # argmax is never -1, so unlabelled rows never count as correct.
+                correct = correct + (logits.detach().argmax(dim=1) == labels).sum()
+            loss = sum(losses[1:], losses[0]) / len(losses)
+        self.correct += correct
+        self.labelled += labelled * len(representations)
+        self.loss_sum += loss.detach().double()
+        self.loss_batches += 1
+        return loss
+
     def observe(self, representation: Tensor | None, embedding: Tensor | None, labels: Tensor | None) -> None:
-        """Take one training step's outputs (any dtype, with or without grad; they are detached)."""
+        """Take one training step's outputs (any dtype, with or without grad; they are detached).
+
+        The representation goes to the diagnostics and, without a solo-learn classifier, trains
+        the monitor's own probe."""
         if representation is not None:
             features = representation.detach().float()
             self._keep(self.representations, features)
@@ -193,7 +269,7 @@ class TrainingMonitor:
             rows.pop(0)
 
     def _probe_step(self, features: Tensor, labels: Tensor) -> None:
-        if self.probe is None or self.optimizer is None:
+        if self.probe is None or self.optimizer is None:  # no probe, or solo-learn's (classifier_loss)
             return
         if self.all_labelled and len(labels) < 2:  # BatchNorm needs two samples to standardise a batch
             return
@@ -232,7 +308,7 @@ class TrainingMonitor:
         and weigh nothing in the mean cross-entropy. Returns (logits, loss, labelled count);
         the running statistics are updated only when at least two rows are labelled.
         """
-        assert self.probe is not None
+        assert isinstance(self.probe, OnlineProbe) and isinstance(self.probe.norm, nn.BatchNorm1d)
         norm = self.probe.norm
         labelled_rows = (labels >= 0).unsqueeze(1)
         count = labelled_rows.sum()
@@ -312,8 +388,8 @@ class TrainingMonitor:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.probe is not None and state["probe"] is not None:
             self.probe.load_state_dict(state["probe"])
-            assert self.optimizer is not None
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.optimizer is not None:  # solo-learn's classifier: its momentum is the run optimiser's
+                self.optimizer.load_state_dict(state["optimizer"])
         tallies = state["tallies"]
         self._set_tallies(
             correct=int(tallies["correct"]),

@@ -345,6 +345,8 @@ def parameter_groups(
     weight_decay: float,
     bias_norm_lr: float | None = None,
     constant_lr_params: Iterable[torch.Tensor] = (),
+    probe_params: Iterable[torch.Tensor] = (),
+    probe_lr: float | None = None,
 ) -> list[dict[str, Any]]:
     """Parameter groups for :func:`build_optimizer`, each with its peak lr under ``"peak_lr"``.
 
@@ -355,16 +357,24 @@ def parameter_groups(
     Barlow Twins recipe (1.6 and 0.0384 at batch 2048). Both groups carry ``weight_decay``; LARS
     itself exempts 1-D parameters from it, as the official code does.
 
+    ``probe_params`` (solo-learn's online classifier, ``Method.online_probe``) go into a group
+    "online probe" with ``probe_lr`` and no weight decay, as solo-learn's
+    ``BaseMethod.learnable_params`` has it; it follows the schedule like the others.
+
     ``constant_lr_params`` (e.g. SimSiam's predictor, ``fix_pred_lr`` in the official code) go
     into one last group marked ``"constant_lr"``, whose lr :func:`set_scheduled_lr` keeps at
     ``lr``: no warmup, no decay.
     """
     constant = {id(p) for p in constant_lr_params}
+    probe = {id(p) for p in probe_params}
+    if probe and probe_lr is None:
+        raise ValueError("parameter_groups: probe_params need a probe_lr")
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("parameter_groups: the model has no trainable parameters")
-    params = [p for p in trainable if id(p) not in constant]
-    fixed = [p for p in trainable if id(p) in constant]
+    params = [p for p in trainable if id(p) not in constant and id(p) not in probe]
+    fixed = [p for p in trainable if id(p) in constant and id(p) not in probe]
+    classifier = [p for p in trainable if id(p) in probe]
     if bias_norm_lr is None:
         groups = [{"name": "all", "params": params, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay}]
     else:
@@ -380,6 +390,10 @@ def parameter_groups(
                 "weight_decay": weight_decay,
             },
         ]
+    if classifier:
+        groups.append(
+            {"name": "online probe", "params": classifier, "lr": probe_lr, "peak_lr": probe_lr, "weight_decay": 0.0}
+        )
     if fixed:
         groups.append(
             {

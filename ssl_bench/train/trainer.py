@@ -109,14 +109,17 @@ class Trainer:
 
         torch.manual_seed(config.seed)  # the same initial weights for every run of this seed
         self.method = build_method(config).to(self.device)
-        # Online probe and collapse diagnostics, logged per epoch (monitoring only). Whether any
-        # sample is unlabelled (STL-10's unlabeled split) is asked once here, not every step.
+        # Online probe and collapse diagnostics, logged per epoch. Whether any sample is
+        # unlabelled (STL-10's unlabeled split) is asked once here, not every step. solo-learn's
+        # classifier (config.online_probe) is the method's and the optimiser's; the other probe
+        # is the monitor's own.
         self.monitor = TrainingMonitor(
             self.method.feature_dim,
             len(data.classes),
             self.device,
             seed=config.seed,
             all_labelled=bool((data.labels >= 0).all()),
+            classifier=self.method.online_probe,
         )
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
@@ -213,7 +216,14 @@ class Trainer:
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(self.step, values)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss = out.loss
+        if self.method.online_probe is not None:
+            # solo-learn's classifier learns in the same backward and optimiser step as the method
+            # (its training_step returns the method's loss + class_loss); on detached features,
+            # so the method's gradients are the same as without it.
+            views = [r for r in (out.representation, out.representation_b) if r is not None]
+            loss = loss + self.monitor.classifier_loss(views, labels)
+        loss.backward()
         self.optimizer.step()
         # The method's per-step hook (the EMA of a momentum target), on the plain module: under
         # DDP every rank applies it to the same synchronised parameters.
