@@ -36,8 +36,18 @@ BN_LINEAR_SGD_PROBE, SOLO_LEARN_PROBE = "bn_linear_sgd", "solo_learn"
 ONLINE_PROBES = (BN_LINEAR_SGD_PROBE, SOLO_LEARN_PROBE)
 
 
-def scaled_lr(base_lr: float, batch_size: int) -> float:
-    """The linear scaling rule of every recipe: lr = base_lr * batch_size / 256."""
+# How an lr given at batch 256 follows the batch (RunConfig.lr_scaling). "linear", every recipe's
+# rule: base_lr x batch / 256. "sqrt": base_lr x sqrt(batch / 256), the square-root rule of
+# SimCLR's code (google-research/simclr, flag learning_rate_scaling) anchored at batch 256, where
+# both rules give base_lr; below 256 it keeps a larger lr than the linear rule.
+LINEAR_LR_SCALING, SQRT_LR_SCALING = "linear", "sqrt"
+LR_SCALINGS = (LINEAR_LR_SCALING, SQRT_LR_SCALING)
+
+
+def scaled_lr(base_lr: float, batch_size: int, rule: str = LINEAR_LR_SCALING) -> float:
+    """The lr at ``batch_size`` of ``base_lr``, the lr at batch 256, under ``rule`` (LR_SCALINGS)."""
+    if rule == SQRT_LR_SCALING:
+        return base_lr * math.sqrt(batch_size / 256)
     return base_lr * batch_size / 256
 
 
@@ -68,7 +78,9 @@ class RunConfig:
     projector: tuple[int, ...]
     batch_size: int
     epochs: int
-    warmup_epochs: int
+    # Whole epochs as recipes give them, or a fraction (the warmup of a run with a fraction of
+    # another's epochs); the trainer warms up for round(warmup_epochs x steps per epoch) steps.
+    warmup_epochs: float
     optimizer: str
     base_lr: float
     weight_decay: float
@@ -86,6 +98,9 @@ class RunConfig:
     lars_variant: str = "official"
     lars_eta: float = 0.001
     lr_end_factor: float = 0.001
+    # How every lr of the run's optimiser follows the batch (LR_SCALINGS): each *_base_lr is the
+    # lr at batch 256.
+    lr_scaling: str = LINEAR_LR_SCALING
     zero_init_residual: bool | None = None
     sync_batchnorm: bool = True
     # Which online probe the run trains (ONLINE_PROBES) and, for solo-learn's, its lr at batch 256.
@@ -121,21 +136,23 @@ class RunConfig:
     # Fields left out of to_dict() (so of config.json and the identity) while at their default:
     # runs recorded before such a field existed keep their identity and read back the same.
     OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset(
-        {"eval_features", "reuse_finished", "online_probe", "probe_base_lr"}
+        {"eval_features", "reuse_finished", "online_probe", "probe_base_lr", "lr_scaling"}
     )
 
     @property
     def lr(self) -> float:
-        return scaled_lr(self.base_lr, self.batch_size)
+        return scaled_lr(self.base_lr, self.batch_size, self.lr_scaling)
 
     @property
     def bias_norm_lr(self) -> float | None:
-        return None if self.bias_norm_base_lr is None else scaled_lr(self.bias_norm_base_lr, self.batch_size)
+        if self.bias_norm_base_lr is None:
+            return None
+        return scaled_lr(self.bias_norm_base_lr, self.batch_size, self.lr_scaling)
 
     @property
     def probe_lr(self) -> float | None:
         """The peak lr of solo-learn's online classifier (None for the other probe)."""
-        return None if self.probe_base_lr is None else scaled_lr(self.probe_base_lr, self.batch_size)
+        return None if self.probe_base_lr is None else scaled_lr(self.probe_base_lr, self.batch_size, self.lr_scaling)
 
     def validate(self) -> None:
         self.check_values()
@@ -156,6 +173,8 @@ class RunConfig:
             raise UsageError(f"optimizer must be lars, sgd or adamw, got {self.optimizer!r}")
         if self.lars_variant not in LARS_VARIANTS:
             raise UsageError(unknown_name_message("lars_variant", self.lars_variant, LARS_VARIANTS))
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UsageError(unknown_name_message("lr_scaling", self.lr_scaling, LR_SCALINGS))
         for name in ("lars_eta", "loss_scale"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
@@ -201,6 +220,10 @@ class RunConfig:
         data["projector"] = list(self.projector)
         data["predictor"] = list(self.predictor)
         data["eval_features"] = list(self.eval_features)
+        # A whole number of warmup epochs is written as the integer a recipe gives, so that
+        # `--set warmup_epochs=1` and a recipe's 1 are one run.
+        if float(self.warmup_epochs).is_integer():
+            data["warmup_epochs"] = int(self.warmup_epochs)
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.OMITTED_AT_DEFAULT}
         for name, default in defaults.items():
             if getattr(self, name) == default:

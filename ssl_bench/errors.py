@@ -8,6 +8,9 @@ class UsageError(Exception):
     """Bad input from the user: unknown name, invalid value, missing dataset, ..."""
 
 
+NON_FINITE_LOSS = "non-finite loss"  # how a NonFiniteLossError's message, and so a run record's error, says it
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; carries the step and the loss terms for the run record."""
 
@@ -15,7 +18,12 @@ class NonFiniteLossError(RuntimeError):
         self.step = step
         self.terms = terms
         shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
-        super().__init__(f"non-finite loss at step {step}: {shown}")
+        super().__init__(f"{NON_FINITE_LOSS} at step {step}: {shown}")
+
+
+def is_divergence(error: str) -> bool:
+    """Whether a run's recorded error says that its loss went non-finite (the run diverged)."""
+    return NON_FINITE_LOSS in error
 
 
 def unknown_name_message(kind: str, name: str, known: Iterable[str], listing: str | None = None) -> str:

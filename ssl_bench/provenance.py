@@ -10,7 +10,9 @@ tables say when a comparison mixes code.
 
 The machine: the CPU's model name (not ``platform.machine()``: the model decides the kernels, and
 the same seed gives other losses on an Intel Xeon and an AMD EPYC) or the GPU's, and the torch
-build. Nothing here imports torch at module level, so ``ssl-bench --help`` stays light.
+build. A run directory's ``environment.json`` holds :func:`environment`: these, the library
+versions and the host. Nothing here imports torch at module level, so ``ssl-bench --help``
+stays light.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import functools
 import hashlib
 import importlib.util
 import platform
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -138,3 +141,26 @@ def code_identity() -> dict[str, Any]:
     must not lend its later commit to that command's records)."""
     commit, dirty = git_state()
     return {"code_hash": code_hash(), "git_commit": commit, "git_dirty": dirty}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a reader needs to reproduce or compare a run (a run directory's ``environment.json``):
+    versions, hardware, code revision."""
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_build": torch_build(),
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu_model": cpu_model(),
+        "cpu_threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        **code_identity(),
+    }

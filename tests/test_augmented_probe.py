@@ -29,8 +29,7 @@ from ssl_bench.eval.probes import (
 )
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import evaluate_run
-from ssl_bench.run.record import read_result
-from ssl_bench.store.rundir import RunDir
+from ssl_bench.run.record import Run
 from ssl_bench.train.trainer import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -305,18 +304,18 @@ def test_a_run_records_linear_aug_where_its_protocol_has_it(fashion_root, tmp_pa
         {"epochs": 1, "data_root": str(fashion_root), "batch_size": 64},
         ["train_subset=none", "projector=32,16"],
     )
-    pretrain(config, tmp_path, progress=False, log=lambda _: None)
+    pretrain(Run.of(tmp_path, config), progress=False, log=lambda _: None)
     probe = dataclasses.replace(VICREG_LINEAR, epochs=2, batch_size=64)
     protocol = EvalProtocol(name="with augmented probe", augmented=probe)
-    record = evaluate_run(config, tmp_path, protocol, log=lambda _: None)
+    record = evaluate_run(Run.of(tmp_path, config, protocol), log=lambda _: None)
     assert record["status"] == "finished"
     scores = record["linear_aug_scores"]
     assert record["linear_aug_top1"] == scores["test_top1"] and 0 <= scores["val_top1"] <= 100
     assert record["eval_protocol"]["augmented"]["epochs"] == 2
-    run_dir = RunDir.for_config(tmp_path, config)
-    assert read_result(run_dir)["linear_aug_top1"] == record["linear_aug_top1"]
+    run_dir = Run.of(tmp_path, config)
+    assert run_dir.read_result()["linear_aug_top1"] == record["linear_aug_top1"]
     # The probe's epoch checkpoint is in the run directory, at its last epoch.
     assert torch.load(run_dir.path / AUGMENTED_CHECKPOINT, weights_only=True)["epochs_done"] == 2
     # Without it in the protocol: no such number.
-    plain = evaluate_run(config, tmp_path, EvalProtocol(name="plain"), log=lambda _: None)
+    plain = evaluate_run(Run.of(tmp_path, config, EvalProtocol(name="plain")), log=lambda _: None)
     assert plain["status"] == "finished" and plain["linear_aug_top1"] is None and plain["linear_aug_scores"] is None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ssl_bench.config import scaled_lr
 from ssl_bench.errors import UsageError
 from ssl_bench.recipes import recipe_rows, resolve_config
+from ssl_bench.run.describe import describe_run
 
 
 def test_recipe_rows_print_the_cheatsheet_columns():
@@ -24,6 +26,30 @@ def test_lr_follows_the_batch_size():
     config = resolve_config("barlow_twins", "imagenet", {"batch_size": 512})
     assert config.lr == pytest.approx(0.4)
     assert config.bias_norm_lr == pytest.approx(0.0048 * 2)
+
+
+def test_the_sqrt_rule_keeps_the_lr_at_batch_256_and_halves_it_at_64():
+    linear = resolve_config("simclr", "cifar10", settings=["batch_size=64"])
+    sqrt = resolve_config("simclr", "cifar10", settings=["batch_size=64", "lr_scaling=sqrt"])
+    assert (linear.base_lr, linear.lr, sqrt.lr) == (0.4, pytest.approx(0.1), pytest.approx(0.2))
+    at_256 = resolve_config("simclr", "cifar10", settings=["batch_size=256", "lr_scaling=sqrt"])
+    assert at_256.lr == pytest.approx(0.4) and scaled_lr(0.4, 1024, "sqrt") == pytest.approx(0.8)
+    # Every lr of the optimiser follows the rule: Barlow Twins' biases and norms, solo-learn's probe.
+    barlow = resolve_config("barlow_twins", "imagenet", settings=["batch_size=64", "lr_scaling=sqrt"])
+    assert (barlow.lr, barlow.bias_norm_lr) == (pytest.approx(0.1), pytest.approx(0.0024))
+    assert sqrt.probe_lr == pytest.approx(0.05)
+    # At its default the rule stays out of the config (and the identity of every earlier run).
+    assert "lr_scaling" not in linear.to_dict() and sqrt.to_dict()["lr_scaling"] == "sqrt"
+    assert describe_run(sqrt)["schedule"]["lr_scaling"] == "base_lr x sqrt(batch / 256)"
+    assert describe_run(sqrt)["optimizer"]["groups"][0]["peak_lr"] == pytest.approx(0.2)
+
+
+def test_warmup_may_be_a_fraction_of_an_epoch_and_a_whole_one_is_the_recipes_run():
+    quarter = resolve_config("vicreg", "cifar10", settings=["warmup_epochs=2.5"])
+    assert quarter.warmup_epochs == 2.5 and quarter.to_dict()["warmup_epochs"] == 2.5
+    same = resolve_config("vicreg", "cifar10", settings=["warmup_epochs=10"])
+    assert same.to_dict()["warmup_epochs"] == 10 and isinstance(same.to_dict()["warmup_epochs"], int)
+    assert same.identity_hash() == resolve_config("vicreg", "cifar10").identity_hash()
 
 
 def test_warmup_stays_ten_epochs_unless_the_run_is_shorter():
@@ -72,6 +98,7 @@ def test_set_parses_by_field_type():
         ("base_lr=-1", "base_lr must be >= 0"),
         ("precision=fp8", "precision"),
         ("warmup_epochs=5000", "exceeds epochs"),
+        ("lr_scaling=cubic", "unknown lr_scaling 'cubic'"),
     ],
 )
 def test_bad_settings_are_usage_errors(setting, message):

@@ -300,3 +300,15 @@ def test_the_readme_method_example_works(tmp_path):
         [sys.executable, "-c", CHECK_EXAMPLE, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- the README's study summary ----------------------------------------------------------------
+def test_the_readme_study_summary_is_the_one_rendered_from_the_committed_reports():
+    """The README says of each study what its report's CSV says, and nothing else."""
+    from ssl_bench.study.summary import END, START, study_summary
+
+    text = README.read_text()
+    assert START in text and END in text, "README.md lost its study summary block"
+    block = text.partition(START)[2].partition(END)[0].strip("\n")
+    expected = study_summary(ROOT / "results" / "studies", "results/studies")
+    assert block == expected, "run: .venv/bin/python -m ssl_bench.study.summary README.md results/studies"

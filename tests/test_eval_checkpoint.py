@@ -18,7 +18,6 @@ from ssl_bench.eval.features import FEATURES, extract_features
 from ssl_bench.eval.probes import protocol_for
 from ssl_bench.launch.cli import main
 from ssl_bench.models.backbones import build_backbone
-from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +62,7 @@ def test_eval_scores_a_torchvision_resnet18_state_dict(tmp_path, fashion_root, c
 
     assert main(eval_args(path, results, fashion_root, "--backbone", "resnet18")) == 0
     (run_dir,) = (results / "fashion-mnist").glob("checkpoint-resnet18-*")
-    record = read_result(run_dir)
+    record = RunDir(run_dir).read_result()
     assert record["status"] == "finished" and record["method"] == "checkpoint" and record["epochs"] == 0
     # The runs' protocol and record: choices on the validation split, the test split reported.
     assert record["eval_protocol"] == protocol_for("fashion-mnist").to_dict()
@@ -101,7 +100,7 @@ def test_eval_scores_a_torchvision_resnet18_state_dict(tmp_path, fashion_root, c
     capsys.readouterr()
     assert main(eval_args(path, results, fashion_root, "--backbone", "resnet18")) == 0
     assert "already evaluated" in capsys.readouterr().out
-    assert read_result(run_dir) == record
+    assert RunDir(run_dir).read_result() == record
 
 
 def test_the_official_vicreg_and_barlow_twins_layouts(tmp_path):
@@ -206,7 +205,7 @@ def test_an_evaluation_crash_is_recorded_as_a_failure(resnet18_file, tmp_path, f
     results = tmp_path / "results"
     assert main(eval_args(resnet18_file, results, fashion_root, "--backbone", "resnet18")) == 1
     (run_dir,) = (results / "fashion-mnist").glob("checkpoint-resnet18-*")
-    record = read_result(run_dir)
+    record = RunDir(run_dir).read_result()
     assert record["status"] == "failed" and record["error"] == "evaluation failed: RuntimeError: out of memory"
     assert "RuntimeError: out of memory" in (run_dir / "error.log").read_text()
     assert f"traceback: {run_dir / 'error.log'}" in capsys.readouterr().err

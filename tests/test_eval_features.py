@@ -10,8 +10,7 @@ from ssl_bench.errors import UsageError
 from ssl_bench.eval.features import features_path
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import pretrained_backbone, run_entry
-from ssl_bench.run.record import read_result
-from ssl_bench.store.rundir import RunDir
+from ssl_bench.run.record import Run
 
 TINY = ["projector=32,16", "batch_size=32", "num_workers=0", "device=cpu", "train_subset=256"]
 QUIET = {"log": lambda _: None, "progress": False}
@@ -25,14 +24,14 @@ def _config(data_root, *extra: str) -> RunConfig:
 def both(fashion_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     config = _config(fashion_root, "eval_features=representation,embedding")
-    run_entry(config, results, **QUIET)
+    run_entry(Run.of(results, config), **QUIET)
     return config, results
 
 
 def test_the_record_holds_both_features_scored_by_the_same_protocol(both):
     config, results = both
-    run_dir = RunDir.for_config(results, config)
-    record = read_result(run_dir)
+    run_dir = Run.of(results, config)
+    record = run_dir.read_result()
     assert record["status"] == "finished"
     features = record["features"]
     assert set(features) == {"representation", "embedding"}
@@ -55,7 +54,7 @@ def test_the_record_holds_both_features_scored_by_the_same_protocol(both):
 
 def test_the_embedding_features_are_the_projector_outputs_of_the_checkpoint(both):
     config, results = both
-    run_dir = RunDir.for_config(results, config)
+    run_dir = Run.of(results, config)
     cached = torch.load(features_path(run_dir, "embedding"), weights_only=True)
     assert cached["key"]["feature"] == "embedding"
     test = cached["splits"]["test"]["features"]
@@ -100,7 +99,7 @@ def test_the_table_gives_the_embedding_its_own_row(both, tmp_path):
     output = build_table([results], tmp_path)
     table = pd.read_csv(tmp_path / "table.csv")
     simclr = table[table["method"] == "simclr"].set_index("note")
-    record = read_result(RunDir.for_config(results, config))
+    record = Run.of(results, config).read_result()
     assert set(simclr.index) == {"evaluated=representation", "evaluated=embedding"}
     for feature in ("representation", "embedding"):
         assert simclr.loc[f"evaluated={feature}", "linear_top1_mean"] == pytest.approx(

@@ -34,7 +34,7 @@ from ssl_bench.launch.cli import main
 from ssl_bench.provenance import code_hash, cpu_model
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import evaluate_baseline, evaluate_run, initial_backbone, random_init_config
-from ssl_bench.run.record import read_result, record_failure, record_running
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import Trainer, pretrain
 
@@ -141,7 +141,7 @@ def test_baseline_backbone_is_the_trainers_initial_backbone(fashion_root, tmp_pa
         {"data_root": str(fashion_root), "seed": 3},
         ["train_subset=none", "num_workers=0", "device=cpu"],
     )
-    trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
+    trainer = Trainer(config, Run.of(tmp_path, config), progress=False, log=lambda _: None)
     expected = trainer.method.backbone.state_dict()
     got = initial_backbone(random_init_config(config)).state_dict()
     assert expected.keys() == got.keys()
@@ -246,8 +246,8 @@ def _no_extraction(monkeypatch):
 
 def test_run_writes_the_documented_record(finished, fashion_root):
     config = _config(fashion_root)
-    run_dir = RunDir.for_config(finished, config)
-    record = read_result(run_dir)
+    run_dir = Run.of(finished, config)
+    record = run_dir.read_result()
     assert set(record) == RECORD_FIELDS
     assert record["status"] == "finished" and record["error"] is None
     assert (record["method"], record["dataset"], record["backbone"], record["epochs"], record["seed"]) == (
@@ -295,8 +295,8 @@ def test_run_writes_the_documented_record(finished, fashion_root):
 def test_the_online_probe_protocol_scores_the_checkpointed_probe_on_test(finished, fashion_root):
     """solo-learn's CIFAR protocol: the final online probe, in eval mode, on the test images."""
     config = _config(fashion_root)
-    run_dir = RunDir.for_config(finished, config)
-    record = read_result(run_dir)
+    run_dir = Run.of(finished, config)
+    record = run_dir.read_result()
     weights = run_dir.load_checkpoint()["monitor"]["probe"]
     splits = torch.load(run_dir.path / FEATURES, weights_only=True)["splits"]
     scores = {}
@@ -309,24 +309,24 @@ def test_the_online_probe_protocol_scores_the_checkpointed_probe_on_test(finishe
     assert record["online_top1"] == pytest.approx(scores["test"], abs=1e-9)
     assert record["online_scores"] == pytest.approx({"val_top1": scores["val"], "test_top1": scores["test"]})
     # The baseline never trained a probe: no online number.
-    baseline = read_result(RunDir.for_config(finished, random_init_config(config)))
+    baseline = Run.of(finished, random_init_config(config)).read_result()
     assert baseline["online_top1"] is None and baseline["online_scores"] is None
 
 
 def test_a_second_run_skips_what_is_done(finished, fashion_root, monkeypatch, capsys):
     config = _config(fashion_root)
-    run_dir = RunDir.for_config(finished, config)
-    before = read_result(run_dir)
+    run_dir = Run.of(finished, config)
+    before = run_dir.read_result()
     _no_extraction(monkeypatch)
     assert main(_vicreg_run_args(fashion_root, finished)) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "already evaluated" in out
-    assert read_result(run_dir) == before
+    assert run_dir.read_result() == before
 
 
 def test_baseline_is_created_once_and_reused(finished, fashion_root, monkeypatch):
     (baseline_dir,) = (finished / "fashion-mnist").glob("random_init-*")
-    record = read_result(baseline_dir)
+    record = RunDir(baseline_dir).read_result()
     assert record["status"] == "finished" and record["method"] == "random_init" and record["epochs"] == 0
     assert record["pretrain_seconds"] == 0.0 and record["samples_per_second"] is None
     assert 0 <= record["linear_top1"] <= 100 and 0 <= record["knn_top1"] <= 100
@@ -334,7 +334,7 @@ def test_baseline_is_created_once_and_reused(finished, fashion_root, monkeypatch
     assert RunConfig.read(baseline_dir) == random_init_config(_config(fashion_root))
     # Another method of the same seed finds the same baseline, already evaluated.
     _no_extraction(monkeypatch)
-    assert evaluate_baseline(_config(fashion_root, "simclr"), finished, **QUIET) == record
+    assert evaluate_baseline(Run.of(finished, random_init_config(_config(fashion_root, "simclr"))), **QUIET) == record
     assert len(list((finished / "fashion-mnist").glob("random_init-*"))) == 1
 
 
@@ -344,16 +344,16 @@ def test_another_protocol_reuses_features_and_keeps_the_old_record(finished, fas
     results = tmp_path / "results"
     shutil.copytree(finished, results)
     config = _config(fashion_root)
-    run_dir = RunDir.for_config(results, config)
-    old = read_result(run_dir)
+    run_dir = Run.of(results, config)
+    old = run_dir.read_result()
     _no_extraction(monkeypatch)  # same images: the cached features serve the new protocol
     protocol = EvalProtocol(name="quick", train_samples=10_000, linear=LinearProbeConfig(epochs=3), knn=KnnConfig(k=5))
-    new = evaluate_run(config, results, protocol, **QUIET)
+    new = evaluate_run(Run.of(results, config, protocol), **QUIET)
     assert new["eval_protocol"]["knn"]["k"] == 5 and new["eval_details"]["features_cached"]
     assert json.loads((run_dir.path / f"result-{old['eval_protocol_hash']}.json").read_text()) == old
     # Other images (a smaller train subset) do need new features.
     monkeypatch.undo()
-    smaller = evaluate_run(config, results, EvalProtocol(train_samples=100), **QUIET)
+    smaller = evaluate_run(Run.of(results, config, EvalProtocol(train_samples=100)), **QUIET)
     assert smaller["eval_details"]["train_samples"] == 100 and not smaller["eval_details"]["features_cached"]
 
 
@@ -362,37 +362,37 @@ def test_a_failed_run_gets_a_failed_record(fashion_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(VICReg, "loss", lambda self, z_a, z_b: ((z_a * float("nan")).sum(), {}))
     config = _config(fashion_root)
-    record_running(config, tmp_path, **QUIET)
-    assert read_result(RunDir.for_config(tmp_path, config))["status"] == "running"
-    assert pretrain(config, tmp_path, progress=False, **QUIET).status == "failed"
-    record = evaluate_run(config, tmp_path, **QUIET)
-    assert record == read_result(RunDir.for_config(tmp_path, config))
+    Run.of(tmp_path, config).record_running(**QUIET)
+    assert Run.of(tmp_path, config).read_result()["status"] == "running"
+    assert pretrain(Run.of(tmp_path, config), progress=False, **QUIET).status == "failed"
+    record = evaluate_run(Run.of(tmp_path, config), **QUIET)
+    assert record == Run.of(tmp_path, config).read_result()
     assert record["status"] == "failed" and "non-finite loss at step 0" in record["error"]
     assert record["linear_top1"] is None and record["knn_top1"] is None
 
 
 def test_a_crash_and_an_evaluation_error_are_recorded(fashion_root, tmp_path, monkeypatch):
     config = _config(fashion_root)
-    record = record_failure(config, tmp_path, "RuntimeError: out of memory", **QUIET)
-    assert read_result(RunDir.for_config(tmp_path, config)) == record and record["status"] == "failed"
+    record = Run.of(tmp_path, config).record_failure("RuntimeError: out of memory", **QUIET)
+    assert Run.of(tmp_path, config).read_result() == record and record["status"] == "failed"
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(features_module, "extract_features", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        evaluate_baseline(config, tmp_path, **QUIET)
+        evaluate_baseline(Run.of(tmp_path, random_init_config(config)), **QUIET)
     (baseline_dir,) = (tmp_path / "fashion-mnist").glob("random_init-*")
-    record = read_result(baseline_dir)
+    record = RunDir(baseline_dir).read_result()
     assert record["status"] == "failed" and "disk on fire" in record["error"]
     assert (baseline_dir / "error.log").is_file()
 
 
 def test_running_mark_never_replaces_a_finished_record(finished, fashion_root):
     config = _config(fashion_root)
-    before = read_result(RunDir.for_config(finished, config))
-    record_running(config, finished, **QUIET)
-    assert read_result(RunDir.for_config(finished, config)) == before
+    before = Run.of(finished, config).read_result()
+    Run.of(finished, config).record_running(**QUIET)
+    assert Run.of(finished, config).read_result() == before
 
 
 def test_a_collapsed_encoder_scores_no_better_than_chance_by_knn(tmp_path, fashion_root, monkeypatch):
@@ -403,7 +403,8 @@ def test_a_collapsed_encoder_scores_no_better_than_chance_by_knn(tmp_path, fashi
             return torch.ones(len(x), 8)
 
     monkeypatch.setattr(lifecycle, "build_backbone", lambda name, zero_init_residual=None: (Constant(), 8))
-    record = evaluate_baseline(_config(fashion_root), tmp_path, EvalProtocol(linear=FAST_LINEAR), **QUIET)
+    baseline = Run.of(tmp_path, random_init_config(_config(fashion_root)), EvalProtocol(linear=FAST_LINEAR))
+    record = evaluate_baseline(baseline, **QUIET)
     assert record["knn_top1"] <= 15 and record["linear_top1"] <= 15
 
 
@@ -413,10 +414,10 @@ def test_scrambled_test_labels_change_no_choice(finished, fashion_root, tmp_path
     import shutil
 
     config = _config(fashion_root)
-    original = RunDir.for_config(finished, config)
+    original = Run.of(finished, config)
     copy = tmp_path / "results"
     shutil.copytree(original.path.parent.parent, copy)
-    run_dir = RunDir.for_config(copy, config)
+    run_dir = Run.of(copy, config)
     cache = torch.load(run_dir.path / FEATURES, weights_only=True)
     labels = cache["splits"]["test"]["labels"]
     cache["splits"]["test"]["labels"] = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(9))]
@@ -424,8 +425,8 @@ def test_scrambled_test_labels_change_no_choice(finished, fashion_root, tmp_path
     torch.save(cache, run_dir.path / FEATURES)
     (run_dir.path / "result.json").unlink()
 
-    scrambled = evaluate_run(config, copy, **QUIET)
-    before = read_result(original)
+    scrambled = evaluate_run(Run.of(copy, config), **QUIET)
+    before = original.read_result()
     assert scrambled["eval_details"]["features_cached"]  # the same features, only the test labels differ
     for choice in ("linear_choice", "knn_choice"):
         for key in ("setting", "val_top1", "grid", "on_edge"):
@@ -533,7 +534,7 @@ def test_a_crash_in_run_entry_is_recorded_once_with_its_context(fashion_root, tm
     monkeypatch.setattr(features_module, "extract_features", broken)
     baseline = random_init_config(_config(fashion_root))
     with pytest.raises(RuntimeError, match="disk on fire"):
-        run_entry(baseline, tmp_path, **QUIET)
-    record = read_result(RunDir.for_config(tmp_path, baseline))
+        run_entry(Run.of(tmp_path, baseline), **QUIET)
+    record = Run.of(tmp_path, baseline).read_result()
     assert record["status"] == "failed" and record["error"] == "evaluation failed: RuntimeError: disk on fire"
-    assert "disk on fire" in (RunDir.for_config(tmp_path, baseline).path / "error.log").read_text()
+    assert "disk on fire" in (Run.of(tmp_path, baseline).path / "error.log").read_text()

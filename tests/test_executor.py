@@ -6,11 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench.eval.probes import protocol_for
 from ssl_bench.launch import executor as executors
 from ssl_bench.launch.cli import main
-from ssl_bench.run.record import base_record, write_record
-from ssl_bench.store.rundir import RunDir
 
 TINY = ["projector=32,16", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
 
@@ -22,18 +19,18 @@ class FakeExecutor:
         self.calls: list[list[tuple[str, int]]] = []
 
     def execute(self, configs, results_dir: Path) -> list[executors.Outcome]:
-        entries = executors.with_baselines(configs)
-        self.calls.append([(config.method, config.seed) for config in entries])
-        for config in entries:
-            run_dir = RunDir.for_config(results_dir, config)
-            run_dir.path.mkdir(parents=True, exist_ok=True)
-            run_dir.write_config(config)
-            run_dir.write_status("finished", epochs_done=config.epochs)
+        runs = executors.entry_runs(configs, results_dir)
+        self.calls.append([(run.config.method, run.config.seed) for run in runs])
+        for run in runs:
+            config = run.config
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.write_config(run.resolved_config())
+            run.write_status("finished", epochs_done=config.epochs)
             score = 50.0 + 10 * config.base_lr + config.seed
-            record = base_record(config, run_dir, protocol_for(config.dataset), "finished")
+            record = run.base_record("finished")
             record |= {"linear_top1": score, "knn_top1": score - 5, "linear_choice": {"val_top1": score}}
-            write_record(run_dir, record, lambda _: None)
-        return executors.outcomes(entries, results_dir)
+            run.write_record(record, lambda _: None)
+        return executors.outcomes(runs)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from ssl_bench.launch.cli import main
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import pretrained_backbone, run_entry
-from ssl_bench.run.record import read_result
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,10 +40,10 @@ def run(fashion_root, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # set up before the one_thread fixture of the tests; see tests/conftest.py
     try:
-        assert run_entry(config, results, progress=False, log=lambda _: None).status == "finished"
+        assert run_entry(Run.of(results, config), progress=False, log=lambda _: None).status == "finished"
     finally:
         torch.set_num_threads(threads)
-    return results, config, RunDir.for_config(results, config)
+    return results, config, Run.of(results, config)
 
 
 def _images() -> torch.Tensor:
@@ -84,7 +84,7 @@ def test_torchvision_export_loads_strictly_and_computes_the_runs_backbone(run, t
 
     # The model card: the run's method, recipe, data, epochs, evaluation, version and commit.
     card = json.loads(output.with_suffix(".json").read_text())
-    record = read_result(run_dir)
+    record = run_dir.read_result()
     assert (card["method"], card["backbone"], card["epochs"], card["seed"]) == ("vicreg", "resnet18", 1, 0)
     assert card["recipe"]["source"] == config.source and card["recipe"]["config"] == config.to_dict()
     assert card["data"]["dataset"] == "fashion-mnist" and card["data"]["image_size"] == IMAGE_SIZE
@@ -143,8 +143,8 @@ def test_a_timm_backbone_exports_to_timm(tmp_path):
 
 def _config_only_run(results: Path, fashion_root: Path, backbone: str, status: str | None = None) -> RunDir:
     config = resolve_config("vicreg", "fashion-mnist", {"backbone": backbone, "data_root": str(fashion_root)})
-    run_dir = RunDir.for_config(results, config)
-    run_dir.write_config(config)
+    run_dir = Run.of(results, config)
+    run_dir.write_config(run_dir.resolved_config())
     if status:
         run_dir.write_status(status)
     return run_dir
@@ -184,7 +184,7 @@ PROTOCOL_RESULTS = ("linear_top1", "knn_top1", "knn_top1_fixed", "linear_choice"
 
 def test_an_export_and_the_run_directory_evaluated_by_eval_score_what_the_run_scored(run, tmp_path, fashion_root):
     results, _, run_dir = run
-    own = read_result(run_dir)
+    own = run_dir.read_result()
     exported = tmp_path / "exported.safetensors"
     assert main(["export", str(run_dir.path), "--output", str(exported)]) == 0
     common = ["--data-root", str(fashion_root), "--results-dir", str(results), "--device", "cpu", "--num-workers", "0"]
@@ -193,7 +193,7 @@ def test_an_export_and_the_run_directory_evaluated_by_eval_score_what_the_run_sc
     assert main(["eval", str(run_dir.path), *common]) == 0
     records = {}
     for path in (results / "fashion-mnist").glob("checkpoint-*"):
-        record = read_result(path)
+        record = RunDir(path).read_result()
         records[record["config"]["source"]] = record
     assert set(records) == {f"checkpoint: {exported}", f"checkpoint: {run_dir.path}"}
     for record in records.values():

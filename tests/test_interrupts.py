@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from ssl_bench.launch.sweep import resolve_sweep
+from ssl_bench.run.record import Run
 from ssl_bench.store.lock import LOCK_FILE, hold_run_dir
-from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 
 EPOCHS = 3
@@ -78,7 +78,7 @@ def interrupt_after(argv: list[str], marker: str, signum: int, delay: float = 0.
 def test_interrupted_runs_resume_to_the_state_of_an_uninterrupted_run(tiny_root, tmp_path, one_thread):
     results = tmp_path / "runs"
     argv = command(tiny_root, results)
-    run_dir = RunDir.for_config(results, config_of(tiny_root))
+    run_dir = Run.of(results, config_of(tiny_root))
     stops = []
     for marker, signum, delay in [
         (f"epoch 1/{EPOCHS}", signal.SIGINT, 0.0),  # Ctrl-C at the end of an epoch
@@ -99,10 +99,10 @@ def test_interrupted_runs_resume_to_the_state_of_an_uninterrupted_run(tiny_root,
     assert stops and stops == sorted(stops) and len(set(stops)) == len(stops), stops
 
     # Finish here (the comparison needs no evaluation), and train a reference run without a stop.
-    pretrain(config_of(tiny_root), results, progress=False, log=lambda _: None)
-    pretrain(config_of(tiny_root), tmp_path / "reference", progress=False, log=lambda _: None)
+    pretrain(Run.of(results, config_of(tiny_root)), progress=False, log=lambda _: None)
+    pretrain(Run.of(tmp_path / "reference", config_of(tiny_root)), progress=False, log=lambda _: None)
     resumed = run_dir.load_checkpoint()
-    reference = RunDir.for_config(tmp_path / "reference", config_of(tiny_root)).load_checkpoint()
+    reference = Run.of(tmp_path / "reference", config_of(tiny_root)).load_checkpoint()
     assert resumed["step"] == reference["step"] == EPOCHS * 11
     buffers = [key for key in reference["method"] if key.endswith("num_batches_tracked")]
     assert buffers and all(int(reference["method"][key]) == EPOCHS * 11 * 2 for key in buffers)  # two views a step
@@ -119,7 +119,7 @@ def test_two_identical_commands_do_the_work_once(tiny_root, tmp_path):
     """Both start at once, while this test holds the run's lock: both wait (naming this process),
     then one trains and the other waits for it and finds the run done."""
     results = tmp_path / "runs"
-    run_dir = RunDir.for_config(results, config_of(tiny_root, epochs=1))
+    run_dir = Run.of(results, config_of(tiny_root, epochs=1))
     argv = command(tiny_root, results, epochs=1)
     release = threading.Event()
     held = threading.Event()
@@ -193,26 +193,25 @@ def test_an_interrupt_during_the_evaluation_is_recorded_in_both_files_and_resume
     """Ctrl-C or SIGTERM (a KeyboardInterrupt here) while the probes train: result.json and
     status.json both read interrupted; the next command evaluates without pre-training again."""
     from ssl_bench.run import lifecycle
-    from ssl_bench.run.record import read_result
 
     config = config_of(tiny_root, epochs=1)
     results = tmp_path / "runs"
-    run_dir = RunDir.for_config(results, config)
+    run_dir = Run.of(results, config)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(lifecycle, "select_knn", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        lifecycle.run_entry(config, results, progress=False, log=lambda _: None)
-    status, record = run_dir.read_status(), read_result(run_dir)
+        lifecycle.run_entry(run_dir, progress=False, log=lambda _: None)
+    status, record = run_dir.read_status(), run_dir.read_result()
     assert status["status"] == record["status"] == "interrupted" and status["interrupted_in"] == "evaluation"
     assert status["epochs_done"] == 1 and status["final_loss"] is not None  # pre-training's own fields kept
 
     monkeypatch.undo()
     lines: list[str] = []
-    lifecycle.run_entry(config, results, progress=False, log=lines.append)
+    lifecycle.run_entry(run_dir, progress=False, log=lines.append)
     assert any("already finished" in line for line in lines), lines  # not pre-trained again
-    status, record = run_dir.read_status(), read_result(run_dir)
+    status, record = run_dir.read_status(), run_dir.read_result()
     assert status["status"] == record["status"] == "finished" and "interrupted_in" not in status
     assert record["linear_top1"] is not None and record["epochs_done"] == 1

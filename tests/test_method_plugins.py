@@ -292,12 +292,12 @@ def test_constant_lr_group_keeps_its_peak_through_warmup_and_decay():
 
 
 def test_trainer_gives_simsiam_predictor_a_constant_lr_and_byol_target_no_group(fashion_root, tmp_path):
-    from ssl_bench.store.rundir import RunDir
+    from ssl_bench.run.record import Run
     from ssl_bench.train.trainer import Trainer
 
     settings = ["batch_size=16", "train_subset=64", "image_size=16", "device=cpu", "projector=16,16,8"]
     config = resolve_config("simsiam", "fashion-mnist", {"data_root": str(fashion_root)}, [*settings, "predictor=4,8"])
-    trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
+    trainer = Trainer(config, Run.of(tmp_path, config), progress=False, log=lambda _: None)
     last = trainer.optimizer.param_groups[-1]
     assert last["constant_lr"] and {id(p) for p in last["params"]} == {
         id(p) for p in trainer.method.predictor.parameters()
@@ -306,7 +306,7 @@ def test_trainer_gives_simsiam_predictor_a_constant_lr_and_byol_target_no_group(
     config = resolve_config(
         "byol", "fashion-mnist", {"data_root": str(fashion_root)}, [*settings[:-1], "projector=16,8", "predictor=16,8"]
     )
-    trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
+    trainer = Trainer(config, Run.of(tmp_path, config), progress=False, log=lambda _: None)
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert optimised == {id(p) for p in trainer.method.parameters() if p.requires_grad}
     assert not optimised & {id(t) for _, t in trainer.method.momentum_pairs()}

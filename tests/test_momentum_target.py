@@ -20,6 +20,7 @@ from ssl_bench.method import cosine_momentum, ema_update, get_method
 from ssl_bench.methods.byol import BYOL
 from ssl_bench.models.backbones import TinyConvNet
 from ssl_bench.recipes import resolve_config
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.optim import build_optimizer, parameter_groups
 from ssl_bench.train.trainer import pretrain
@@ -171,7 +172,7 @@ def test_a_crashed_run_resumes_to_the_same_weights_target_included(method, fashi
     # Checkpoints every 3 steps and at each epoch's end (4 steps): the crash before step 7 leaves
     # the mid-epoch checkpoint of step 6, so 6 and 7 are trained again after the resume.
     config = tiny_config(method, fashion_root, ["checkpoint_every_steps=3"])
-    straight = pretrain(config, tmp_path / "straight", progress=False, log=lambda _: None)
+    straight = pretrain(Run.of(tmp_path / "straight", config), progress=False, log=lambda _: None)
     assert straight.status == "finished"
 
     # The harness calls the method's per-step hook once after every optimiser step, with the
@@ -187,8 +188,8 @@ def test_a_crashed_run_resumes_to_the_same_weights_target_included(method, fashi
     monkeypatch.setattr(method_cls, "after_optimizer_step", recording)
     crash_before_step(monkeypatch, 7)
     with pytest.raises(SimulatedCrash):
-        pretrain(config, tmp_path / "crashed", progress=False, log=lambda _: None)
-    run_dir = RunDir.for_config(tmp_path / "crashed", config)
+        pretrain(Run.of(tmp_path / "crashed", config), progress=False, log=lambda _: None)
+    run_dir = Run.of(tmp_path / "crashed", config)
     assert run_dir.read_status()["status"] == "failed"
     assert run_dir.load_checkpoint()["step"] == 6
     assert calls == [(k, 8) for k in range(7)]
@@ -196,7 +197,7 @@ def test_a_crashed_run_resumes_to_the_same_weights_target_included(method, fashi
     monkeypatch.setattr(method_cls, "after_optimizer_step", recording)
 
     calls.clear()
-    resumed = pretrain(config, tmp_path / "crashed", progress=False, log=lambda _: None)
+    resumed = pretrain(Run.of(tmp_path / "crashed", config), progress=False, log=lambda _: None)
     assert resumed.status == "finished" and resumed.resumed_from_step == 6
     assert calls == [(6, 8), (7, 8)]
     reference, state = _final_state(straight.run_dir), _final_state(resumed.run_dir)

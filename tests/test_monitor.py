@@ -12,6 +12,7 @@ from torch import nn
 
 from ssl_bench.preemption import TrainingStopped
 from ssl_bench.recipes import resolve_config
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.monitor import (
     MonitorConfig,
@@ -331,11 +332,11 @@ def test_metrics_show_a_collapsed_run(fashion_root, tmp_path, monkeypatch):
     config = resolve_config(
         "vicreg", "fashion-mnist", {"epochs": 1, "data_root": str(fashion_root)}, TINY + ["projector="]
     )
-    healthy = pretrain(config, tmp_path / "healthy", progress=False, log=lambda _: None)
+    healthy = pretrain(Run.of(tmp_path / "healthy", config), progress=False, log=lambda _: None)
     monkeypatch.setattr(
         ssl_bench.train.assemble, "build_backbone", lambda name, zero_init_residual=None: (_Collapsed(), 16)
     )
-    collapsed = pretrain(config, tmp_path / "collapsed", progress=False, log=lambda _: None)
+    collapsed = pretrain(Run.of(tmp_path / "collapsed", config), progress=False, log=lambda _: None)
     (good,), (bad,) = RunDir(healthy.run_dir).read_metrics(), RunDir(collapsed.run_dir).read_metrics()
     assert all(key in good for key in MONITOR_KEYS)
     assert good["online_probe_top1"] is not None and 0 <= good["online_probe_top1"] <= 100
@@ -346,11 +347,11 @@ def test_metrics_show_a_collapsed_run(fashion_root, tmp_path, monkeypatch):
 
 def test_a_resumed_run_keeps_the_monitor(fashion_root, tmp_path):
     config = _config(fashion_root, epochs=2)
-    straight = pretrain(config, tmp_path / "straight", progress=False, log=lambda _: None)
+    straight = pretrain(Run.of(tmp_path / "straight", config), progress=False, log=lambda _: None)
     expected = RunDir(straight.run_dir).read_metrics()
 
     results = tmp_path / "stopped"
-    run_dir = RunDir.for_config(results, config)
+    run_dir = Run.of(results, config)
     steps = iter(range(100))
     trainer = Trainer(config, run_dir, progress=False, log=lambda _: None, should_stop=lambda: next(steps) == 11)
     with pytest.raises(TrainingStopped):

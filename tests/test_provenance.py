@@ -13,7 +13,7 @@ import pytest
 
 from ssl_bench.provenance import code_hash, cpu_model, git_state, hash_sources, package_dirs, source_files
 from ssl_bench.recipes import resolve_config
-from ssl_bench.run.record import read_result, supersede_other_code
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,22 +68,23 @@ def test_the_cpu_is_named_by_its_model():
 def test_a_run_of_other_code_is_measured_again(tmp_path):
     """The same config found finished by other code: its files go to superseded/, unless reused."""
     config = resolve_config("simclr", "fashion-mnist", settings=["device=cpu"])
-    run_dir = RunDir.for_config(tmp_path, config)
+    run_dir = Run.of(tmp_path, config)
     run_dir.path.mkdir(parents=True)
-    run_dir.write_config(config)
+    run_dir.write_config(run_dir.resolved_config())
     (run_dir.path / "status.json").write_text(json.dumps({"status": "finished", "code_hash": "0ther0c0de000"}))
     (run_dir.path / "result.json").write_text(json.dumps({"status": "finished", "code_hash": "0ther0c0de000"}))
     (run_dir.path / "checkpoint.pt").write_bytes(b"weights")
     lines: list[str] = []
 
     reused = resolve_config("simclr", "fashion-mnist", settings=["device=cpu", "reuse_finished=true"])
-    assert supersede_other_code(run_dir, reused, lines.append) is None and (run_dir.path / "checkpoint.pt").is_file()
+    reusing = Run.of(tmp_path, reused)
+    assert reusing.supersede_other_code(lines.append) is None and (run_dir.path / "checkpoint.pt").is_file()
 
-    moved = supersede_other_code(run_dir, config, lines.append)
+    moved = run_dir.supersede_other_code(lines.append)
     assert moved == run_dir.path / "superseded" / "0ther0c0de000"
     assert sorted(p.name for p in moved.iterdir()) == ["checkpoint.pt", "config.json", "result.json", "status.json"]
     assert not (run_dir.path / "checkpoint.pt").exists() and "made by code 0ther0c0de000" in lines[-1]
-    assert supersede_other_code(run_dir, config, lines.append) is None  # nothing left of other code
+    assert run_dir.supersede_other_code(lines.append) is None  # nothing left of other code
 
 
 # One thread in the command, so that two runs of one code compute the same bits.
@@ -116,7 +117,7 @@ def test_one_changed_source_byte_makes_the_same_command_run_again(tmp_path):
 
     run()
     (run_dir,) = (results / "fashion-mnist").glob("simclr-*")
-    first = read_result(run_dir)
+    first = RunDir(run_dir).read_result()
     assert first["code_hash"] == first["train_code_hash"] == hash_sources(source_files(_wheel_dirs(package)))
     environment = json.loads((run_dir / "environment.json").read_text())
     assert environment["code_hash"] == first["code_hash"] and environment["cpu_model"] == cpu_model()
@@ -127,11 +128,11 @@ def test_one_changed_source_byte_makes_the_same_command_run_again(tmp_path):
     source.write_bytes(source.read_bytes() + b"\n")
     changed = hash_sources(source_files(_wheel_dirs(package)))
     assert "already evaluated" in run("--reuse-finished")  # other code, reuse asked for: kept
-    assert read_result(run_dir)["code_hash"] == first["code_hash"]
+    assert RunDir(run_dir).read_result()["code_hash"] == first["code_hash"]
 
     output = run()
     assert f"made by code {first['code_hash']}, this is code {changed}" in output
-    second = read_result(run_dir)
+    second = RunDir(run_dir).read_result()
     assert second["code_hash"] == second["train_code_hash"] == changed and second["status"] == "finished"
     assert (run_dir / "superseded" / first["code_hash"] / "result.json").is_file()
     table = (results / "table.md").read_text()

@@ -22,6 +22,7 @@ from ssl_bench.launch.sweep import resolve_sweep
 from ssl_bench.preemption import TrainingStopped
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import evaluate_run
+from ssl_bench.run.record import Run
 from ssl_bench.store import atomic
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
@@ -307,11 +308,11 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_run_starts_over(tiny_root, 
     config = tiny_config(tiny_root)
     results = tmp_path / "runs"
     with pytest.raises(TrainingStopped):
-        pretrain(config, results, progress=False, log=lambda _: None, should_stop=lambda: True)
-    run_dir = RunDir.for_config(results, config)
+        pretrain(Run.of(results, config), progress=False, log=lambda _: None, should_stop=lambda: True)
+    run_dir = Run.of(results, config)
     run_dir.checkpoint_path.write_bytes(b"PK\x03\x04 half a zip file")
     lines: list[str] = []
-    result = pretrain(config, results, progress=False, log=lines.append)
+    result = pretrain(Run.of(results, config), progress=False, log=lines.append)
 
     kept = list(run_dir.path.glob("checkpoint.pt.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_bytes() == b"PK\x03\x04 half a zip file"
@@ -319,26 +320,26 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_run_starts_over(tiny_root, 
     assert str(run_dir.checkpoint_path) in warning and kept[0].name in warning and "starting over" in warning
     assert result.status == "finished" and result.resumed_from_step is None
     # Started over from step 0: the same weights as a run that never had a checkpoint.
-    reference = pretrain(config, tmp_path / "reference", progress=False, log=lambda _: None)
+    reference = pretrain(Run.of(tmp_path / "reference", config), progress=False, log=lambda _: None)
     assert reference.final_loss == result.final_loss
     ours = run_dir.load_checkpoint()["method"]
-    theirs = RunDir.for_config(tmp_path / "reference", config).load_checkpoint()["method"]
+    theirs = Run.of(tmp_path / "reference", config).load_checkpoint()["method"]
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
 
 def test_a_finished_run_whose_checkpoint_is_corrupt_fails_consistently_then_retrains(tiny_root, tmp_path, one_thread):
     config = tiny_config(tiny_root, epochs=1)
     results = tmp_path / "runs"
-    pretrain(config, results, progress=False, log=lambda _: None)
-    run_dir = RunDir.for_config(results, config)
+    pretrain(Run.of(results, config), progress=False, log=lambda _: None)
+    run_dir = Run.of(results, config)
     run_dir.checkpoint_path.write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="run the same command again to pre-train anew"):
-        evaluate_run(config, results, log=lambda _: None)
+        evaluate_run(Run.of(results, config), log=lambda _: None)
     status, record = run_dir.read_status(), json.loads((run_dir.path / "result.json").read_text())
     assert status["status"] == record["status"] == "failed"
     assert str(run_dir.checkpoint_path) in status["error"] and "checkpoint.pt.corrupt-" in record["error"]
     assert not run_dir.has_checkpoint()
-    assert pretrain(config, results, progress=False, log=lambda _: None).status == "finished"  # the way out
+    assert pretrain(Run.of(results, config), progress=False, log=lambda _: None).status == "finished"  # the way out
 
 
 @pytest.mark.slow
@@ -353,7 +354,7 @@ def test_a_crash_before_training_leaves_status_and_record_agreeing(tiny_root, tm
         {"epochs": 1, "backbone": "tiny_convnet", "batch_size": 16, "data_root": str(tiny_root)},
         ["projector=16,16", "train_subset=none", "num_workers=0"],
     )
-    run_dir = RunDir.for_config(results, config)
+    run_dir = Run.of(results, config)
     run_dir.path.mkdir(parents=True)
     run_dir.write_status("running", step=3)  # as an attempt killed earlier left it
 

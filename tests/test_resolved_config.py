@@ -170,7 +170,7 @@ def test_json_without_dry_run_is_a_usage_error(capsys):
 
 def test_the_trainer_runs_what_the_configuration_resolves(fashion_root, tmp_path):
     """The resolved fields reach the run: views, backbone init, LARS rule, schedule end value."""
-    from ssl_bench.store.rundir import RunDir
+    from ssl_bench.run.record import Run
     from ssl_bench.train.optim import warmup_cosine
     from ssl_bench.train.trainer import Trainer
 
@@ -191,7 +191,7 @@ def test_the_trainer_runs_what_the_configuration_resolves(fashion_root, tmp_path
             "image_size=16",
         ],
     )
-    trainer = Trainer(config, RunDir.for_config(tmp_path, config), progress=False, log=lambda _: None)
+    trainer = Trainer(config, Run.of(tmp_path, config), progress=False, log=lambda _: None)
     assert trainer.loader.augmentation.configs == view_pair(config)
     assert all(bool((block.bn2.weight == 0).all()) for block in trainer.method.backbone.layer1)
     group = trainer.optimizer.param_groups[0]

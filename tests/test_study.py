@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ssl_bench.eval.probes import protocol_for
+from ssl_bench.config import RunConfig
 from ssl_bench.launch.cli import main
+from ssl_bench.recipes import resolve_config
 from ssl_bench.report.stats import mean_interval, paired_t_test
-from ssl_bench.run.record import base_record, is_done, read_result, write_record
-from ssl_bench.store.rundir import RunDir
+from ssl_bench.run.record import Run
 from ssl_bench.study.report import (
     ABOVE_UNTRAINED,
     DIFFERS,
@@ -32,6 +32,7 @@ from ssl_bench.study.report import (
     write_study_report,
 )
 from ssl_bench.study.spec import load_study, unique_configs
+from ssl_bench.train.trainer import Trainer
 
 TINY = ["projector=32,16", "batch_size=64", "num_workers=0", "train_subset=none", "device=cpu"]
 
@@ -62,6 +63,10 @@ set = []
 description = "the margin triplet loss"
 set = ["loss.objective=margin_triplet"]
 """
+
+
+MARGIN = 'set = ["loss.objective=margin_triplet"]'  # the margin variant's overrides
+BASE = 'methods = ["simclr"]'  # a line of [base]
 
 
 def write_study(path: Path, data_root: Path, *, base: list[str] | None = None, text: str = STUDY) -> Path:
@@ -109,6 +114,15 @@ def test_a_study_resolves_to_one_run_per_method_variant_and_seed(tmp_path, fashi
         (lambda t: t + "\n[variants.bad\n", "cannot read study file"),
         (lambda t: t + '\n[variants.untrained]\nset = ["projector="]\n', "'untrained' is reserved"),
         (lambda t: t.replace("[scales.tiny]", '[scales.tiny]\nsmoke_test = "yes"'), "smoke_test must be true or false"),
+        # (The text is formatted after the edit: an inline table's braces are doubled.)
+        (lambda t: t.replace(MARGIN, MARGIN + "\nmultiply = {{ epochs = 0.5 }}"), "1 x 0.5 = 0.5 is not a whole"),
+        (lambda t: t.replace(MARGIN, MARGIN + "\nmultiply = {{ epoch = 0.5 }}"), "did you mean 'epochs'"),
+        (lambda t: t.replace(MARGIN, MARGIN + "\nmultiply = {{ seed = 2 }}"), "unknown numeric field"),
+        (lambda t: t.replace(MARGIN, MARGIN + "\nmultiply = {{ train_subset = 0.5 }}"), "no train_subset to multiply"),
+        (lambda t: t.replace(BASE, BASE + '\nmethod_set = {{ vicreg = ["base_lr=0.1"] }}'), "not in [base] methods"),
+        (lambda t: t.replace(BASE, BASE + '\nmethod_set = {{ simclr = ["lr_scaling=cubic"] }}'), "lr_scaling 'cubic'"),
+        (lambda t: t.replace(BASE, BASE + "\nlr_ladder = [0.5, 0.25]"), "decreasing positive factors starting at 1"),
+        (lambda t: t.replace(BASE, BASE + "\nlr_ladder = [1, 1]"), "decreasing positive factors starting at 1"),
     ],
 )
 def test_bad_study_files_are_one_line_errors_and_create_nothing(tmp_path, fashion_root, capsys, edit, message):
@@ -157,11 +171,10 @@ def test_the_shipped_studies_resolve_at_every_scale():
 
 
 def _record(config, results: Path, **values) -> None:
-    run_dir = RunDir.for_config(results, config)
-    run_dir.path.mkdir(parents=True)
-    record = base_record(config, run_dir, protocol_for(config.dataset), "finished")
-    write_record(run_dir, {**record, **values}, lambda _: None)
-    assert is_done(config, results)
+    run = Run.of(results, config)
+    run.path.mkdir(parents=True)
+    run.write_record({**run.base_record("finished"), **values}, lambda _: None)
+    assert run.is_done()
 
 
 def test_the_report_gives_intervals_and_paired_tests_against_the_reference(tmp_path, fashion_root):
@@ -181,8 +194,8 @@ def test_the_report_gives_intervals_and_paired_tests_against_the_reference(tmp_p
             _record(config, results, linear_top1=reference[config.seed], knn_top1=50.0 + config.seed, features=features)
     # A fourth seed of the reference alone, not finished: reported as such, left out of the numbers.
     (extra,) = [run.config for run in study.runs(seeds=[3]) if run.variant == "nt_xent"]
-    RunDir.for_config(results, extra).path.mkdir(parents=True)
-    RunDir.for_config(results, extra).write_status("running", step=3)
+    Run.of(results, extra).path.mkdir(parents=True)
+    Run.of(results, extra).write_status("running", step=3)
 
     report = write_study_report(study, [*runs, *study.runs(seeds=[3])], results, scale="tiny")
     table = report.table.set_index(["measure", "variant"])
@@ -283,28 +296,28 @@ def test_a_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path, fashion_root
     proc = subprocess.Popen([sys.executable, "-m", "ssl_bench.launch.cli", *args], cwd=tmp_path)
     deadline = time.monotonic() + 300
     try:
-        while not is_done(configs[0], results):
+        while not Run.of(results, configs[0]).is_done():
             assert proc.poll() is None, "the study ended before it could be killed"
             assert time.monotonic() < deadline, "the first run never finished"
             time.sleep(0.2)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    first = RunDir.for_config(results, configs[0]).path / "result.json"
+    first = Run.of(results, configs[0]).path / "result.json"
     first_record = first.read_bytes()
-    assert not all(is_done(config, results) for config in configs)
+    assert not all(Run.of(results, config).is_done() for config in configs)
 
     done = _ssl_bench(args, tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert f"[simclr] already evaluated in {RunDir.for_config(results, configs[0]).path}" in output
+    assert f"[simclr] already evaluated in {Run.of(results, configs[0]).path}" in output
     assert first.read_bytes() == first_record  # the finished run was not redone
-    assert all(is_done(config, results) for config in configs)
+    assert all(Run.of(results, config).is_done() for config in configs)
     assert "| simclr | **nt_xent** | 2 |" in output and "| simclr | embedding | 2 |" in output
 
     table = pd.read_csv(results / "study-tiny.csv").set_index(["measure", "variant"])
     for variant, reads in (("nt_xent", "representation"), ("embedding", "embedding")):
-        values = [read_result(RunDir.for_config(results, c))["features"][reads]["linear_top1"] for c in configs[:2]]
+        values = [Run.of(results, c).read_result()["features"][reads]["linear_top1"] for c in configs[:2]]
         assert table.loc[("linear_top1", variant), "mean"] == pytest.approx(sum(values) / 2, abs=1e-3)
     assert table.loc[("linear_top1", "margin"), "n"] == 2
     assert table.loc[("linear_top1", "untrained"), "n"] == 2  # the untrained network ran with the study
@@ -382,3 +395,269 @@ def test_the_committed_study_reports_regenerate_from_their_run_records(report, t
     csv = report.with_suffix(".csv")
     assert (copy / csv.name).read_bytes() == csv.read_bytes()
     assert (committed / "READING.md").is_file()
+
+
+# --- the batch-size study: equal epochs, equal steps, each method's lr rule ------------------------
+
+
+def _arms(study, scale: str) -> dict[tuple[str, str], RunConfig]:
+    return {(run.method, run.variant): run.config for run in study.runs(scale=scale, seeds=[0])}
+
+
+# The factor of the batch-256 lr each method runs at batch 64: SimCLR's square-root rule, the
+# linear rule of VICReg, Barlow Twins and SimSiam.
+BATCH_64_LR = {"simclr": 0.5, "vicreg": 0.25, "barlow_twins": 0.25, "simsiam": 0.25}
+
+
+@pytest.mark.parametrize("scale", ["demo", "cpu", "cifar10", "imagenet"])
+def test_the_batch_size_arms_hold_epochs_or_steps_equal_at_each_methods_lr(scale):
+    study = load_study("batch_size")
+    arms = _arms(study, scale)
+    for method, factor in BATCH_64_LR.items():
+        reference = arms[method, "batch_256"]
+        recipe = resolve_config(method, study.scales[scale].dataset)
+        assert reference.batch_size == 256 and reference.base_lr == recipe.base_lr
+        assert reference.lr == pytest.approx(recipe.base_lr)  # the recipe's lr at batch 256, under either rule
+        assert reference.lr_scaling == ("sqrt" if method == "simclr" else "linear")
+        epochs, steps = arms[method, "batch_64_equal_epochs"], arms[method, "batch_64_equal_steps"]
+        for small in (epochs, steps):
+            assert small.batch_size == 64 and small.base_lr == reference.base_lr
+            assert small.lr == pytest.approx(reference.lr * factor)
+        assert (epochs.epochs, epochs.warmup_epochs) == (reference.epochs, reference.warmup_epochs)
+        assert (steps.epochs, steps.warmup_epochs) == (reference.epochs // 4, reference.warmup_epochs / 4)
+    assert study.lr_ladder == (1.0, 0.5, 0.25)
+
+
+def test_at_the_cpu_scale_the_equal_steps_arm_takes_the_references_steps_and_warmup():
+    """30k images: 117 steps an epoch at batch 256 for 8 epochs, 468 at 64 for 2; warmup 1 and 0.25 epochs."""
+    arms = _arms(load_study("batch_size"), "cpu")
+    assert (arms["vicreg", "batch_256"].epochs, arms["vicreg", "batch_256"].train_subset) == (8, 30000)
+
+    def steps(config: RunConfig) -> tuple[int, int]:  # the trainer's total and warmup steps
+        per_epoch = config.train_subset // config.batch_size
+        return per_epoch * config.epochs, round(per_epoch * config.warmup_epochs)
+
+    for method in BATCH_64_LR:
+        assert steps(arms[method, "batch_256"]) == steps(arms[method, "batch_64_equal_steps"]) == (936, 117)
+        assert steps(arms[method, "batch_64_equal_epochs"]) == (4 * 936, 468)
+    # cifar10: a quarter of the recipe's 1000 epochs and 10 of warmup; the recipes' lrs 0.4 and 0.3.
+    simclr, vicreg = (
+        _arms(load_study("batch_size"), "cifar10")[m, "batch_64_equal_steps"] for m in ("simclr", "vicreg")
+    )
+    assert (vicreg.epochs, vicreg.warmup_epochs) == (250, 2.5)
+    assert simclr.lr == pytest.approx(0.2) and vicreg.lr == pytest.approx(0.075)  # 0.4 x sqrt(64 / 256), 0.3 x 64 / 256
+
+
+def test_the_trainer_takes_the_multiplied_epochs_and_a_fractional_warmup(tmp_path, fashion_root):
+    """A variant a quarter of the scale's epochs long at a quarter of its batch: the same steps, the
+    same warmup steps (256 images: 4 steps an epoch at batch 64 for 4 epochs, 16 at 16 for 1)."""
+    text = STUDY.replace(MARGIN, 'set = ["batch_size=16"]\nmultiply = {{ epochs = 0.25, warmup_epochs = 0.25 }}')
+    path = write_study(tmp_path / "tiny.toml", fashion_root, text=text)
+    study = load_study(str(path))
+    runs = study.runs(seeds=[0], extra_settings=["epochs=4", "warmup_epochs=1", "train_subset=256"])
+    reference, quarter = (next(run.config for run in runs if run.variant == name) for name in ("nt_xent", "margin"))
+    assert (quarter.epochs, quarter.warmup_epochs, quarter.batch_size) == (1, 0.25, 16)
+    assert " ".join(study.variants["margin"].override_words()) == "batch_size=16 epochs*0.25 warmup_epochs*0.25"
+    trainers = [
+        Trainer(config, Run.of(tmp_path, config), progress=False, log=lambda _: None) for config in (reference, quarter)
+    ]
+    assert [(t.steps_per_epoch, t.total_steps, t.warmup_steps) for t in trainers] == [(4, 16, 4), (16, 16, 4)]
+
+
+def test_method_set_overrides_one_methods_runs_only(tmp_path, fashion_root):
+    text = STUDY.replace(
+        'methods = ["simclr"]', 'methods = ["simclr", "vicreg"]\nmethod_set = {{ simclr = ["lr_scaling=sqrt"] }}'
+    )
+    text = text.replace(
+        'set = ["loss.objective=margin_triplet"]',
+        'set = ["batch_size=32"]\nmethod_set = {{ vicreg = ["base_lr=0.1"] }}',
+    )
+    study = load_study(str(write_study(tmp_path / "tiny.toml", fashion_root, text=text)))
+    configs = {(run.method, run.variant): run.config for run in study.runs(seeds=[0]) if run.variant != "untrained"}
+    assert {key: config.lr_scaling for key, config in configs.items()} == {
+        ("simclr", "nt_xent"): "sqrt",
+        ("simclr", "embedding"): "sqrt",
+        ("simclr", "margin"): "sqrt",
+        ("vicreg", "nt_xent"): "linear",
+        ("vicreg", "embedding"): "linear",
+        ("vicreg", "margin"): "linear",
+    }
+    assert configs["vicreg", "margin"].base_lr == 0.1 and configs["simclr", "margin"].base_lr != 0.1
+    assert configs["vicreg", "margin"].lr == pytest.approx(0.1 * 32 / 256)
+    assert configs["simclr", "margin"].lr == pytest.approx(configs["simclr", "nt_xent"].base_lr * math.sqrt(32 / 256))
+
+
+@pytest.mark.parametrize("scale", ["cpu", "cifar10"])
+def test_the_batch_size_dry_run_lists_each_arms_schedule(tmp_path, capsys, scale):
+    results = tmp_path / "results"
+    assert main(["study", "batch_size", "--scale", scale, "--results-dir", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    # 4 methods x 3 arms x 3 seeds, and one untrained network per seed that every method shares.
+    assert "39 runs (48 method x variant x seed entries)" in out and out.count("to run") == 39
+    assert out.count("not trained") == 3 and not results.exists()
+    lines = [line for line in out.splitlines() if "simclr" in line and "seed 0" in line]
+    # The demo row's tuned base_lr at batch 256; SimCLR's square-root rule halves it at batch 64.
+    demo_lr = resolve_config("simclr", "fashion-mnist", {}, []).base_lr
+    expected = {
+        "cpu": [
+            f"batch 256 epochs 8 warmup 1 lr {demo_lr:.4g}",
+            f"batch 64 epochs 8 warmup 1 lr {demo_lr / 2:.4g}",
+            f"batch 64 epochs 2 warmup 0.25 lr {demo_lr / 2:.4g}",
+        ],
+        "cifar10": [
+            "batch 256 epochs 1000 warmup 10 lr 0.4",
+            "batch 64 epochs 1000 warmup 10 lr 0.2",
+            "batch 64 epochs 250 warmup 2.5 lr 0.2",
+        ],
+    }[scale]
+    assert [next(text for text in expected if text + " " in line) for line in lines] == expected
+
+
+# --- the lr ladder: a diverged run is run again at a lower lr -------------------------------------
+
+LADDER = 'methods = ["simclr"]\nlr_ladder = [1.0, 0.5, 0.25]'
+
+
+class LadderExecutor:
+    """Writes each run's record as if it had run: a run diverges (a non-finite loss) on the first
+    ``diverging[(objective, seed)]`` rungs of its ladder; every other run finishes with linear_top1 =
+    60 + 10 x its rung + its seed (the untrained network 40). Like the real executors, it skips a
+    finished run; ``ran`` lists (objective, seed, rung) of each run it carried out."""
+
+    def __init__(self, first_lr: float, diverging: dict[tuple[str, int], int]) -> None:
+        self.first_lr, self.diverging = first_lr, diverging
+        self.ran: list[tuple[str, int, int]] = []
+
+    def rung(self, config: RunConfig) -> int:  # the untrained network's lr is 0: rung 0
+        return round(math.log2(self.first_lr / config.base_lr)) if config.base_lr else 0
+
+    @staticmethod
+    def objective(config: RunConfig) -> str:
+        return config.loss.get("objective", "nt_xent") if config.loss else "untrained"
+
+    def execute(self, configs, results_dir):
+        from ssl_bench.errors import NonFiniteLossError
+        from ssl_bench.launch.executor import Outcome
+
+        for config in configs:
+            run = Run.of(results_dir, config)
+            if run.is_done():
+                continue
+            key = (self.objective(config), config.seed)
+            self.ran.append((*key, self.rung(config)))
+            run.path.mkdir(parents=True, exist_ok=True)
+            if self.rung(config) < self.diverging.get(key, 0):
+                run.record_failure(NonFiniteLossError(3, {"loss": math.nan}), log=lambda _: None)
+            else:
+                value = 40.0 if config.method == "random_init" else 60.0 + 10 * self.rung(config) + config.seed
+                run.write_record(
+                    {**run.base_record("finished"), "linear_top1": value, "knn_top1": value}, lambda _: None
+                )
+        return [
+            Outcome(c, Run.of(results_dir, c).path, Run.of(results_dir, c).read_result()["status"]) for c in configs
+        ]
+
+
+def test_a_diverged_run_is_run_again_down_the_lr_ladder_and_resumes(tmp_path, fashion_root, monkeypatch, capsys):
+    from ssl_bench.launch import executor as executors
+
+    text = (
+        STUDY.replace('methods = ["simclr"]', LADDER).split("[variants.embedding]")[0]
+        + STUDY.split('features = "embedding"\nset = []\n')[1]
+    )
+    path = write_study(tmp_path / "ladder.toml", fashion_root, text=text, base=[])
+    study = load_study(str(path))
+    first_lr = study.runs()[0].config.base_lr
+    # nt_xent seed 0 diverges once; margin seed 1 twice; margin seed 0 on every rung (the ladder ends).
+    fake = LadderExecutor(first_lr, {("nt_xent", 0): 1, ("margin_triplet", 1): 2, ("margin_triplet", 0): 3})
+    monkeypatch.setattr(executors, "executor_for", lambda args: fake)
+    results = tmp_path / "results"
+    args = ["study", str(path), "--results-dir", str(results)]
+
+    assert main(args) == 1  # margin seed 0 never finished
+    out = capsys.readouterr().out
+    assert sorted(fake.ran) == sorted(
+        [("untrained", 0, 0), ("untrained", 1, 0), ("nt_xent", 0, 0), ("nt_xent", 1, 0)]
+        + [("margin_triplet", 0, 0), ("margin_triplet", 1, 0)]  # round 1: every run on its first rung
+        + [("nt_xent", 0, 1), ("margin_triplet", 0, 1), ("margin_triplet", 1, 1)]  # round 2: the 3 that diverged
+        + [("margin_triplet", 0, 2), ("margin_triplet", 1, 2)]  # round 3: the 2 that diverged again
+    )
+    assert "3 run(s) diverged: running them again at the next lr of [1.0, 0.5, 0.25]" in out
+    # The paired comparison takes each retry's numbers: 60 + 10 x rung + seed.
+    table = pd.read_csv(results / "study-tiny.csv").set_index(["measure", "variant"])
+    assert table.loc[("linear_top1", "nt_xent"), "per_seed"] == "0:70;1:61"
+    assert table.loc[("linear_top1", "margin"), "per_seed"] == "1:81"  # seed 0 diverged on every rung
+    report = (results / "study-tiny.md").read_text()
+    assert "- lr ladder: x1, x0.5, x0.25: a run whose loss goes non-finite is run again at the next factor" in report
+    retries = report.split("## Runs retried at a lower learning rate", 1)[1].split("\n## ")[0]
+    lr = study.runs()[0].config.lr
+    first = f"- simclr, `nt_xent`, seed 0: diverged at lr {lr:.4g} (x1); its numbers are of lr {lr / 2:.4g} (x0.5)"
+    assert f"{first}: finished" in retries
+    assert (
+        f"- simclr, `margin`, seed 1: diverged at lr {lr:.4g} (x1), lr {lr / 2:.4g} (x0.5); its numbers are of lr "
+        f"{lr / 4:.4g} (x0.25): finished" in retries
+    )
+    assert "- simclr, `margin`, seed 0: diverged at lr" in retries and "(x0.25): failed" in retries
+    assert "simclr, margin, seed 0: failed (NonFiniteLossError: non-finite loss at step 3" in report
+
+    # Run again: every diverged rung is found from its record and not run again; only the last
+    # rung's failed run is, as any failed run is. The report is the same.
+    fake.ran.clear()
+    assert main(args) == 1
+    assert fake.ran == [("margin_triplet", 0, 2)]
+    assert (results / "study-tiny.md").read_text() == report
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("(x0.5: retry)") == 1 and listed.count("(x0.25: retry)") == 2
+    assert main([*args, "--report-only"]) == 1 and (results / "study-tiny.md").read_text() == report
+
+
+def test_a_study_without_a_ladder_does_not_retry(tmp_path, fashion_root, monkeypatch):
+    from ssl_bench.launch import executor as executors
+
+    path = write_study(tmp_path / "tiny.toml", fashion_root)
+    study = load_study(str(path))
+    fake = LadderExecutor(study.runs()[0].config.base_lr, {("nt_xent", 0): 1})
+    monkeypatch.setattr(executors, "executor_for", lambda args: fake)
+    assert main(["study", str(path), "--results-dir", str(tmp_path / "results")]) == 1
+    assert all(rung == 0 for *_, rung in fake.ran) and len(fake.ran) == 6
+    assert "Runs retried" not in (tmp_path / "results" / "study-tiny.md").read_text()
+
+
+def test_the_trainers_non_finite_loss_sends_a_real_run_down_the_ladder(
+    tmp_path, fashion_root, monkeypatch, capsys, one_thread
+):
+    """The real executor and trainer: at the study's own lr the loss is NaN (patched), at half of
+    it the run trains; the retry is an ordinary run directory, and a second command runs nothing."""
+    from ssl_bench.method import get_method
+    from ssl_bench.run import lifecycle
+    from ssl_bench.study.ladder import rung_config
+
+    text = STUDY.replace('methods = ["simclr"]', LADDER).split("[variants.embedding]")[0]  # the reference alone
+    path = write_study(tmp_path / "real.toml", fashion_root, text=text, base=[])
+    (first,) = [run.config for run in load_study(str(path)).runs(seeds=[0]) if run.variant == "nt_xent"]
+    retry = rung_config(first, 0.5)
+    real_entry = lifecycle.run_entry
+
+    def run_entry(run, **kwargs):
+        with monkeypatch.context() as patch:
+            if run.config.base_lr == first.base_lr:
+                patch.setattr(get_method("simclr"), "loss", lambda self, z_a, z_b: ((z_a * math.nan).sum(), {}))
+            return real_entry(run, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "run_entry", run_entry)
+    results = tmp_path / "results"
+    args = ["study", str(path), "--results-dir", str(results), "--seeds", "0", "--no-progress"]
+    assert main(args) == 0
+    failed = Run.of(results, first).read_result()
+    assert failed["status"] == "failed" and "non-finite loss at step 0" in failed["error"]
+    assert retry.base_lr == first.base_lr / 2 and Run.of(results, retry).is_done()
+    recorded = Run.of(results, retry).read_result()
+    table = pd.read_csv(results / "study-tiny.csv").set_index(["measure", "variant"])
+    assert table.loc[("linear_top1", "nt_xent"), "per_seed"] == f"0:{recorded['linear_top1']:.6g}"
+    assert f"its numbers are of lr {retry.lr:.4g} (x0.5): finished" in (results / "study-tiny.md").read_text()
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert str(Run.of(results, first).path) not in out and f"already evaluated in {Run.of(results, retry).path}" in out

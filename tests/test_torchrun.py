@@ -31,6 +31,7 @@ from ssl_bench.distributed import ddp, torchrun
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.cli import main
 from ssl_bench.launch.sweep import resolve_sweep
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 
 WORLD = 2
@@ -103,7 +104,7 @@ def slurm_run(fashion_root, tmp_path_factory) -> RunDir:
                 if process.is_alive():
                     process.kill()
             pytest.fail("the 2-task SLURM-style job did not finish within 300 s")
-    return RunDir.for_config(results, _config(fashion_root))
+    return Run.of(results, _config(fashion_root))
 
 
 def test_nproc_per_node_gives_the_slurm_jobs_weights(slurm_run, fashion_root, tmp_path, monkeypatch, capfd):
@@ -118,7 +119,7 @@ def test_nproc_per_node_gives_the_slurm_jobs_weights(slurm_run, fashion_root, tm
     assert out.count("[vicreg] epoch 1/1") == 1  # rank 0 speaks for the run
     assert any(line.startswith("| vicreg") and "finished" in line for line in out.splitlines())
 
-    local = RunDir.for_config(results, _config(fashion_root))
+    local = Run.of(results, _config(fashion_root))
     assert local.path.name == slurm_run.path.name
     assert slurm_run.read_status()["slurm"]["world_size"] == WORLD
     ours, theirs = (run.load_checkpoint() for run in (local, slurm_run))

@@ -28,7 +28,7 @@ from ssl_bench.launch.cli import main
 from ssl_bench.preemption import TrainingStopped
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.lifecycle import run_entry
-from ssl_bench.run.record import read_result
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.track.fanout import STATE_FILE, open_trackers
 
@@ -90,22 +90,22 @@ def tracked_run(fashion_root, tmp_path_factory):
     try:
         results = tmp_path_factory.mktemp("tracked")
         config = _config(fashion_root, f"checkpoint_every_steps={CHECKPOINT_EVERY}")
-        run_dir = RunDir.for_config(results, config).path
+        run_dir = Run.of(results, config).path
         states = []
         with mp.context() as crashing:
             crash_before_step(crashing, CRASH_AFTER)
             with pytest.raises(SimulatedCrash):
-                run_entry(config, results, loggers=LOGGERS, **QUIET)
+                run_entry(Run.of(results, config), loggers=LOGGERS, **QUIET)
         states.append(json.loads((run_dir / STATE_FILE).read_text()))
         # Asked before each step from the checkpoint's (step 3) on: stop before step 11.
         asked = itertools.count(CHECKPOINT_EVERY)
         with pytest.raises(TrainingStopped):
-            run_entry(config, results, should_stop=lambda: next(asked) == STOP_AFTER, loggers=LOGGERS, **QUIET)
+            run_entry(Run.of(results, config), should_stop=lambda: next(asked) == STOP_AFTER, loggers=LOGGERS, **QUIET)
         states.append(json.loads((run_dir / STATE_FILE).read_text()))
-        run_entry(config, results, loggers=LOGGERS, **QUIET)
+        run_entry(Run.of(results, config), loggers=LOGGERS, **QUIET)
         states.append(json.loads((run_dir / STATE_FILE).read_text()))
         # Run again: the run is done, so nothing is logged a second time.
-        run_entry(config, results, loggers=LOGGERS, **QUIET)
+        run_entry(Run.of(results, config), loggers=LOGGERS, **QUIET)
         yield {"config": config, "results": results, "run_dir": run_dir, "states": states}
     finally:
         mp.undo()
@@ -114,7 +114,7 @@ def tracked_run(fashion_root, tmp_path_factory):
 
 def _expected(tracked_run) -> tuple[list[dict], dict]:
     run_dir = RunDir(tracked_run["run_dir"])
-    return run_dir.read_metrics(), read_result(run_dir)
+    return run_dir.read_metrics(), run_dir.read_result()
 
 
 def test_tensorboard_holds_steps_epochs_evaluation_and_config(tracked_run):
@@ -226,14 +226,14 @@ def test_environment_overrides_and_a_failed_run(fashion_root, tmp_path, monkeypa
     (tmp_path / "wandb-elsewhere").mkdir()
     config = _config(fashion_root)
     results = tmp_path / "results"
-    RunDir.for_config(results, config).path.mkdir(parents=True)
-    trackers = open_trackers(["wandb", "mlflow"], config, results)
+    Run.of(results, config).path.mkdir(parents=True)
+    trackers = open_trackers(["wandb", "mlflow"], Run.of(results, config))
     with pytest.raises(RuntimeError, match="boom"), trackers:
         trackers.start(0)
         trackers.log_step(1, {"loss": 2.5, "lr": 0.1, "flag": True, "missing": None})
         raise RuntimeError("boom")
 
-    state = json.loads((RunDir.for_config(results, config).path / STATE_FILE).read_text())
+    state = json.loads((Run.of(results, config).path / STATE_FILE).read_text())
     assert not (results / "mlflow.db").exists()
     assert len(list((tmp_path / "mlruns").glob(f"*/{state['mlflow']['run_id']}/meta.yaml"))) == 1
     run = MlflowClient(tracking_uri=uri).get_run(state["mlflow"]["run_id"])

@@ -16,6 +16,7 @@ import torch
 
 from ssl_bench.config import RunConfig
 from ssl_bench.recipes import resolve_config
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.trainer import pretrain
 
@@ -31,7 +32,7 @@ def tiny_config(method: str, data_root: Path, epochs: int = 2, extra: list[str] 
 
 def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
     config = tiny_config("vicreg", fashion_root)
-    result = pretrain(config, tmp_path, progress=False, log=lambda _: None)
+    result = pretrain(Run.of(tmp_path, config), progress=False, log=lambda _: None)
     assert result.status == "finished" and result.epochs_done == 2
     run = RunDir(result.run_dir)
     assert RunConfig.read(run.path) == config
@@ -52,7 +53,7 @@ def test_pretrain_writes_the_run_records(fashion_root, tmp_path):
     )
     assert rows[0]["loss"] == pytest.approx(weighted, rel=1e-5)
     # The second invocation recognises the finished run instead of training again.
-    again = pretrain(config, tmp_path, progress=False, log=lambda _: None)
+    again = pretrain(Run.of(tmp_path, config), progress=False, log=lambda _: None)
     assert again.status == "finished" and again.final_loss == pytest.approx(result.final_loss)
 
 
@@ -129,7 +130,7 @@ def test_nan_loss_fails_that_run_and_records_step_and_terms(fashion_root, tmp_pa
         return terms
 
     monkeypatch.setattr(ssl_bench.methods.vicreg, "vicreg_terms", poisoned)
-    result = pretrain(tiny_config("vicreg", fashion_root), tmp_path, progress=False, log=lambda _: None)
+    result = pretrain(Run.of(tmp_path, tiny_config("vicreg", fashion_root)), progress=False, log=lambda _: None)
     assert result.status == "failed"
     status = RunDir(result.run_dir).read_status()
     assert status["status"] == "failed" and status["failed_step"] == 0

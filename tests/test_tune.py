@@ -14,7 +14,7 @@ from ssl_bench.launch.cli import main
 from ssl_bench.launch.tune import search_space, trial_outcome, tune_methods
 from ssl_bench.provenance import code_hash
 from ssl_bench.recipes import resolve_config
-from ssl_bench.run.record import read_result
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,7 +62,7 @@ def test_tune_runs_equal_budgets_and_records_the_choice(fashion_root, tmp_path, 
             (run_dir,) = [
                 p for p in (results / "fashion-mnist").glob(f"{method}-*") if trial["identity_hash"] in p.name
             ]
-            record = read_result(RunDir(run_dir))
+            record = RunDir(run_dir).read_result()
             assert record["status"] == "finished" and record["linear_choice"]["val_top1"] == trial["val_top1"]
     first = (results / "tune" / "fashion-mnist.toml").read_text().split("\n", 1)[1]
     capsys.readouterr()
@@ -83,7 +83,7 @@ def test_a_trial_seed_among_the_final_seeds_is_refused(fashion_root, tmp_path, c
 
 def test_trial_outcomes_tell_divergence_from_other_failures(tmp_path):
     config = resolve_config("simclr", "fashion-mnist", settings=TINY)
-    run_dir = RunDir.for_config(tmp_path, config)
+    run_dir = Run.of(tmp_path, config)
     assert trial_outcome(config, tmp_path) == (0.0, "failed")  # nothing recorded: not finished
     run_dir.path.mkdir(parents=True)
     run_dir.write_status("failed", error="non-finite loss at step 3: loss=nan")

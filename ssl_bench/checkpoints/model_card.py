@@ -15,7 +15,6 @@ from ssl_bench import __version__
 from ssl_bench.config import RunConfig
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.provenance import code_identity
-from ssl_bench.run.record import read_result
 from ssl_bench.store.rundir import RunDir
 
 CARD_VERSION = 1
@@ -24,7 +23,7 @@ CARD_VERSION = 1
 def model_card(config: RunConfig, run_dir: RunDir, export: dict[str, Any]) -> dict[str, Any]:
     """The card of the export ``export`` (file, format, architecture, hash, loading code) of the run."""
     status = run_dir.read_status()
-    result = read_result(run_dir)
+    result = run_dir.read_result()
     environment_path = run_dir.path / "environment.json"
     environment = json.loads(environment_path.read_text()) if environment_path.is_file() else {}
     info = dataset_info(config.dataset)

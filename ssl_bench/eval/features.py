@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from ssl_bench.provenance import code_hash
 from ssl_bench.store.atomic import atomic_torch_save
 from ssl_bench.store.rundir import RunDir
 from ssl_bench.train.monitor import mean_abs_offdiag_correlation
+
+if TYPE_CHECKING:
+    from ssl_bench.run.record import Run
 
 FEATURES = "features.pt"
 # Images per forward pass when extracting features; eval mode makes the features independent of it.
@@ -83,9 +86,7 @@ def features_path(run_dir: RunDir, feature: str = REPRESENTATION) -> Path:
 
 
 def cached_features(
-    run_dir: RunDir,
-    config: RunConfig,
-    protocol: EvalProtocol,
+    run: Run,
     load_backbone: Callable[[], nn.Module],
     device: torch.device,
     *,
@@ -93,7 +94,8 @@ def cached_features(
     log: Log,
     feature: str = REPRESENTATION,
 ) -> tuple[dict[str, SplitFeatures], bool]:
-    """Train, validation and test features of the run, from ``features.pt`` when it matches, else extracted.
+    """Train, validation and test features of ``run`` (under its protocol), from ``features.pt``
+    when it matches, else extracted.
 
     Returns the three splits and whether the cache was used. The cache key is the run's identity
     hash, the code hash (ssl_bench.provenance), its epochs done and the protocol's data fields
@@ -101,6 +103,7 @@ def cached_features(
     change the features (batch size, workers, device) are not part of it. ``load_backbone``
     gives the encoder of ``feature``.
     """
+    config, protocol = run.config, run.protocol
     key = {
         "identity_hash": config.identity_hash(),
         "code_hash": code_hash(),
@@ -109,7 +112,7 @@ def cached_features(
     }
     if feature != REPRESENTATION:
         key["feature"] = feature
-    path = features_path(run_dir, feature)
+    path = features_path(run, feature)
     if path.is_file():
         cache = torch.load(path, map_location="cpu", weights_only=True)
         if cache["key"] == key:

@@ -70,8 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ssl_bench.recipes import recipe_table_for
     from ssl_bench.report.output import print_table
     from ssl_bench.run.lifecycle import evaluate_checkpoint
-    from ssl_bench.run.record import ERROR_LOG
-    from ssl_bench.store.rundir import RunDir
+    from ssl_bench.run.record import ERROR_LOG, Run
 
     if args.image_size is not None and args.image_size <= 0:
         raise UsageError(f"--image-size must be positive, got {args.image_size}")
@@ -96,12 +95,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_datasets([config])
     dropped = f" (classifier {', '.join(external.dropped)} left out)" if external.dropped else ""
     print(f"[checkpoint] {external.source}: {external.name} weights{dropped}, evaluated on {dataset}")
+    run = Run.of(args.results_dir, config)
     try:
-        evaluate_checkpoint(config, args.results_dir, lambda: external.backbone, provenance=external.provenance())
+        evaluate_checkpoint(run, lambda: external.backbone, provenance=external.provenance())
     except UsageError:
         raise
     except Exception as error:  # recorded as a failed evaluation, with its traceback, like a run's
-        error_log = RunDir.for_config(args.results_dir, config).path / ERROR_LOG
+        error_log = run.path / ERROR_LOG
         print(
             f"ssl-bench: evaluation failed: {type(error).__name__}: {error} (traceback: {error_log})", file=sys.stderr
         )

@@ -33,6 +33,7 @@ from ssl_bench.errors import UsageError
 if TYPE_CHECKING:
     from ssl_bench.distributed.ddp import ProcessEnv
     from ssl_bench.launch.slurm_options import SlurmOptions
+    from ssl_bench.run.record import Run
 
 SUBMITTED = "submitted"  # the outcome of a SLURM job not waited for
 
@@ -65,16 +66,19 @@ def with_baselines(configs: Sequence[RunConfig]) -> list[RunConfig]:
     return list({config.identity_hash(): config for config in [*baselines, *configs]}.values())
 
 
-def outcomes(configs: Sequence[RunConfig], results_dir: Path, *, submitted: bool = False) -> list[Outcome]:
-    from ssl_bench.run.record import read_result
-    from ssl_bench.store.rundir import RunDir
+def entry_runs(configs: Sequence[RunConfig], results_dir: Path) -> list[Run]:
+    """The runs an executor carries out for ``configs``: :func:`with_baselines`, each in ``results_dir``."""
+    from ssl_bench.run.record import Run
 
+    return [Run.of(results_dir, config) for config in with_baselines(configs)]
+
+
+def outcomes(runs: Sequence[Run], *, submitted: bool = False) -> list[Outcome]:
     found = []
-    for config in configs:
-        run_dir = RunDir.for_config(results_dir, config)
-        record = read_result(run_dir) or {}
-        status = str(record.get("status") or run_dir.read_status()["status"])
-        found.append(Outcome(config, run_dir.path, SUBMITTED if submitted and status != "finished" else status))
+    for run in runs:
+        record = run.read_result() or {}
+        status = str(record.get("status") or run.read_status()["status"])
+        found.append(Outcome(run.config, run.path, SUBMITTED if submitted and status != "finished" else status))
     return found
 
 
@@ -87,21 +91,20 @@ class LocalExecutor:
         from ssl_bench.preemption import TrainingStopped
         from ssl_bench.run.lifecycle import run_entry
         from ssl_bench.run.record import ERROR_LOG
-        from ssl_bench.store.rundir import RunDir
 
-        entries = with_baselines(configs)
-        for index, config in enumerate(entries, start=1):
-            run_dir = RunDir.for_config(results_dir, config)
-            print(f"[{index}/{len(entries)}] {config.method} seed {config.seed}: {run_dir.path}")
+        runs = entry_runs(configs, results_dir)
+        for index, run in enumerate(runs, start=1):
+            config = run.config
+            print(f"[{index}/{len(runs)}] {config.method} seed {config.seed}: {run.path}")
             try:
-                run_entry(config, results_dir, progress=self.progress, loggers=self.loggers)
+                run_entry(run, progress=self.progress, loggers=self.loggers)
             except (UsageError, TrainingStopped):
                 raise
             except Exception as error:  # one run's crash must not cost the others their runs
-                log = run_dir.path / ERROR_LOG
+                log = run.path / ERROR_LOG
                 where = f" (traceback: {log})" if log.is_file() else ""
                 print(f"ssl-bench: {config.method} failed: {type(error).__name__}: {error}{where}", file=sys.stderr)
-        return outcomes(entries, results_dir)
+        return outcomes(runs)
 
 
 @dataclass
@@ -114,22 +117,16 @@ class RankExecutor:
         from ssl_bench.distributed import ddp
         from ssl_bench.run.lifecycle import run_entry
 
-        entries = with_baselines(configs)
+        runs = entry_runs(configs, results_dir)
         main = self.process.rank == 0
-        ddp.init_process_group(self.process, ddp.backend_for(entries[0].device))
+        ddp.init_process_group(self.process, ddp.backend_for(runs[0].config.device))
         try:
-            for config in entries:
-                run_entry(
-                    config,
-                    results_dir,
-                    progress=main and self.progress,
-                    log=print if main else _quiet,
-                    loggers=self.loggers,
-                )
+            for run in runs:
+                run_entry(run, progress=main and self.progress, log=print if main else _quiet, loggers=self.loggers)
                 ddp.wait_for_rank0()  # rank 0 alone evaluates
         finally:
             ddp.destroy_process_group()
-        return outcomes(entries, results_dir)
+        return outcomes(runs)
 
 
 def _quiet(text: str) -> None:
@@ -147,8 +144,9 @@ class SlurmExecutor:
     def execute(self, configs: Sequence[RunConfig], results_dir: Path) -> list[Outcome]:
         from ssl_bench.launch import slurm
 
-        entries = with_baselines(configs)
         results_dir = Path(results_dir).resolve()
+        runs = entry_runs(configs, results_dir)
+        entries = [run.config for run in runs]
         jobs = slurm.submit_sweep(
             entries, results_dir, self.options, method_files=self.method_files, loggers=self.loggers
         )
@@ -170,7 +168,7 @@ class SlurmExecutor:
                 waited = True
             except KeyboardInterrupt:  # only the waiting stops: the jobs are SLURM's now
                 print(f"stopped waiting; the jobs keep running: ssl-bench status {results_dir}", file=sys.stderr)
-        return outcomes(entries, results_dir, submitted=bool(jobs) and not waited)
+        return outcomes(runs, submitted=bool(jobs) and not waited)
 
 
 def executor_for(args: argparse.Namespace, *, wait: bool | None = None) -> Executor:

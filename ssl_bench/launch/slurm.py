@@ -50,7 +50,7 @@ from ssl_bench.distributed import collectives, ddp
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.launch.slurm_options import SlurmOptions, slurm_minutes
 from ssl_bench.preemption import StopRequest, TrainingStopped
-from ssl_bench.run.record import is_done, read_result
+from ssl_bench.run.record import Run
 from ssl_bench.store.rundir import RunDir
 
 MANIFEST = Path("slurm") / "jobs.jsonl"
@@ -231,14 +231,8 @@ class SweepJob(submitit.helpers.Checkpointable):
         try:
             with stop.catching(_usr_signal()):
                 try:
-                    result = run_entry(
-                        config,
-                        spec.results_dir,
-                        progress=False,
-                        should_stop=lambda: stop.requested,
-                        status_extra={"slurm": record, "log": record["stderr"]},
-                        loggers=spec.loggers,
-                    )
+                    run = Run.of(spec.results_dir, config, status_extra={"slurm": record, "log": record["stderr"]})
+                    result = run_entry(run, progress=False, should_stop=lambda: stop.requested, loggers=spec.loggers)
                 except TrainingStopped as stopped:
                     self._requeue(stop, stopped, spec, record)
                     raise  # not requeued (not rank 0, or no submitit handler): the task ends here
@@ -443,16 +437,16 @@ def submit_sweep(
 
     running = latest_jobs(results_dir)
     live = slurm_states([job.job_id for job in running.values()])
-    todo: list[RunConfig] = []
-    for config in entries:
-        run_dir = str(RunDir.for_config(results_dir, config).path)
+    todo: list[Run] = []
+    for run in (Run.of(results_dir, config) for config in entries):
+        run_dir = str(run.path)
         previous = running.get(run_dir)
         if previous is not None and live.get(previous.job_id) in ACTIVE_STATES:
-            print(f"[{config.method}] already queued as job {previous.job_id} ({live[previous.job_id]}): {run_dir}")
-        elif is_done(config, results_dir):
-            print(f"[{config.method}] already finished: {run_dir}")
+            print(f"[{run.config.method}] already queued as job {previous.job_id} ({live[previous.job_id]}): {run_dir}")
+        elif run.is_done():
+            print(f"[{run.config.method}] already finished: {run_dir}")
         else:
-            todo.append(config)
+            todo.append(run)
     if not todo:
         return []
 
@@ -466,8 +460,10 @@ def submit_sweep(
         try:
             with executor.batch():
                 handles = [
-                    executor.submit(job, JobSpec(config, str(results_dir), options.max_requeues, files, tuple(loggers)))
-                    for config in todo
+                    executor.submit(
+                        job, JobSpec(run.config, str(results_dir), options.max_requeues, files, tuple(loggers))
+                    )
+                    for run in todo
                 ]
         except Exception as error:  # sbatch refused the array: nothing was submitted
             message = _last_line(sbatch_stderr.getvalue()) or _last_line(str(error)) or type(error).__name__
@@ -477,14 +473,14 @@ def submit_sweep(
     submitted = [
         SubmittedJob(
             job_id=str(handle.job_id),
-            method=config.method,
-            dataset=config.dataset,
-            seed=config.seed,
-            run_dir=str(RunDir.for_config(results_dir, config).path),
+            method=run.config.method,
+            dataset=run.config.dataset,
+            seed=run.config.seed,
+            run_dir=str(run.path),
             stdout=str(handle.paths.stdout),
             stderr=str(handle.paths.stderr),
         )
-        for handle, config in zip(handles, todo)
+        for handle, run in zip(handles, todo)
     ]
     _append_manifest(results_dir, submitted)
     return submitted
@@ -555,7 +551,7 @@ def status_rows(results_dir: str | Path) -> list[dict[str, Any]]:
         run_dir = RunDir(Path(job.run_dir))
         status = run_dir.read_status()
         state = states[job.job_id]
-        run_status, progress = run_state(status, read_result(run_dir), state)
+        run_status, progress = run_state(status, run_dir.read_result(), state)
         restarts = (status.get("slurm") or {}).get("restart_count")
         reason = reasons.get(job.job_id)
         rows.append(

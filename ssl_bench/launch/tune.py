@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.config import RunConfig
-from ssl_bench.errors import UsageError
+from ssl_bench.errors import UsageError, is_divergence
 from ssl_bench.launch.executor import Executor, LocalExecutor
 from ssl_bench.recipes import load_recipe_table, recipe_row, recipe_table_for, resolve_config
 
@@ -88,15 +88,14 @@ FINISHED, DIVERGED, FAILED = "finished", "diverged", "failed"
 def trial_outcome(config: RunConfig, results_dir: Path) -> tuple[float, str]:
     """The validation top-1 of the trial's chosen linear probe and ``finished``; 0 and ``diverged``
     (a non-finite loss) or ``failed`` for a trial that did not finish."""
-    from ssl_bench.run.record import read_result
-    from ssl_bench.store.rundir import RunDir
+    from ssl_bench.run.record import Run
 
-    run_dir = RunDir.for_config(results_dir, config)
-    record = read_result(run_dir)
+    run = Run.of(results_dir, config)
+    record = run.read_result()
     if record is not None and record["status"] == "finished":
         return float(record["linear_choice"]["val_top1"]), FINISHED
-    error = str((record or {}).get("error") or run_dir.read_status().get("error") or "")
-    return 0.0, DIVERGED if "non-finite loss" in error else FAILED
+    error = str((record or {}).get("error") or run.read_status().get("error") or "")
+    return 0.0, DIVERGED if is_divergence(error) else FAILED
 
 
 @dataclass

@@ -35,7 +35,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """Device, CPU, threads, versions and code revision: what a reader needs to compare figures."""
     import torch
 
-    from ssl_bench.store.rundir import environment
+    from ssl_bench.provenance import environment
 
     info = environment(device)
     info["cpu_cores_usable"] = usable_cpus()

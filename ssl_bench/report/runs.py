@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from ssl_bench.config import RunConfig
-from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT, RESULT
+from ssl_bench.run.record import CHECKPOINT_METHOD, RANDOM_INIT
+from ssl_bench.store.rundir import RESULT
 
 # A run counts in the mean only in this state: pre-training finished and evaluated.
 FINISHED = "finished"

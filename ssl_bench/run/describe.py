@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import LINEAR_LR_SCALING, SQRT_LR_SCALING, RunConfig
 from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size, view_pair
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method
@@ -29,6 +29,7 @@ CROP_INTERPOLATION = "bilinear, antialiased"
 SOLARIZE_THRESHOLD = 0.5  # of the [0, 1] range: PIL's 128 of 255
 PRECISIONS = {"auto": "bf16 autocast on CUDA, fp32 on CPU", "bf16": "bf16 autocast", "fp32": "fp32"}
 SCHEDULE_FORM = "per step: linear warmup from 0 to the peak at the last warmup step, then cosine"
+LR_SCALING_FORMS = {LINEAR_LR_SCALING: "base_lr x batch / 256", SQRT_LR_SCALING: "base_lr x sqrt(batch / 256)"}
 
 
 def layer_list(module: nn.Module) -> list[str]:
@@ -156,7 +157,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
             "base_lr": config.base_lr,
             "lr": config.lr,
             "bias_norm_base_lr": config.bias_norm_base_lr,
-            "lr_scaling": "base_lr x batch / 256",
+            "lr_scaling": LR_SCALING_FORMS[config.lr_scaling],
             "end_factor": config.lr_end_factor,
             "form": SCHEDULE_FORM,
         },

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,26 +30,14 @@ from ssl_bench.errors import UsageError
 from ssl_bench.eval.augmented import AUGMENTED_CHECKPOINT, AugmentedProbeResult, evaluate_augmented
 from ssl_bench.eval.features import cached_features, encoder, feature_scores, score_features
 from ssl_bench.eval.online import OnlineProbeResult, online_probe_from_state, score_online_probe
-from ssl_bench.eval.probes import EvalProtocol, knn_top1, protocol_for, select_knn, select_linear_probe
+from ssl_bench.eval.probes import knn_top1, select_knn, select_linear_probe
 from ssl_bench.memory import peak_memory_mb, reset_peak_memory
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.preemption import TrainingStopped
 from ssl_bench.provenance import device_name
-from ssl_bench.run.record import (
-    RANDOM_INIT,
-    Log,
-    base_record,
-    finished_record,
-    is_done,
-    read_result,
-    record_failure,
-    record_running,
-    supersede_other_code,
-    write_failure,
-    write_record,
-)
+from ssl_bench.run.record import EVALUATION, RANDOM_INIT, Log, Run
 from ssl_bench.store.lock import hold_run_dir
-from ssl_bench.store.rundir import EVALUATION, CorruptCheckpointError, RunDir
+from ssl_bench.store.rundir import CorruptCheckpointError, RunDir
 from ssl_bench.track.fanout import NO_TRACKERS, open_trackers
 from ssl_bench.train.assemble import build_method
 from ssl_bench.train.monitor import OnlineProbe
@@ -126,73 +113,54 @@ def pretrained_state(run_dir: RunDir) -> dict[str, Any]:
 # Evaluating
 
 
-def evaluate_run(
-    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, log: Log = print
-) -> dict[str, Any]:
-    """Evaluate the pre-trained run of ``config`` and write its ``result.json``; returns the record.
+def evaluate_run(run: Run, *, log: Log = print) -> dict[str, Any]:
+    """Evaluate the pre-trained run and write its ``result.json``; returns the record.
 
     Whatever state the run is in, it leaves a record: finished (evaluated now, or earlier with the
     same protocol: then nothing is recomputed), failed (pre-training failed: its error from
     status.json), or running (pre-training not finished). An evaluation error is recorded as a
     failure and raised.
     """
-    protocol = protocol or protocol_for(config.dataset)
-    run_dir = RunDir.for_config(results_dir, config)
-    existing = finished_record(run_dir, config, protocol, log)
+    existing = run.finished_record(log)
     if existing is not None:
         return existing
-    status = run_dir.read_status()
+    status = run.read_status()
     if status["status"] == "failed":
-        record = {**base_record(config, run_dir, protocol, "failed"), "error": status.get("error")}
-        write_record(run_dir, record, log)
+        record = {**run.base_record("failed"), "error": status.get("error")}
+        run.write_record(record, log)
         return record
-    if not run_dir.pretraining_finished(status):
-        record = base_record(config, run_dir, protocol, "running")
-        write_record(run_dir, record, log)
+    if not run.pretraining_finished(status):
+        record = run.base_record("running")
+        run.write_record(record, log)
         return record
     return _evaluate(
-        run_dir,
-        config,
-        protocol,
-        lambda: pretrained_backbone(config, run_dir),
-        epochs_done=status.get("epochs_done", config.epochs),
+        run,
+        lambda: pretrained_backbone(run.config, run),
+        epochs_done=status.get("epochs_done", run.config.epochs),
         log=log,
-        load_online_probe=lambda: pretrained_online_probe(run_dir),
-        load_encoder=lambda feature: pretrained_backbone(config, run_dir, feature),
+        load_online_probe=lambda: pretrained_online_probe(run),
+        load_encoder=lambda feature: pretrained_backbone(run.config, run, feature),
     )
 
 
-def evaluate_baseline(
-    config: RunConfig,
-    results_dir: str | Path,
-    protocol: EvalProtocol | None = None,
-    *,
-    log: Log = print,
-    status_extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Evaluate the random-init baseline of ``config`` (its own run directory); returns its record.
-    ``status_extra`` goes into its status.json, as into a pre-training's (a SLURM job's id and logs)."""
-    protocol = protocol or protocol_for(config.dataset)
-    baseline = random_init_config(config)
-    run_dir = RunDir.for_config(results_dir, baseline)
-    run_dir.status_extra = dict(status_extra or {})
-    existing = finished_record(run_dir, baseline, protocol, log)
+def evaluate_baseline(run: Run, *, log: Log = print) -> dict[str, Any]:
+    """Evaluate the random-init baseline ``run`` (whose config is a :func:`random_init_config`);
+    returns its record."""
+    if not is_baseline(run.config):
+        raise ValueError(f"{run.path} is not a random-init baseline")
+    existing = run.finished_record(log)
     if existing is not None:
         return existing
-    if not run_dir.pretraining_finished():
-        device = resolve_device(config.device)
-        run_dir.write_config(baseline)
-        run_dir.write_environment(device)
+    if not run.pretraining_finished():
+        run.write_config_and_environment(resolve_device(run.config.device))
         # Nothing to train: "finished" at once, so that it reads like any finished run.
-        run_dir.write_status("finished", epochs_done=0, train_seconds=0.0)
-    return _evaluate(run_dir, baseline, protocol, lambda: initial_backbone(baseline), epochs_done=0, log=log)
+        run.write_status("finished", epochs_done=0, train_seconds=0.0)
+    return _evaluate(run, lambda: initial_backbone(run.config), epochs_done=0, log=log)
 
 
 def evaluate_checkpoint(
-    config: RunConfig,
-    results_dir: str | Path,
+    run: Run,
     load_backbone: Callable[[], nn.Module],
-    protocol: EvalProtocol | None = None,
     *,
     provenance: dict[str, Any] | None = None,
     log: Log = print,
@@ -203,22 +171,17 @@ def evaluate_checkpoint(
     pre-training here (``provenance``: which weights), then the same evaluation and record as
     every run. Evaluated already under this protocol: the record is reused.
     """
-    protocol = protocol or protocol_for(config.dataset)
-    run_dir = RunDir.for_config(results_dir, config)
-    with hold_run_dir(run_dir.path, log=lambda text: log(f"[{config.method}] {text}")):
-        existing = finished_record(run_dir, config, protocol, log)
+    with hold_run_dir(run.path, log=lambda text: log(f"[{run.config.method}] {text}")):
+        existing = run.finished_record(log)
         if existing is not None:
             return existing
-        run_dir.write_config(config)
-        run_dir.write_environment(resolve_device(config.device))
-        run_dir.write_status("finished", epochs_done=0, **(provenance or {}))
-        return _evaluate(run_dir, config, protocol, load_backbone, epochs_done=0, log=log)
+        run.write_config_and_environment(resolve_device(run.config.device))
+        run.write_status("finished", epochs_done=0, **(provenance or {}))
+        return _evaluate(run, load_backbone, epochs_done=0, log=log)
 
 
 def _evaluate(
-    run_dir: RunDir,
-    config: RunConfig,
-    protocol: EvalProtocol,
+    run: Run,
     load_backbone: Callable[[], nn.Module],
     *,
     epochs_done: int,
@@ -226,15 +189,14 @@ def _evaluate(
     load_online_probe: Callable[[], OnlineProbe | None] = lambda: None,
     load_encoder: Callable[[str], nn.Module] | None = None,
 ) -> dict[str, Any]:
+    config, protocol = run.config, run.protocol
     device = resolve_device(config.device)
-    record = base_record(config, run_dir, protocol, "running")
-    write_record(run_dir, record, log)  # a reader sees "running" while this evaluation goes on
+    record = run.base_record("running")
+    run.write_record(record, log)  # a reader sees "running" while this evaluation goes on
     try:
         reset_peak_memory(device)
         start = time.perf_counter()
-        splits, was_cached = cached_features(
-            run_dir, config, protocol, load_backbone, device, epochs_done=epochs_done, log=log
-        )
+        splits, was_cached = cached_features(run, load_backbone, device, epochs_done=epochs_done, log=log)
         extracted = time.perf_counter()
         train, val, test = splits["train"], splits["val"], splits["test"]
         # Classes from the labels present (ImageFolder data has no fixed class count).
@@ -260,7 +222,7 @@ def _evaluate(
                 subset_seed=protocol.subset_seed,
                 num_classes=num_classes,
                 device=device,
-                checkpoint=run_dir.path / AUGMENTED_CHECKPOINT,
+                checkpoint=run.path / AUGMENTED_CHECKPOINT,
                 log=log,
             )
         # The representation's scores, then every other feature of config.eval_features (load_encoder
@@ -269,9 +231,7 @@ def _evaluate(
         for feature in config.eval_features[1:]:
             assert load_encoder is not None, f"{feature} features need an encoder"
             other, _ = cached_features(
-                run_dir,
-                config,
-                protocol,
+                run,
                 lambda feature=feature: load_encoder(feature),
                 device,
                 epochs_done=epochs_done,
@@ -281,10 +241,10 @@ def _evaluate(
             features[feature] = score_features(other, protocol, seed=config.seed, device=device)
         done = time.perf_counter()
     except Exception as error:
-        write_failure(run_dir, config, error, protocol, prefix="evaluation failed: ", log=log)
+        run.record_failure(error, prefix="evaluation failed: ", log=log)
         raise
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: both records say so, and the next command evaluates again
-        record_interrupted_evaluation(run_dir, record, log)
+        record_interrupted_evaluation(run, record, log)
         raise
     record.update(
         status="finished",
@@ -314,10 +274,10 @@ def _evaluate(
             "knn_seconds": done - probed,
         },
     )
-    write_record(run_dir, record, log)
-    status = run_dir.read_status()
+    run.write_record(record, log)
+    status = run.read_status()
     if status.get("interrupted_in") == EVALUATION:  # pre-training's own status again, now evaluated
-        run_dir.write_status("finished", **_without(status, "status", "updated", "interrupted_in", "reason"))
+        run.write_status("finished", **_without(status, "status", "updated", "interrupted_in", "reason"))
     log(
         f"[{config.method}] test top-1: linear probe {linear.test_top1:.2f}% (lr {linear.setting['lr']:g}, "
         f"wd {linear.setting['weight_decay']:g}, chosen on validation), kNN {knn.test_top1:.2f}% "
@@ -329,16 +289,14 @@ def _evaluate(
     return record
 
 
-def record_interrupted_evaluation(run_dir: RunDir, record: dict[str, Any], log: Log) -> None:
+def record_interrupted_evaluation(run: Run, record: dict[str, Any], log: Log) -> None:
     """An evaluation stopped by Ctrl-C or SIGTERM: result.json and status.json both read
     ``interrupted``; status.json keeps pre-training's fields, so the next command evaluates again
     without pre-training again."""
     reason = "interrupted during the evaluation; run the same command again to evaluate"
-    write_record(run_dir, {**record, "status": "interrupted", "error": None, "updated": time.time()}, log)
-    status = run_dir.read_status()
-    run_dir.write_status(
-        "interrupted", **_without(status, "status", "updated"), interrupted_in=EVALUATION, reason=reason
-    )
+    run.write_record({**record, "status": "interrupted", "error": None, "updated": time.time()}, log)
+    status = run.read_status()
+    run.write_status("interrupted", **_without(status, "status", "updated"), interrupted_in=EVALUATION, reason=reason)
     log(f"[{record['method']}] {reason}")
 
 
@@ -351,13 +309,11 @@ def is_baseline(config: RunConfig) -> bool:
 
 
 def run_entry(
-    config: RunConfig,
-    results_dir: str | Path,
+    run: Run,
     *,
     progress: bool = True,
     log: Log = print,
     should_stop: Callable[[], bool] | None = None,
-    status_extra: dict[str, Any] | None = None,
     loggers: Sequence[str] = (),
 ) -> RunResult:
     """Carry out one sweep entry: a baseline is evaluated; a method is pre-trained, then evaluated.
@@ -376,44 +332,34 @@ def run_entry(
     """
     main = collectives.rank() == 0
     if not main:
-        return _run_entry(config, results_dir, progress, log, should_stop, status_extra, loggers)
-    with hold_run_dir(RunDir.for_config(results_dir, config).path, log=lambda text: log(f"[{config.method}] {text}")):
-        return _run_entry(config, results_dir, progress, log, should_stop, status_extra, loggers)
+        return _run_entry(run, progress, log, should_stop, loggers)
+    with hold_run_dir(run.path, log=lambda text: log(f"[{run.config.method}] {text}")):
+        return _run_entry(run, progress, log, should_stop, loggers)
 
 
 def _run_entry(
-    config: RunConfig,
-    results_dir: str | Path,
+    run: Run,
     progress: bool,
     log: Log,
     should_stop: Callable[[], bool] | None,
-    status_extra: dict[str, Any] | None,
     loggers: Sequence[str],
 ) -> RunResult:
     main = collectives.rank() == 0
     if main:
-        supersede_other_code(RunDir.for_config(results_dir, config), config, log)
+        run.supersede_other_code(log)
     try:
-        if is_baseline(config):
-            record = evaluate_baseline(config, results_dir, log=log, status_extra=status_extra) if main else {}
+        if is_baseline(run.config):
+            record = evaluate_baseline(run, log=log) if main else {}
             status = record.get("status", "finished")
-            return RunResult(config.method, RunDir.for_config(results_dir, config).path, status, train_seconds=0.0)
-        track = main and loggers and not is_done(config, results_dir)
-        trackers = open_trackers(loggers, config, results_dir) if track else NO_TRACKERS
+            return RunResult(run.config.method, run.path, status, train_seconds=0.0)
+        track = main and loggers and not run.is_done()
+        trackers = open_trackers(loggers, run) if track else NO_TRACKERS
         if main:
-            record_running(config, results_dir, log=log)
+            run.record_running(log=log)
         with trackers:  # closed as finished, failed or interrupted, however this ends
-            result = pretrain(
-                config,
-                results_dir,
-                progress=progress,
-                log=log,
-                should_stop=should_stop,
-                status_extra=status_extra,
-                trackers=trackers,
-            )
+            result = pretrain(run, progress=progress, log=log, should_stop=should_stop, trackers=trackers)
             if main:
-                record = evaluate_run(config, results_dir, log=log)  # records a failed pre-training as failed, too
+                record = evaluate_run(run, log=log)  # records a failed pre-training as failed, too
                 trackers.log_evaluation(record)
         return result
     except (UsageError, TrainingStopped):
@@ -421,10 +367,10 @@ def _run_entry(
     except Exception as error:
         # An evaluation error is already recorded (with its "evaluation failed" context); the
         # record was "running" until then, so a "failed" one is this attempt's.
-        record = read_result(RunDir.for_config(results_dir, config))
+        record = run.read_result()
         if main and (record is None or record.get("status") != "failed"):
             try:
-                record_failure(config, results_dir, error, log=log)
+                run.record_failure(error, log=log)
             except OSError as unwritable:  # a full disk or read-only directory: the crash itself is what counts
-                log(f"[{config.method}] could not record the failure in {results_dir}: {unwritable}")
+                log(f"[{run.config.method}] could not record the failure in {run.results_dir}: {unwritable}")
         raise

@@ -1,10 +1,19 @@
-"""A run's record, ``result.json``: running, failed or finished, and whether it is done.
+"""One run (:class:`Run`) and its record, ``result.json``: running, failed or finished, and whether it is done.
+
+The run: :class:`Run`
+---------------------
+A run directory (``ssl_bench.store.rundir.RunDir``) together with the run's ``RunConfig`` and
+the :class:`EvalProtocol` it is evaluated under. A command builds it once, where it starts or
+reads a run (:meth:`Run.of`), and hands it down to pre-training, the trackers and the
+evaluation; its methods are what a run knows of its own records. Its directory is
+``<results>/<dataset>/<method>-<backbone>-e<epochs>-s<seed>-<identity hash>/``.
 
 The record: ``result.json``
 ---------------------------
-Written atomically into every run directory (the baseline's included) by :func:`record_running`,
-:func:`record_failure` and the evaluation (``ssl_bench.run.lifecycle``); read it with
-:func:`read_result`. ``ssl-bench table`` reads exactly these fields, whose names are stable:
+Written atomically into every run directory (the baseline's included) by :meth:`Run.record_running`,
+:meth:`Run.record_failure` and the evaluation (``ssl_bench.run.lifecycle``); read it with
+``RunDir.read_result`` (ssl_bench.store.rundir). ``ssl-bench table`` reads exactly these fields,
+whose names are stable:
 
 ==========================  ============================================================
 ``schema_version``          2
@@ -71,7 +80,7 @@ Written atomically into every run directory (the baseline's included) by :func:`
 
 Re-running is safe: a run whose record is finished for the same identity, protocol and code
 hash is skipped. A run of the same identity made by other code is another measurement: it is
-run again (:func:`supersede_other_code` first moves its files into ``superseded/<code hash>/``,
+run again (:meth:`Run.supersede_other_code` first moves its files into ``superseded/<code hash>/``,
 with a log line), unless the config's ``reuse_finished`` (``--reuse-finished``) says to keep it.
 A record is never replaced silently: a finished record of another protocol is kept as
 ``result-<its protocol hash>.json`` before the new one is written, with a log line.
@@ -79,231 +88,226 @@ A record is never replaced silently: a finished record of another protocol is ke
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssl_bench.config import RunConfig
 from ssl_bench.eval.probes import EvalProtocol, protocol_for
-from ssl_bench.provenance import code_hash, code_identity, same_code
+from ssl_bench.provenance import code_hash, code_identity, environment, same_code
 from ssl_bench.store.atomic import atomic_write_json
-from ssl_bench.store.rundir import RunDir
+from ssl_bench.store.rundir import RESULT, RunDir
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = 2
-RESULT = "result.json"
 ERROR_LOG = "error.log"  # the traceback of a crash
 RANDOM_INIT = "random_init"  # the method name of the random-init baseline's records
 CHECKPOINT_METHOD = "checkpoint"  # the method name of an external backbone's records (ssl-bench eval)
+EVALUATION = "evaluation"  # status.json's ``interrupted_in`` for a stop during the evaluation
+
+# What a run directory holds of one measurement: moved together when other code measures again.
+RUN_FILES = ("config.json", "environment.json", "metrics.jsonl", "status.json", RESULT, ERROR_LOG)
+SUPERSEDED = "superseded"
 
 Log = Callable[[str], None]
 
 
-# --------------------------------------------------------------------------------------------
-# Records
+def run_dir_name(config: RunConfig) -> str:
+    backbone = config.backbone.replace("/", "_").replace(":", "_")
+    return f"{config.method}-{backbone}-e{config.epochs}-s{config.seed}-{config.identity_hash()}"
 
 
-def read_result(run_dir: RunDir | str | Path) -> dict[str, Any] | None:
-    """The run's ``result.json``, or None when it has none or holds no record (not JSON, not an
-    object): such a run is not done, and its next record replaces the file."""
-    path = _as_run_dir(run_dir).path / RESULT
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
+@dataclass(kw_only=True)
+class Run(RunDir):
+    """One run: its directory, its config and the protocol it is evaluated under."""
 
+    config: RunConfig
+    protocol: EvalProtocol
 
-def _as_run_dir(run_dir: RunDir | str | Path) -> RunDir:
-    return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    @classmethod
+    def of(
+        cls,
+        results_dir: str | Path,
+        config: RunConfig,
+        protocol: EvalProtocol | None = None,
+        *,
+        status_extra: dict[str, Any] | None = None,
+    ) -> Run:
+        """The run of ``config`` in ``results_dir``, evaluated under ``protocol`` (the dataset's by
+        default); ``status_extra`` goes into every status.json it writes (a SLURM job's id and logs)."""
+        return cls(
+            Path(results_dir) / config.dataset / run_dir_name(config),
+            status_extra=dict(status_extra or {}),
+            config=config,
+            protocol=protocol or protocol_for(config.dataset),
+        )
 
+    @property
+    def results_dir(self) -> Path:
+        """The results directory the run's directory is in."""
+        return self.path.parent.parent
 
-def _is_done(
-    record: dict[str, Any] | None, config: RunConfig, protocol: EvalProtocol, *, as_recorded: bool = False
-) -> bool:
-    return (
-        record is not None
-        and record.get("status") == "finished"
-        and record.get("identity_hash") == config.identity_hash()
-        and (as_recorded or record.get("eval_protocol_hash") == protocol.identity_hash())
-        and (as_recorded or same_code(record, config))
-    )
+    # --- what the run is and where it ran ------------------------------------------------------
+    def resolved_config(self) -> dict[str, Any]:
+        """The config as ``config.json`` holds it: every field, and the identity hash."""
+        return {**self.config.to_dict(), "identity_hash": self.config.identity_hash()}
 
+    def write_config_and_environment(self, device: torch.device) -> None:
+        self.write_config(self.resolved_config())
+        self.write_environment(environment(device))
 
-# What a run directory holds of one measurement: moved together when other code measures again.
-RUN_FILES = ("config.json", "environment.json", "metrics.jsonl", "status.json", "result.json", ERROR_LOG)
-SUPERSEDED = "superseded"
+    def pretraining_finished(self, status: dict[str, Any] | None = None) -> bool:
+        """Pre-training is done: status.json says finished, or interrupted during the evaluation
+        that follows it (``interrupted_in: "evaluation"``; the next command evaluates again)."""
+        status = status if status is not None else self.read_status()
+        return status["status"] == "finished" or status.get("interrupted_in") == EVALUATION
 
+    # --- the record ----------------------------------------------------------------------------
+    def is_done(self, *, as_recorded: bool = False) -> bool:
+        """Pre-trained and evaluated under the run's protocol by this code (or
+        ``config.reuse_finished``): nothing left to do.
 
-def supersede_other_code(run_dir: RunDir, config: RunConfig, log: Log) -> Path | None:
-    """Move the files of a run made by other code into ``superseded/<its code hash>/``, so that
-    this code measures it anew; returns where they went (None: nothing of other code there).
+        The one test of "already done", for the local loop and for SLURM submission alike. A report
+        of what is recorded passes ``as_recorded``: finished under any protocol and code (the report
+        then says which protocol and code made each number, and warns when they are mixed).
+        """
+        return self._done(self.read_result(), as_recorded=as_recorded)
 
-    Kept, not deleted: the earlier measurement stays readable beside the new one. With
-    ``config.reuse_finished`` nothing is moved (the run is resumed or reused as it is).
-    """
-    status = run_dir.read_status()
-    if status["status"] == "missing" or same_code(status, config):
-        return None
-    old = status.get("code_hash") or "unknown"
-    target = run_dir.path / SUPERSEDED / old
-    target.mkdir(parents=True, exist_ok=True)
-    moved = [
-        path
-        for path in run_dir.path.iterdir()
-        if path.is_file() and (path.name in RUN_FILES or path.suffix == ".pt" or path.name.startswith("result-"))
-    ]
-    for path in moved:
-        path.replace(target / path.name)
-    log(
-        f"[{config.method}] {run_dir.path} was made by code {old}, this is code {code_hash()}: measuring it again "
-        f"(the earlier files are in {target}; --reuse-finished keeps them)"
-    )
-    return target
+    def _done(self, record: dict[str, Any] | None, *, as_recorded: bool = False) -> bool:
+        return (
+            record is not None
+            and record.get("status") == "finished"
+            and record.get("identity_hash") == self.config.identity_hash()
+            and (as_recorded or record.get("eval_protocol_hash") == self.protocol.identity_hash())
+            and (as_recorded or same_code(record, self.config))
+        )
 
+    def supersede_other_code(self, log: Log) -> Path | None:
+        """Move the files of a run made by other code into ``superseded/<its code hash>/``, so that
+        this code measures it anew; returns where they went (None: nothing of other code there).
 
-def is_done(
-    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, as_recorded: bool = False
-) -> bool:
-    """Pre-trained and evaluated under ``protocol`` (the dataset's by default) by this code (or
-    ``config.reuse_finished``): nothing left to do.
+        Kept, not deleted: the earlier measurement stays readable beside the new one. With
+        ``config.reuse_finished`` nothing is moved (the run is resumed or reused as it is).
+        """
+        status = self.read_status()
+        if status["status"] == "missing" or same_code(status, self.config):
+            return None
+        old = status.get("code_hash") or "unknown"
+        target = self.path / SUPERSEDED / old
+        target.mkdir(parents=True, exist_ok=True)
+        moved = [
+            path
+            for path in self.path.iterdir()
+            if path.is_file() and (path.name in RUN_FILES or path.suffix == ".pt" or path.name.startswith("result-"))
+        ]
+        for path in moved:
+            path.replace(target / path.name)
+        log(
+            f"[{self.config.method}] {self.path} was made by code {old}, this is code {code_hash()}: measuring it "
+            f"again (the earlier files are in {target}; --reuse-finished keeps them)"
+        )
+        return target
 
-    The one test of "already done", for the local loop and for SLURM submission alike. A report
-    of what is recorded passes ``as_recorded``: finished under any protocol and code (the report
-    then says which protocol and code made each number, and warns when they are mixed).
-    """
-    protocol = protocol or protocol_for(config.dataset)
-    return _is_done(read_result(RunDir.for_config(results_dir, config)), config, protocol, as_recorded=as_recorded)
+    def finished_record(self, log: Log) -> dict[str, Any] | None:
+        """The run's record if it is already evaluated under its protocol (then it is reused)."""
+        existing = self.read_result()
+        if not self._done(existing):
+            return None
+        if existing.get("code_hash") != code_hash():
+            log(f"[{self.config.method}] reusing the record of code {existing.get('code_hash')} (--reuse-finished)")
+        log(
+            f"[{self.config.method}] already evaluated in {self.path}: linear {existing['linear_top1']:.2f}%, "
+            f"kNN {existing['knn_top1']:.2f}%"
+        )
+        return existing
 
+    def base_record(self, status: str) -> dict[str, Any]:
+        """Every field of the record; what the run directory already knows is filled in."""
+        config, protocol = self.config, self.protocol
+        run_status = self.read_status()
+        last = (self.read_metrics() or [{}])[-1]
+        is_baseline = config.method == RANDOM_INIT
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "status": status,
+            "method": config.method,
+            "dataset": config.dataset,
+            "backbone": config.backbone,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "identity_hash": config.identity_hash(),
+            **code_identity(),
+            "train_code_hash": None if is_baseline else run_status.get("code_hash"),
+            "device_name": None,
+            "linear_top1": None,
+            "knn_top1": None,
+            "knn_top1_fixed": None,
+            "online_top1": None,
+            "online_scores": None,
+            "linear_aug_top1": None,
+            "linear_aug_scores": None,
+            "linear_choice": None,
+            "knn_choice": None,
+            "selection_split": "val",
+            "reported_split": "test",
+            "epochs_done": run_status.get("epochs_done", len(self.read_metrics())),
+            "final_loss": run_status.get("final_loss"),
+            "online_probe_top1": last.get("online_probe_top1"),
+            "embedding_std": last.get("embedding_std"),
+            "rankme_representation": last.get("rankme_representation"),
+            "rankme_embedding": last.get("rankme_embedding"),
+            "offdiag_corr_representation": last.get("offdiag_corr_representation"),
+            "offdiag_corr_embedding": last.get("offdiag_corr_embedding"),
+            "features": None,
+            "pretrain_seconds": 0.0 if is_baseline else run_status.get("train_seconds"),
+            "samples_per_second": run_status.get("samples_per_second"),
+            "peak_memory_mb": run_status.get("peak_memory_mb"),
+            "eval_seconds": None,
+            "eval_peak_memory_mb": None,
+            "eval_details": None,
+            "eval_protocol": protocol.to_dict(),
+            "eval_protocol_hash": protocol.identity_hash(),
+            "device": None,
+            "config": config.to_dict(),
+            "error": None,
+            "updated": time.time(),
+        }
 
-def finished_record(run_dir: RunDir, config: RunConfig, protocol: EvalProtocol, log: Log) -> dict[str, Any] | None:
-    """The run's record if it is already evaluated under this protocol (then it is reused)."""
-    existing = read_result(run_dir)
-    if not _is_done(existing, config, protocol):
-        return None
-    if existing.get("code_hash") != code_hash():
-        log(f"[{config.method}] reusing the record of code {existing.get('code_hash')} (--reuse-finished)")
-    log(
-        f"[{config.method}] already evaluated in {run_dir.path}: linear {existing['linear_top1']:.2f}%, "
-        f"kNN {existing['knn_top1']:.2f}%"
-    )
-    return existing
+    def write_record(self, record: dict[str, Any], log: Log) -> None:
+        """Write ``result.json``, first setting aside a finished record of another protocol."""
+        previous = self.read_result()
+        if (
+            previous is not None
+            and previous.get("status") == "finished"
+            and previous.get("eval_protocol_hash") != record["eval_protocol_hash"]
+        ):
+            kept = self.path / f"result-{previous.get('eval_protocol_hash')}.json"
+            atomic_write_json(kept, previous)
+            log(f"[{record['method']}] kept the record of protocol {previous.get('eval_protocol_hash')} as {kept}")
+        self.write_result(record)
 
+    def record_running(self, log: Log = print) -> None:
+        """Mark the run as running (before pre-training starts), unless it is already finished."""
+        if not self.is_done():
+            self.write_record(self.base_record("running"), log)
 
-def base_record(config: RunConfig, run_dir: RunDir, protocol: EvalProtocol, status: str) -> dict[str, Any]:
-    """Every field of the record; what the run directory already knows is filled in."""
-    run_status = run_dir.read_status()
-    last = (run_dir.read_metrics() or [{}])[-1]
-    is_baseline = config.method == RANDOM_INIT
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "status": status,
-        "method": config.method,
-        "dataset": config.dataset,
-        "backbone": config.backbone,
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "identity_hash": config.identity_hash(),
-        **code_identity(),
-        "train_code_hash": None if is_baseline else run_status.get("code_hash"),
-        "device_name": None,
-        "linear_top1": None,
-        "knn_top1": None,
-        "knn_top1_fixed": None,
-        "online_top1": None,
-        "online_scores": None,
-        "linear_aug_top1": None,
-        "linear_aug_scores": None,
-        "linear_choice": None,
-        "knn_choice": None,
-        "selection_split": "val",
-        "reported_split": "test",
-        "epochs_done": run_status.get("epochs_done", len(run_dir.read_metrics())),
-        "final_loss": run_status.get("final_loss"),
-        "online_probe_top1": last.get("online_probe_top1"),
-        "embedding_std": last.get("embedding_std"),
-        "rankme_representation": last.get("rankme_representation"),
-        "rankme_embedding": last.get("rankme_embedding"),
-        "offdiag_corr_representation": last.get("offdiag_corr_representation"),
-        "offdiag_corr_embedding": last.get("offdiag_corr_embedding"),
-        "features": None,
-        "pretrain_seconds": 0.0 if is_baseline else run_status.get("train_seconds"),
-        "samples_per_second": run_status.get("samples_per_second"),
-        "peak_memory_mb": run_status.get("peak_memory_mb"),
-        "eval_seconds": None,
-        "eval_peak_memory_mb": None,
-        "eval_details": None,
-        "eval_protocol": protocol.to_dict(),
-        "eval_protocol_hash": protocol.identity_hash(),
-        "device": None,
-        "config": config.to_dict(),
-        "error": None,
-        "updated": time.time(),
-    }
-
-
-def write_record(run_dir: RunDir, record: dict[str, Any], log: Log) -> None:
-    """Write ``result.json``, first setting aside a finished record of another protocol."""
-    path = run_dir.path / RESULT
-    previous = read_result(run_dir)
-    if (
-        previous is not None
-        and previous.get("status") == "finished"
-        and previous.get("eval_protocol_hash") != record["eval_protocol_hash"]
-    ):
-        kept = run_dir.path / f"result-{previous.get('eval_protocol_hash')}.json"
-        atomic_write_json(kept, previous)
-        log(f"[{record['method']}] kept the record of protocol {previous.get('eval_protocol_hash')} as {kept}")
-    atomic_write_json(path, record)
-
-
-def record_running(
-    config: RunConfig, results_dir: str | Path, protocol: EvalProtocol | None = None, *, log: Log = print
-) -> None:
-    """Mark the run as running (before pre-training starts), unless it is already finished."""
-    protocol = protocol or protocol_for(config.dataset)
-    run_dir = RunDir.for_config(results_dir, config)
-    if not _is_done(read_result(run_dir), config, protocol):
-        write_record(run_dir, base_record(config, run_dir, protocol, "running"), log)
-
-
-def record_failure(
-    config: RunConfig,
-    results_dir: str | Path,
-    error: BaseException | str,
-    protocol: EvalProtocol | None = None,
-    *,
-    log: Log = print,
-) -> dict[str, Any]:
-    """Write a failed record of the run of ``config`` in ``results_dir``; returns it (see :func:`write_failure`)."""
-    protocol = protocol or protocol_for(config.dataset)
-    return write_failure(RunDir.for_config(results_dir, config), config, error, protocol, log=log)
-
-
-def write_failure(
-    run_dir: RunDir,
-    config: RunConfig,
-    error: BaseException | str,
-    protocol: EvalProtocol,
-    *,
-    prefix: str = "",
-    log: Log = print,
-) -> dict[str, Any]:
-    """Write a failed record into ``run_dir``; returns it. An exception (a crash the caller caught)
-    is recorded as ``prefix + "Type: message"``, its traceback in the run directory's ``error.log``."""
-    if isinstance(error, BaseException):
-        run_dir.path.mkdir(parents=True, exist_ok=True)
-        lines = traceback.format_exception(type(error), error, error.__traceback__)
-        (run_dir.path / ERROR_LOG).write_text("".join(lines))
-        error = f"{type(error).__name__}: {error}"
-    record = {**base_record(config, run_dir, protocol, "failed"), "error": prefix + error}
-    status = run_dir.read_status()
-    if status["status"] == "running":  # a crash before pre-training could say so: both files tell the same
-        details = {key: value for key, value in status.items() if key not in ("status", "updated")}
-        run_dir.write_status("failed", **{**details, "error": prefix + error})
-    write_record(run_dir, record, log)
-    return record
+    def record_failure(self, error: BaseException | str, *, prefix: str = "", log: Log = print) -> dict[str, Any]:
+        """Write a failed record; returns it. An exception (a crash the caller caught) is recorded
+        as ``prefix + "Type: message"``, its traceback in the run directory's ``error.log``."""
+        if isinstance(error, BaseException):
+            self.path.mkdir(parents=True, exist_ok=True)
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            (self.path / ERROR_LOG).write_text("".join(lines))
+            error = f"{type(error).__name__}: {error}"
+        record = {**self.base_record("failed"), "error": prefix + error}
+        status = self.read_status()
+        if status["status"] == "running":  # a crash before pre-training could say so: both files tell the same
+            details = {key: value for key, value in status.items() if key not in ("status", "updated")}
+            self.write_status("failed", **{**details, "error": prefix + error})
+        self.write_record(record, log)
+        return record

@@ -1,41 +1,34 @@
-"""One directory per run: config, environment, metrics, status and checkpoints, written atomically.
+"""One directory per run: config, environment, metrics, status, record and checkpoints, written atomically.
 
-Layout of `<results>/<dataset>/<method>-<backbone>-e<epochs>-s<seed>-<hash>/`:
-    config.json        the resolved RunConfig (what the run computes and how it was executed)
+Layout of a run directory (its place, ``<results>/<dataset>/<name>``, is chosen by ssl_bench.run.record):
+    config.json        the resolved run configuration (what the run computes and how it was executed)
     environment.json   versions, device and CPU model, torch build, host, code hash and git commit
     metrics.jsonl      one JSON object per finished epoch
-    status.json        running / finished / failed (+ the error, the failing step and loss terms), and
-                       the code hash of the process that wrote it (ssl_bench.provenance)
+    status.json        running / finished / failed / interrupted (+ the writer's details), and the
+                       code hash of the process that wrote it (ssl_bench.provenance)
+    result.json        the run's record (its fields: ssl_bench.run.record)
     checkpoint.pt      model, optimiser, step and metrics so far: the point a resumed run continues from
 A reader never sees a half-written file: every write goes to a temporary file then `os.replace`.
+What the files mean is the business of the layers that write them; other files beside these
+(feature caches, tracker state, a crash's traceback) are theirs too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ssl_bench.provenance import code_hash, code_identity, cpu_model, device_name, torch_build
+from ssl_bench.provenance import code_hash
 from ssl_bench.store.atomic import atomic_torch_save, atomic_write_json, atomic_write_text, json_safe
 
-if TYPE_CHECKING:
-    from ssl_bench.config import RunConfig
-
 CHECKPOINT = "checkpoint.pt"
-EVALUATION = "evaluation"  # status.json's ``interrupted_in`` for a stop during the evaluation
-
-
-def run_dir_name(config: RunConfig) -> str:
-    backbone = config.backbone.replace("/", "_").replace(":", "_")
-    return f"{config.method}-{backbone}-e{config.epochs}-s{config.seed}-{config.identity_hash()}"
+RESULT = "result.json"
 
 
 @dataclass
@@ -43,10 +36,6 @@ class RunDir:
     path: Path
     # Merged into every status.json written through this object (e.g. a SLURM job's id and logs).
     status_extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def for_config(cls, results_dir: str | Path, config: RunConfig) -> RunDir:
-        return cls(Path(results_dir) / config.dataset / run_dir_name(config))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -56,11 +45,11 @@ class RunDir:
         return self.checkpoint_path.is_file()
 
     # --- records -------------------------------------------------------------------------
-    def write_config(self, config: RunConfig) -> None:
-        atomic_write_json(self.path / "config.json", {**config.to_dict(), "identity_hash": config.identity_hash()})
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "config.json", config)
 
-    def write_environment(self, device: torch.device) -> None:
-        atomic_write_json(self.path / "environment.json", environment(device))
+    def write_environment(self, environment: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "environment.json", environment)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_text(
@@ -86,12 +75,6 @@ class RunDir:
         record = {"status": status, "updated": time.time(), "code_hash": code_hash(), **self.status_extra, **details}
         atomic_write_json(self.path / "status.json", record)
 
-    def pretraining_finished(self, status: dict[str, Any] | None = None) -> bool:
-        """Pre-training is done: status.json says finished, or interrupted during the evaluation
-        that follows it (``interrupted_in: "evaluation"``; the next command evaluates again)."""
-        status = status if status is not None else self.read_status()
-        return status["status"] == "finished" or status.get("interrupted_in") == EVALUATION
-
     def read_status(self) -> dict[str, Any]:
         """status.json; ``{"status": "missing"}`` when there is none or it holds no status."""
         path = self.path / "status.json"
@@ -100,6 +83,20 @@ class RunDir:
         except (UnicodeDecodeError, json.JSONDecodeError):
             status = None
         return status if isinstance(status, dict) and "status" in status else {"status": "missing"}
+
+    def read_result(self) -> dict[str, Any] | None:
+        """result.json; None when there is none or it holds no record (not JSON, not an object)."""
+        path = self.path / RESULT
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def write_result(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / RESULT, record)
 
     # --- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -134,24 +131,3 @@ class CorruptCheckpointError(RuntimeError):
         self.path = path
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         super().__init__(f"checkpoint {path} is unreadable ({type(error).__name__}: {reason})")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What a reader needs to reproduce or compare a run: versions, hardware, code revision."""
-    import timm
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_build": torch_build(),
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "device": str(device),
-        "device_name": device_name(device),
-        "cpu_model": cpu_model(),
-        "cpu_threads": torch.get_num_threads(),
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        **code_identity(),
-    }

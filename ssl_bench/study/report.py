@@ -22,6 +22,9 @@ data order, so the seed pairs them), with the 95% interval of the mean differenc
 - A scale marked ``smoke_test`` (the CPU demo) is labelled "machinery demonstration, not an
   answer" in its report. Features of different widths compared with each other are named as a
   confound.
+- A run that diverged and was run again at a lower lr (the study's ``lr_ladder``,
+  ``ssl_bench.study.ladder``) counts with its retry's numbers, paired by seed like any other; the
+  report lists each such run with every lr it diverged at and the lr its numbers come from.
 
 Outputs, written atomically into the study's results directory: ``study-<scale>.md`` (what is
 printed), ``study-<scale>.csv`` (one row per measure, method and variant, the untrained network
@@ -40,12 +43,12 @@ from typing import Any
 
 import pandas as pd
 
+from ssl_bench.errors import is_divergence
 from ssl_bench.report.runs import join_codes, run_code
 from ssl_bench.report.stats import holm_adjust, mean_interval, paired_t_test
-from ssl_bench.run.record import is_done, read_result
+from ssl_bench.run.record import Run
 from ssl_bench.store.atomic import atomic_write_text
-from ssl_bench.store.rundir import RunDir
-from ssl_bench.study.spec import UNTRAINED, Study, StudyRun
+from ssl_bench.study.spec import UNTRAINED, Study, StudyRun, method_words
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -115,12 +118,12 @@ def collect(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> pd.Dat
     directory, code, every measure's value and the diagnostics of its training."""
     rows = []
     for run in runs:
-        run_dir = RunDir.for_config(results_dir, run.config)
-        record = read_result(run_dir) or {}
+        recorded = Run.of(results_dir, run.config)
+        record = recorded.read_result() or {}
         # What is recorded, by whatever code and evaluation protocol: the report names them, and
         # warns when they are mixed (a run of the study itself re-measures what it must).
-        done = is_done(run.config, results_dir, as_recorded=True)
-        status = "finished" if done else str(record.get("status") or run_dir.read_status().get("status", "missing"))
+        done = recorded.is_done(as_recorded=True)
+        status = "finished" if done else str(record.get("status") or recorded.read_status().get("status", "missing"))
         # The untrained network has no projector: every variant is held against its representation.
         variant = study.variants.get(run.variant)
         path = (lambda measure: measure) if variant is None else variant.measure_path
@@ -130,11 +133,12 @@ def collect(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> pd.Dat
             "variant": run.variant,
             "seed": run.seed,
             "status": status,
-            "error": str(record.get("error") or run_dir.read_status().get("error") or ""),
-            "run_dir": run_dir.path.relative_to(results_dir).as_posix(),
-            "code": run_code(record, run_dir.read_status()) if done else "",
+            "error": str(record.get("error") or recorded.read_status().get("error") or ""),
+            "run_dir": recorded.path.relative_to(results_dir).as_posix(),
+            "code": run_code(record, recorded.read_status()) if done else "",
             "protocol": str(record.get("eval_protocol_hash")) if done else "",
             "feature_dim": lookup(record, f"features.{feature}.feature_dim") if done else math.nan,
+            "retry": retry_text(study, run),
         }
         for measure in study.measures:
             row[measure] = lookup(record, path(measure)) if done else math.nan
@@ -142,6 +146,15 @@ def collect(study: Study, runs: Sequence[StudyRun], results_dir: Path) -> pd.Dat
             row[diagnostic] = lookup(record, diagnostic)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def retry_text(study: Study, run: StudyRun) -> str:
+    """How a run came to a lower lr of the study's ladder: every lr it diverged at, and the lr of
+    the run its numbers come from ("" for a run at the study's own lr)."""
+    if not run.diverged:
+        return ""
+    tried = ", ".join(f"lr {config.lr:.4g} (x{factor:g})" for config, factor in zip(run.diverged, study.lr_ladder))
+    return f"diverged at {tried}; its numbers are of lr {run.config.lr:.4g} (x{study.lr_ladder[run.rung]:g})"
 
 
 def summarize_study(study: Study, values: pd.DataFrame) -> pd.DataFrame:
@@ -198,7 +211,7 @@ def _row(
         "per_seed": ";".join(f"{seed}:{own[seed]:.6g}" for seed in sorted(own)),
         "overrides": ""
         if variant is None
-        else " ".join(variant.settings) + (f" [{variant.features}]" if variant.features else ""),
+        else " ".join(variant.override_words()) + (f" [{variant.features}]" if variant.features else ""),
         "code": join_codes(runs["code"]),
         "p_vs_reference": math.nan,
         "p_holm": math.nan,
@@ -329,8 +342,9 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
         "",
         f"- methods: {', '.join(study.methods)}; dataset: {chosen.dataset}; seeds: "
         f"{', '.join(str(seed) for seed in sorted(set(values['seed'])))}",
-        f"- shared overrides: `{' '.join([*study.settings, *chosen.settings]) or '(none)'}`",
+        f"- shared overrides: `{' '.join(shared_overrides(study, scale)) or '(none)'}`",
         f"- reference variant: `{study.reference}`; measures: {', '.join(f'`{m}`' for m in study.measures)}",
+        *ladder_lines(study),
         f"- reproduce: `ssl-bench study {study.invocation} --scale {scale} --results-dir {results_dir.as_posix()}`",
         "",
         *(line for warning in mixed_provenance(values) for line in (f"**Warning, {warning}.**", "")),
@@ -339,7 +353,7 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
         f"| `{UNTRAINED}` | (no pre-training) | the untrained network: the same backbone, protocol and seeds |",
     ]
     for variant in study.variants.values():
-        overrides = " ".join(variant.settings) or "(none)"
+        overrides = " ".join(variant.override_words()) or "(none)"
         if variant.features:
             overrides += f"; measures read from features.{variant.features}"
         lines.append(f"| `{variant.name}` | `{overrides}` | {variant.description} |")
@@ -351,6 +365,7 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
         f"a variant whose interval against the untrained network does not lie above 0 failed to train at this "
         f"scale, and is not read as a property of the method.",
         *_width_confounds(study, values),
+        *_retries(study, values),
     ]
     for measure in study.measures:
         digits = _digits(measure)
@@ -387,6 +402,43 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
             for row in unfinished.itertuples()
         ]
     return "\n".join(lines) + "\n"
+
+
+def shared_overrides(study: Study, scale: str) -> list[str]:
+    """The overrides every variant's runs share at ``scale``: the base's (each method's own as
+    ``method:key=value``), then the scale's."""
+    return [*study.settings, *method_words(study.method_settings), *study.scales[scale].settings]
+
+
+def ladder_lines(study: Study) -> list[str]:
+    """The header line of a study with an lr ladder; none without one."""
+    if len(study.lr_ladder) == 1:
+        return []
+    factors = ", ".join(f"x{factor:g}" for factor in study.lr_ladder)
+    return [f"- lr ladder: {factors}: a run whose loss goes non-finite is run again at the next factor"]
+
+
+def _retries(study: Study, values: pd.DataFrame) -> list[str]:
+    """A line per run that stands on a lower rung of the lr ladder (shared runs once)."""
+    retried = values[values["retry"] != ""]
+    if retried.empty:
+        return []
+    factors = ", ".join(f"x{factor:g}" for factor in study.lr_ladder)
+    lines = [
+        "",
+        "## Runs retried at a lower learning rate",
+        "",
+        f"The loss of each of these runs went non-finite, so it was run again with its learning rates times "
+        f"the next factor of the lr ladder ({factors}). The tables hold the last run's numbers, paired by "
+        "seed with the other variants' runs at the study's own lr.",
+        "",
+    ]
+    for run_dir, rows in retried.groupby("run_dir", sort=False):
+        row = rows.iloc[0]
+        variants = ", ".join(f"`{name}`" for name in dict.fromkeys(rows["variant"]))
+        run = f"{row['method']}, {variants}, seed {row['seed']}"
+        lines.append(f"- {run}: {row['retry']}: {row['status']} (`{run_dir}`)")
+    return lines
 
 
 def _difference(value: float, low: float, high: float, digits: int) -> str:
@@ -432,7 +484,7 @@ def _diagnostics(study: Study, table: pd.DataFrame, values: pd.DataFrame) -> lis
         reference = of_method[of_method["variant"] == study.reference].set_index("seed")
         for run in of_method[of_method["variant"] == name].itertuples():
             parts = []
-            if "non-finite" in run.error:
+            if is_divergence(run.error):
                 parts.append("non-finite loss")
             for diagnostic in DIAGNOSTICS:
                 own = _number(getattr(run, diagnostic), 4)

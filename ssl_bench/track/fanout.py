@@ -21,15 +21,16 @@ import importlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssl_bench.config import RunConfig
 from ssl_bench.preemption import TrainingStopped
 from ssl_bench.store.atomic import atomic_write_json
-from ssl_bench.store.rundir import RunDir
 from ssl_bench.track.base import BACKENDS, Outcome, TrackedRun, Tracker
+
+if TYPE_CHECKING:
+    from ssl_bench.run.record import Run
 
 STATE_FILE = "trackers.json"
 
@@ -42,7 +43,7 @@ def is_evaluation_number(key: str) -> bool:
 class Trackers:
     """The trackers ``names`` of one run; with no names, every call does nothing."""
 
-    def __init__(self, names: Sequence[str] = (), run: TrackedRun | None = None) -> None:
+    def __init__(self, names: Sequence[str] = (), run: Run | None = None) -> None:
         if names and run is None:
             raise ValueError("trackers need the run they follow")
         self.names = tuple(dict.fromkeys(names))
@@ -58,13 +59,14 @@ class Trackers:
             return
         assert self.run is not None
         saved = self._read_state()
+        tracked = tracked_run(self.run)
         self._trackers = {}
         for name in self.names:
             backend = importlib.import_module(BACKENDS[name].module)
             resume_step = step if name in saved else None
-            self._trackers[name] = backend.open_tracker(self.run, saved.get(name, {}), resume_step)
+            self._trackers[name] = backend.open_tracker(tracked, saved.get(name, {}), resume_step)
         atomic_write_json(
-            self.run.run_dir / STATE_FILE,
+            self.run.path / STATE_FILE,
             {**saved, **{name: tracker.state for name, tracker in self._trackers.items()}},
         )
 
@@ -121,12 +123,12 @@ class Trackers:
         if self._last_step is not None:
             return self._last_step
         assert self.run is not None
-        rows = RunDir(self.run.run_dir).read_metrics()
+        rows = self.run.read_metrics()
         return int(rows[-1]["step"]) if rows else 0
 
     def _read_state(self) -> dict[str, Any]:
         assert self.run is not None
-        path = self.run.run_dir / STATE_FILE
+        path = self.run.path / STATE_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -142,17 +144,19 @@ def run_group(config: RunConfig) -> str:
     return f"{config.dataset}/{config.backbone}/e{config.epochs}"
 
 
-def open_trackers(names: Sequence[str], config: RunConfig, results_dir: str | Path) -> Trackers:
-    """The trackers ``names`` for the run of ``config``; nothing is opened before the first log."""
-    if not names:
-        return NO_TRACKERS
-    run_dir = RunDir.for_config(results_dir, config)
-    run = TrackedRun(
-        name=run_dir.path.name,
+def tracked_run(run: Run) -> TrackedRun:
+    """What the trackers are told about ``run``."""
+    config = run.config
+    return TrackedRun(
+        name=run.path.name,
         group=run_group(config),
-        config={**config.to_dict(), "identity_hash": config.identity_hash()},
+        config=run.resolved_config(),
         tags=(config.method, config.dataset, config.backbone),
-        run_dir=run_dir.path,
-        results_dir=Path(results_dir),
+        run_dir=run.path,
+        results_dir=run.results_dir,
     )
-    return Trackers(names, run)
+
+
+def open_trackers(names: Sequence[str], run: Run) -> Trackers:
+    """The trackers ``names`` for ``run``; nothing is opened before the first log."""
+    return Trackers(names, run) if names else NO_TRACKERS

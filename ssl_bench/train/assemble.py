@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ssl_bench.config import SOLO_LEARN_PROBE, RunConfig, scaled_lr
+from ssl_bench.config import SOLO_LEARN_PROBE, RunConfig
 from ssl_bench.data.augment import ViewPairAugmentation, view_pair
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method, get_method
@@ -47,16 +47,16 @@ def build_method(config: RunConfig) -> Method:
 def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimizer:
     """The optimiser over the method's trainable parameters, each group holding its peak lr.
 
-    The lr follows the global batch (``config.batch_size``): base_lr x batch / 256 (and the
-    online classifier's, when the method has one, probe_base_lr x batch / 256).
+    Every lr follows the global batch (``config.batch_size``) by ``config.lr_scaling``: base_lr x
+    batch / 256 under the linear rule (and the online classifier's, when the method has one,
+    probe_base_lr x batch / 256).
     """
-    bias_norm_lr = None if config.bias_norm_base_lr is None else scaled_lr(config.bias_norm_base_lr, config.batch_size)
     # Only trainable parameters: a momentum target (requires_grad False) is not optimised.
     groups = parameter_groups(
         method,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        bias_norm_lr=bias_norm_lr,
+        bias_norm_lr=config.bias_norm_lr,
         constant_lr_params=method.constant_lr_parameters(),
         probe_params=() if method.online_probe is None else method.online_probe.parameters(),
         probe_lr=config.probe_lr,

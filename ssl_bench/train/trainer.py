@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -28,6 +28,9 @@ from ssl_bench.track.fanout import NO_TRACKERS, Trackers
 from ssl_bench.train.assemble import build_augmentation, build_method, build_run_optimizer
 from ssl_bench.train.monitor import TrainingMonitor
 from ssl_bench.train.optim import set_scheduled_lr
+
+if TYPE_CHECKING:
+    from ssl_bench.run.record import Run
 
 
 @dataclass
@@ -146,7 +149,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{self.num_samples} samples make no batch of {config.batch_size}")
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup_steps = self.steps_per_epoch * config.warmup_epochs
+        self.warmup_steps = round(self.steps_per_epoch * config.warmup_epochs)  # warmup_epochs may be a fraction
 
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
@@ -309,28 +312,25 @@ class Trainer:
 
 
 def pretrain(
-    config: RunConfig,
-    results_dir: str | Path,
+    run: Run,
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
     should_stop: Callable[[], bool] | None = None,
-    status_extra: dict[str, Any] | None = None,
     trackers: Trackers = NO_TRACKERS,
 ) -> RunResult:
-    """Pre-train `config` into its run directory, resuming it if it was interrupted.
+    """Pre-train the run into its directory, resuming it if it was interrupted.
 
     ``should_stop`` is asked before every step; when it says yes the run checkpoints that step
-    and raises :class:`TrainingStopped`. ``status_extra`` goes into every status.json write
-    (a SLURM job records its job id and log paths there). ``trackers`` get every step's and
-    epoch's numbers (ssl_bench.track; the caller opens and closes them).
+    and raises :class:`TrainingStopped`. Every status.json write carries the run's
+    ``status_extra`` (a SLURM job records its job id and log paths there). ``trackers`` get every
+    step's and epoch's numbers (ssl_bench.track; the caller opens and closes them).
     """
-    run_dir = RunDir.for_config(results_dir, config)
-    run_dir.status_extra = dict(status_extra or {})
-    previous = run_dir.read_status()
-    if run_dir.pretraining_finished(previous) and same_code(previous, config):
-        log(f"[{config.method}] already finished in {run_dir.path}; not re-running")
-        return _result_from_status(config, run_dir, previous)
+    config = run.config
+    previous = run.read_status()
+    if run.pretraining_finished(previous) and same_code(previous, config):
+        log(f"[{config.method}] already finished in {run.path}; not re-running")
+        return _result_from_status(run, previous)
 
     # Ctrl-C and SIGTERM, like the caller's should_stop, stop the run at a step boundary.
     interrupt = StopRequest()
@@ -338,15 +338,14 @@ def pretrain(
     def stop_requested() -> bool:
         return interrupt.requested or (should_stop is not None and should_stop())
 
-    trainer = Trainer(config, run_dir, progress=progress, log=log, should_stop=stop_requested, trackers=trackers)
+    trainer = Trainer(config, run, progress=progress, log=log, should_stop=stop_requested, trackers=trackers)
     reset_peak_memory(trainer.device)  # this run's own peak, not an earlier run's in this process
     resumed_from = trainer.restore()
     if trainer.is_main:
-        run_dir.write_config(config)
-        run_dir.write_environment(trainer.device)
-        run_dir.write_status("running", step=trainer.step, total_steps=trainer.total_steps)
+        run.write_config_and_environment(trainer.device)
+        run.write_status("running", step=trainer.step, total_steps=trainer.total_steps)
     log(
-        f"[{config.method}] {run_dir.path}: {config.backbone}, {trainer.num_samples} images, "
+        f"[{config.method}] {run.path}: {config.backbone}, {trainer.num_samples} images, "
         f"batch {config.batch_size}"
         + (f" ({trainer.local_batch} x {trainer.world_size} ranks)" if trainer.world_size > 1 else "")
         + f", lr {trainer.peak_lr:.4g} "
@@ -358,11 +357,11 @@ def pretrain(
             trainer.fit()
     except NonFiniteLossError as error:
         if trainer.is_main:
-            run_dir.write_status("failed", error=str(error), failed_step=error.step, terms=error.terms)
+            run.write_status("failed", error=str(error), failed_step=error.step, terms=error.terms)
         log(f"[{config.method}] FAILED: {error}")
         return RunResult(
             config.method,
-            run_dir.path,
+            run.path,
             "failed",
             epochs_done=len(trainer.metrics),
             error=str(error),
@@ -370,18 +369,18 @@ def pretrain(
         )
     except KeyboardInterrupt:  # asked twice: stopped mid-step, so the last checkpoint is where it resumes
         if trainer.is_main:
-            run_dir.write_status("interrupted", reason="interrupted mid-step; resumes from the last checkpoint")
+            run.write_status("interrupted", reason="interrupted mid-step; resumes from the last checkpoint")
         raise
     except TrainingStopped as stop:  # the checkpoint of this step is already on disk
         if interrupt.requested:
             stop = TrainingStopped(stop.step, interrupt.reason, interrupt.signal_number)
         if trainer.is_main:
-            run_dir.write_status("interrupted", step=stop.step, reason=stop.reason)
+            run.write_status("interrupted", step=stop.step, reason=stop.reason)
         log(f"[{config.method}] {stop}")
         raise stop from None
     except Exception as error:
         if trainer.is_main:
-            run_dir.write_status("failed", error=f"{type(error).__name__}: {error}", failed_step=trainer.step)
+            run.write_status("failed", error=f"{type(error).__name__}: {error}", failed_step=trainer.step)
         raise
     summary = {
         "epochs_done": len(trainer.metrics),
@@ -391,17 +390,17 @@ def pretrain(
         "peak_memory_mb": peak_memory_mb(trainer.device),
     }
     if trainer.is_main:
-        run_dir.write_status("finished", **summary)
+        run.write_status("finished", **summary)
     if interrupt.requested:  # during the last step: pre-training is done, evaluation is the next command's
         raise TrainingStopped(trainer.step, interrupt.reason, interrupt.signal_number)
-    return RunResult(config.method, run_dir.path, "finished", resumed_from_step=resumed_from, **summary)
+    return RunResult(config.method, run.path, "finished", resumed_from_step=resumed_from, **summary)
 
 
-def _result_from_status(config: RunConfig, run_dir: RunDir, status: dict[str, Any]) -> RunResult:
+def _result_from_status(run: Run, status: dict[str, Any]) -> RunResult:
     return RunResult(
-        config.method,
-        run_dir.path,
-        "finished" if run_dir.pretraining_finished(status) else status["status"],
+        run.config.method,
+        run.path,
+        "finished" if run.pretraining_finished(status) else status["status"],
         epochs_done=status.get("epochs_done", 0),
         final_loss=status.get("final_loss"),
         train_seconds=status.get("train_seconds", 0.0),
