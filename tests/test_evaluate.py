@@ -49,17 +49,18 @@ def test_knn_hand_worked_example():
     train = SplitFeatures(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]]), torch.tensor([0, 1, 1, 0]))
     query = torch.tensor([[2.0, 0.0]])
     scores = knn_scores(train, query, KnnConfig(k=3, temperature=0.1), num_classes=2)
-    # The 3 nearest: class 0 at similarity 1, class 1 twice at 0.6; votes exp(sim / T).
-    assert scores[0, 0].item() == pytest.approx(math.exp(10.0))
-    assert scores[0, 1].item() == pytest.approx(2 * math.exp(6.0))
+    # The 3 nearest: class 0 at similarity 1, class 1 twice at 0.6; votes exp(sim / T), each
+    # query's divided by exp(its highest similarity / T) = exp(10).
+    assert scores[0, 0].item() == pytest.approx(1.0)
+    assert scores[0, 1].item() == pytest.approx(2 * math.exp(6.0 - 10.0))
     assert scores.argmax(dim=1).item() == 0  # the close neighbour outweighs a 2-to-1 majority
     # At a high temperature the weights flatten (exp(0.1) < 2 exp(0.06)) and the majority wins.
     flat = knn_scores(train, query, KnnConfig(k=3, temperature=10.0), num_classes=2)
-    assert flat[0].tolist() == pytest.approx([math.exp(0.1), 2 * math.exp(0.06)])
+    assert flat[0].tolist() == pytest.approx([1.0, 2 * math.exp(0.06 - 0.1)])
     assert flat.argmax(dim=1).item() == 1
-    # k larger than the bank: every train point votes (class 0 adds exp(-1 / T)).
+    # k larger than the bank: every train point votes (class 0 adds exp((-1 - 1) / T)).
     everyone = knn_scores(train, query, KnnConfig(k=200, temperature=0.1), num_classes=2)
-    assert everyone[0, 0].item() == pytest.approx(math.exp(10.0) + math.exp(-10.0))
+    assert everyone[0, 0].item() == pytest.approx(1.0 + math.exp(-20.0))
 
 
 def _clusters(n: int, seed: int, classes: int = 10, dim: int = 32, spread: float = 1.0, scale: float = 1.0):
@@ -510,18 +511,24 @@ def test_the_default_grids_reach_past_the_ends_the_demo_chose():
     assert narrow.setting["k"] == 3 and narrow.on_edge == ["k"]
 
 
-def test_the_smallest_temperature_keeps_the_votes_finite():
-    # The votes are float64 exp(similarity / T): every vote of similarity 1 at the grid's smallest T
-    # stays finite, and a temperature low enough to overflow them is refused.
+def test_small_temperatures_keep_the_votes_finite_and_ordered():
+    # Unshifted, exp(similarity / T) overflows float64 below T = 0.0014 and every vote of a query
+    # ties at inf. Shifted by each query's highest similarity, the largest weight is 1 at any T.
     bank = SplitFeatures(torch.ones(200, 4), torch.arange(200) % 2)
-    scores = knn_scores(
-        bank, torch.ones(3, 4), KnnConfig(k=200, temperature=min(KnnConfig().temperature_grid)), num_classes=2
-    )
-    assert torch.isfinite(scores).all()
-    with pytest.raises(ValueError, match="overflows"):
-        KnnConfig(temperature_grid=(0.001, 0.1))
-    with pytest.raises(ValueError, match="overflows"):
-        KnnConfig(temperature=0.0005)
+    for temperature in (min(KnnConfig().temperature_grid), 1e-5):
+        scores = knn_scores(bank, torch.ones(3, 4), KnnConfig(k=200, temperature=temperature), num_classes=2)
+        assert torch.isfinite(scores).all() and scores.tolist() == [[100.0, 100.0]] * 3
+    # Neighbours 0.001 apart in cosine similarity: at T 0.0002 the nearest (class 0) outvotes
+    # nine slightly farther ones of class 1 (exp(-0.001 / 0.0002) = 0.0067 each); at T 0.01 the
+    # nine win. Unshifted, T 0.0002 gives inf against inf and no order at all.
+    angles = torch.tensor([0.0] + [math.acos(1 - 0.001)] * 9)
+    train = SplitFeatures(torch.stack([angles.cos(), angles.sin()], dim=1), torch.tensor([0] + [1] * 9))
+    query = torch.tensor([[1.0, 0.0]])
+    sharp = knn_scores(train, query, KnnConfig(k=10, temperature=0.0002), num_classes=2)
+    assert torch.isfinite(sharp).all() and sharp.argmax(dim=1).item() == 0
+    assert knn_scores(train, query, KnnConfig(k=10, temperature=0.01), num_classes=2).argmax(dim=1).item() == 1
+    with pytest.raises(ValueError, match="positive"):
+        KnnConfig(temperature_grid=(0.0, 0.1))
 
 
 def test_a_crash_in_run_entry_is_recorded_once_with_its_context(fashion_root, tmp_path, monkeypatch):

@@ -91,18 +91,20 @@ class KnnConfig:
     # the smallest k was chosen nearly every time, and mostly the smallest T. On the CPU demo's
     # trained features the best validation top-1 lies near k 10-20, T 0.003-0.005 (sharply weighted
     # votes); lightly's and DINO's T (0.07-0.1) stay inside. The random-init network's cosine
-    # similarities crowd near 1 and want T at or below 0.002, as low as the float64 votes go
-    # with room (__post_init__): such a choice is flagged (open_edges). The neighbours are found
-    # once at the largest k, so each further setting costs only a vote over them.
+    # similarities crowd near 1, its neighbours' similarities a few thousandths apart, and it chose
+    # T 0.002 whenever the grid ended there: the grid goes on down to 0.0002. As T falls every k
+    # tends to the single nearest neighbour's vote (k = 1, in the grid), so the far end of T is
+    # already covered in the limit. The neighbours are found once at the largest k, so each
+    # further setting costs only a vote over them.
     k_grid: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100, 200)
-    temperature_grid: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.04, 0.07, 0.1, 0.2, 0.5, 1.0)
+    temperature_grid: tuple[float, ...] = (
+        0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.07, 0.1, 0.2, 0.5, 1.0,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
-        # The votes exp(similarity / T) are float64 (_votes): exp(1 / T) overflows to inf below
-        # T = 1 / log(float64 max), about 0.0014, and then every vote of a query ties.
         lowest = min((self.temperature, *self.temperature_grid))
-        if lowest <= 1 / math.log(torch.finfo(torch.float64).max):
-            raise ValueError(f"temperature {lowest:g} overflows the float64 votes; the smallest is about 0.0015")
+        if not lowest > 0:
+            raise ValueError(f"the kNN temperature must be positive, got {lowest:g}")
 
 
 @dataclass(frozen=True)
@@ -398,8 +400,14 @@ def _neighbours(bank: Tensor, queries: Tensor, k: int, chunk_size: int | None) -
 
 
 def _votes(similarity: Tensor, index: Tensor, labels: Tensor, temperature: float, num_classes: int) -> Tensor:
-    # float64: exp(1 / T) overflows float32 for T below about 0.012.
-    weights = (similarity.double() / temperature).exp()
+    """Each query's class votes exp((similarity - its highest similarity) / T), float64.
+
+    The shift divides all of a query's votes by one positive factor, exp(highest / T), so the
+    class order is that of exp(similarity / T) while the largest weight is exactly 1: nothing
+    overflows at any T > 0 (exp(1 / T) alone overflows float64 below T = 0.0014).
+    """
+    similarity = similarity.double()
+    weights = ((similarity - similarity.max(dim=1, keepdim=True).values) / temperature).exp()
     votes = torch.zeros(len(similarity), num_classes, dtype=torch.float64, device=similarity.device)
     return votes.scatter_add_(1, labels[index], weights)
 
@@ -407,7 +415,8 @@ def _votes(similarity: Tensor, index: Tensor, labels: Tensor, temperature: float
 def knn_scores(
     train: SplitFeatures, queries: Tensor, config: KnnConfig, *, num_classes: int, chunk_size: int | None = None
 ) -> Tensor:
-    """(Q, num_classes) float64 votes: sum of exp(cos / T) over each query's k nearest train features."""
+    """(Q, num_classes) float64 votes: sum of exp(cos / T) over each query's k nearest train features,
+    each query's row divided by exp(its highest cos / T) (:func:`_votes`), which keeps the order."""
     bank = F.normalize(train.features.float(), dim=1)
     similarity, index = _neighbours(bank, queries, min(config.k, len(bank)), chunk_size)
     return _votes(similarity, index, train.labels.to(bank.device), config.temperature, num_classes)
