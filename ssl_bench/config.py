@@ -20,7 +20,7 @@ from ssl_bench.errors import UsageError, unknown_name_message
 
 # What a config may name as its optimiser, and the LARS variants (ssl_bench.train.optim), each
 # with its trust coefficient in the code it follows.
-OPTIMIZERS = ("lars", "sgd", "adamw")
+OPTIMIZERS = ("lars", "sgd", "adamw", "adam")
 LARS_VARIANTS = ("official", "solo-learn")
 DEFAULT_LARS_ETA = {"official": 0.001, "solo-learn": 0.02}
 
@@ -170,7 +170,7 @@ class RunConfig:
         if self.precision not in {"auto", "bf16", "fp32"}:
             raise UsageError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"optimizer must be lars, sgd or adamw, got {self.optimizer!r}")
+            raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lars_variant not in LARS_VARIANTS:
             raise UsageError(unknown_name_message("lars_variant", self.lars_variant, LARS_VARIANTS))
         if self.lr_scaling not in LR_SCALINGS:

@@ -14,12 +14,16 @@ group) are checked without writing a test. What is asserted holds for every soun
   its loss penalises collapse (``loss_penalises_collapse``), collapsed embeddings score worse
   than diverse ones whose views agree. Methods that avoid collapse through their architecture
   (BYOL, SimSiam: predictor and stop-gradient) score collapse as well as perfect agreement, so
-  nothing more is asserted for them;
+  nothing more is asserted for them. A loss that is undefined on a collapsed batch at its
+  recipes' settings (W-MSE's whitening without shrinkage) must say so with a non-finite value,
+  which stops a run as diverged, and meets the rest with the parameters that define it there
+  (``DEFINED_AT_COLLAPSE``);
 - a momentum target moves by the EMA of its declared schedule; state (weights, running
   statistics, targets, loss state) survives a state_dict round trip, which is what resuming uses.
 
 Everything runs in float64 on a tiny backbone, with a fresh copy of the method wherever its loss
-keeps state (TiCo's running covariance).
+keeps state (TiCo's running covariance), and with the batch-dependent settings of a loss fitted
+to the tiny batch (``TINY_FIT``).
 """
 
 from __future__ import annotations
@@ -40,15 +44,28 @@ from ssl_bench.train.optim import OPTIMIZERS, parameter_groups
 METHODS = available_methods()
 N, IMAGE, FEATURES = 8, 12, 8
 
+# Losses whose parameters are tied to the batch, fitted to the tiny batch of N samples: the widest
+# head layer and loss parameters. W-MSE whitens sub-batches of whitening_size samples, which must
+# divide the batch and outnumber the embedding's dimensions: one sub-batch of all N samples (so the
+# loss is independent of the batch order, as for the others), heads N / 2 wide.
+TINY_FIT: dict[str, dict] = {"wmse": {"max_width": N // 2, "loss": {"whitening_size": N}}}
+
+# Losses undefined on a collapsed batch at their recipes' settings, and the loss parameters that
+# define them there. W-MSE inverts each sub-batch's covariance, singular when the samples coincide
+# (the sources' Cholesky factorisation fails); its shrinkage eps > 0 makes it positive definite.
+DEFINED_AT_COLLAPSE: dict[str, dict] = {"wmse": {"eps": 0.5}}
+
 
 # Tiny tensors: one intra-op thread (the conftest fixture), for every test here.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_method(name: str, seed: int = 0) -> Method:
-    """``name`` with its CPU-demo recipe's parameters, narrow heads of the recipe's depth, float64."""
+def tiny_method(name: str, seed: int = 0, loss_params: dict | None = None) -> Method:
+    """``name`` with its CPU-demo recipe's parameters (``TINY_FIT`` and ``loss_params`` over them),
+    narrow heads of the recipe's depth, float64."""
     config = resolve_config(name, "fashion-mnist")
-    projector = tuple(min(width, 16) for width in config.projector)
+    fit = TINY_FIT.get(name, {})
+    projector = tuple(min(width, fit.get("max_width", 16)) for width in config.projector)
     embedding = projector[-1] if projector else FEATURES
     predictor = (*(min(width, 8) for width in config.predictor[:-1]), embedding) if config.predictor else ()
     torch.manual_seed(seed)
@@ -57,7 +74,7 @@ def tiny_method(name: str, seed: int = 0) -> Method:
         FEATURES,
         projector,
         predictor,
-        loss_params=config.loss,
+        loss_params={**config.loss, **fit.get("loss", {}), **(loss_params or {})},
         method_params=config.method_params,
     )
     return method.double().train()
@@ -152,11 +169,20 @@ def test_loss_ignores_batch_order(name):
     torch.testing.assert_close(permuted, loss, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(DEFINED_AT_COLLAPSE))
+def test_a_loss_undefined_at_collapse_says_so_with_a_non_finite_value(name):
+    method = tiny_method(name)
+    x = images(5, collapsed=True)
+    assert not torch.isfinite(method(x, x.clone()).loss)
+    z = torch.randn(1, method.embedding_dim, dtype=torch.float64).expand(N, -1)
+    assert not torch.isfinite(loss_of_embeddings(copy.deepcopy(method), z.clone(), z.clone()))
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_collapsed_inputs_give_finite_loss_and_gradients(name):
     # Identical images: batch norm maps the identical samples to zero embeddings, the most
     # degenerate input a loss meets in practice (normalising a zero vector, zero variance).
-    method = tiny_method(name)
+    method = tiny_method(name, loss_params=DEFINED_AT_COLLAPSE.get(name))
     x = images(5, collapsed=True)
     out = method(x, x.clone())
     assert torch.isfinite(out.loss), out.loss
@@ -173,7 +199,7 @@ def test_collapsed_inputs_give_finite_loss_and_gradients(name):
 
 @pytest.mark.parametrize("name", [m for m in METHODS if get_method(m).loss_penalises_collapse])
 def test_loss_scores_collapse_worse_than_diverse_agreeing_views(name):
-    method = tiny_method(name)
+    method = tiny_method(name, loss_params=DEFINED_AT_COLLAPSE.get(name))
     g = torch.Generator().manual_seed(6)
     diverse = torch.randn(N, method.embedding_dim, generator=g, dtype=torch.float64)
     collapsed = torch.randn(1, method.embedding_dim, generator=g, dtype=torch.float64).expand(N, -1)

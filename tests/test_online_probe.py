@@ -35,6 +35,7 @@ CPU = torch.device("cpu")
 # classifier_lr of each CIFAR yaml (scripts/pretrain/cifar/<method>.yaml); TiCo takes SimCLR's.
 CLASSIFIER_LR = {"simclr": 0.1, "tico": 0.1, "vicreg": 0.1, "barlow_twins": 0.1, "byol": 0.1, "simsiam": 0.1}
 CLASSIFIER_LR["mocov3"] = 0.3
+CLASSIFIER_LR["wmse"] = 3e-3
 
 
 def _probe_group(optimizer: torch.optim.Optimizer) -> dict:
@@ -64,7 +65,11 @@ def test_cifar_rows_put_the_classifier_in_a_group_of_the_run_optimiser(method):
     others = {id(p) for g in optimizer.param_groups if g is not group for p in g["params"]}
     assert not others & {id(p) for p in probe.parameters()}  # in no other group
     assert group["peak_lr"] == CLASSIFIER_LR[method] * config.batch_size / 256 and group["weight_decay"] == 0.0
-    assert group["momentum"] == 0.9 and not group.get("constant_lr", False)
+    assert not group.get("constant_lr", False)
+    if config.optimizer == "adam":  # W-MSE's row: the run's Adam, torch's default betas
+        assert group["betas"] == (0.9, 0.999) and type(optimizer) is torch.optim.Adam
+    else:
+        assert group["momentum"] == 0.9
     if config.optimizer == "lars":  # the run's LARS rule: solo-learn's, eta 0.02, clipped
         assert (group["variant"], group["eta"], group["clip_lr"]) == ("solo-learn", 0.02, True)
     # The run's warmup + cosine schedule, from the classifier's own peak.

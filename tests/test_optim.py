@@ -433,7 +433,14 @@ def test_set_scheduled_lr_needs_peak_lr() -> None:
 
 
 @pytest.mark.parametrize(
-    "name, kind", [("lars", LARS), ("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("LARS", LARS)]
+    "name, kind",
+    [
+        ("lars", LARS),
+        ("sgd", torch.optim.SGD),
+        ("adamw", torch.optim.AdamW),
+        ("adam", torch.optim.Adam),
+        ("LARS", LARS),
+    ],
 )
 def test_build_optimizer_kinds_step(name: str, kind: type) -> None:
     torch.manual_seed(0)
@@ -455,8 +462,27 @@ def test_build_optimizer_kinds_step(name: str, kind: type) -> None:
 
 def test_build_optimizer_unknown_name_lists_known_ones() -> None:
     groups = parameter_groups(nn.Linear(2, 2), lr=0.1, weight_decay=0.0)
-    with pytest.raises(ValueError, match="lars, sgd, adamw"):
-        build_optimizer("adam", groups)
+    with pytest.raises(ValueError, match="lars, sgd, adamw, adam"):
+        build_optimizer("adagrad", groups)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_adds_the_weight_decay_to_the_gradient_and_adamw_decouples_it(name: str) -> None:
+    # Step 1 of Adam: m_hat = g, v_hat = g^2, so p -= lr g / (|g| + eps). torch.optim.Adam (W-MSE's
+    # official code, solo-learn) takes g + wd p as the gradient (L2); AdamW shrinks p by lr wd apart.
+    lr, wd, eps = 0.1, 0.5, 1e-8
+    weight = nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    grad = torch.tensor([0.3, 0.0, -0.2], dtype=torch.float64)
+    optimizer = build_optimizer(name, [{"params": [weight], "lr": lr, "weight_decay": wd}])
+    start = weight.detach().clone()
+    weight.grad = grad.clone()
+    optimizer.step()
+    if name == "adam":
+        g = grad + wd * start
+        expected = start - lr * g / (g.abs() + eps)
+    else:
+        expected = start * (1 - lr * wd) - lr * grad / (grad.abs() + eps)
+    torch.testing.assert_close(weight.detach(), expected, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- solo-learn LARS

@@ -267,6 +267,34 @@ SOURCES: dict[tuple[str, str], dict[str, tuple[Any, str]]] = {
     },
 }
 
+SOURCES[("cifar", "wmse")] = {
+    **SOLO_COMMON,
+    "schedule.form": (
+        "per step: linear warmup from 0 reaching the peak at step W - 1, then cosine",
+        "wmse.yaml:57-59 (warmup_start_lr 0); solo/utils/lr_scheduler.py:127-149",
+    ),
+    "optimizer.name": ("adam", "wmse.yaml:52; solo/methods/base.py:97-102: torch.optim.Adam"),
+    "schedule.base_lr": (2e-3, "wmse.yaml:54"),
+    "optimizer[all].peak_lr": (2e-3, "wmse.yaml:54 x batch / 256 (solo/args/pretrain.py:151-157)"),
+    "optimizer[all].weight_decay": (1e-6, "wmse.yaml:56; every parameter (solo/methods/base.py:280-282, 341-343)"),
+    "optimizer[all].momentum": (None, "Adam, no SGD momentum; solo/args/pretrain.py:159-174 sets no kwargs for it"),
+    "optimizer[all].schedule": ("warmup + cosine", "wmse.yaml:57-58"),
+    "optimizer[online probe].peak_lr": (3e-3, "wmse.yaml:55 classifier_lr x batch / 256"),
+    "optimizer[online probe].weight_decay": (0.0, "solo/methods/base.py:322-330"),
+    "optimizer[online probe].schedule": ("warmup + cosine", "solo/methods/base.py:362-382"),
+    "optimizer[online probe].parameters": (512 * 10 + 10, "solo/methods/base.py:210"),
+    "projector.layers": (
+        [linear(512, 1024, True), bn(1024), RELU, linear(1024, 64, True)],
+        "wmse.yaml:18-19; solo/methods/wmse.py:56-61",
+    ),
+    "loss.params.whitening_size": (128, "wmse.yaml:20"),
+    "loss.params.w_iter": (1, "solo/methods/wmse.py:81-85: whitening_iters default 1"),
+    "loss.params.eps": (0.0, "solo/methods/wmse.py:91: whitening_eps default 0.0"),
+    "loss.params.detach_view_b": (True, "solo/losses/wmse.py:36-37 (simplified); solo/methods/wmse.py:150"),
+    "loss.scale": (1.0, "solo/methods/wmse.py:152: the mean over iterations and pairs"),
+    **views(view(crop=(0.2, 1.0), jitter=(0.8, 0.8, 0.8, 0.2)), where="wmse.yaml:27-50"),
+}
+
 # ----------------------------------------------------------------------------------------------
 # ImageNet: each method's official code (commit in the comment) and paper.
 # ----------------------------------------------------------------------------------------------
@@ -542,6 +570,45 @@ SOURCES.update(
         },
     }
 )
+
+# W-MSE: htdt/self-supervised at commit d9662c8d, the README's ImageNet-100 command for two views
+# (README.md:72) and cfg.py's defaults. The paper has no ImageNet-1k or ResNet-50 setting.
+SOURCES[("imagenet", "wmse")] = {
+    "backbone.name": ("resnet18", "cfg.py:127-133: --arch default; README.md:72 leaves it"),
+    "backbone.stem": (R50, "model.py:19-25: the torchvision stem kept for imagenet"),
+    "backbone.zero_init_residual": (False, "model.py:21: torchvision resnet(pretrained=False)"),
+    "data.mean": ([0.485, 0.456, 0.406], "datasets/imagenet.py:18-21"),
+    "data.std": ([0.229, 0.224, 0.225], "datasets/imagenet.py:18-21"),
+    "optimizer.name": ("adam", "train.py:39: torch.optim.Adam"),
+    "schedule.lr": (2e-3, "README.md:72 --lr 2e-3, used as given (train.py:39)"),
+    "optimizer[all].peak_lr": (2e-3, "train.py:39"),
+    "optimizer[all].weight_decay": (1e-6, "cfg.py:66-68: adam_l2, on every parameter (train.py:39)"),
+    "schedule.batch_size": (512, "cfg.py:111-113: --bs default"),
+    "schedule.epochs": (240, "README.md:72"),
+    "schedule.warmup_epochs": (2, "train.py:43-54: 500 steps, 2 epochs of ImageNet-100 at batch 512"),
+    "schedule.end_factor": (0.04, "cfg.py:114-126, train.py:22-24: two MultiStepLR drops by 0.2"),
+    "schedule.form": (
+        "per step: linear warmup over 500 steps, then the peak with x0.2 at epochs 190 and 215",
+        "train.py:14-24, 43-66; cfg.py:55-61, 114-126 (lr_step step, drop 50 25, drop_gamma 0.2)",
+    ),
+    "projector.widths": ([1024, 128], "cfg.py:76-81 (head_layers 2, head_size 1024); README.md:72 --emb 128"),
+    "projector.options.hidden_norm": (True, "cfg.py:50-52; model.py:11-12"),
+    "projector.options.hidden_bias": (True, "model.py:10: nn.Linear"),
+    "projector.options.last_bias": (True, "model.py:15: nn.Linear"),
+    "projector.options.last_bn": (False, "model.py:5-16"),
+    "loss.params.whitening_size": (256, "README.md:72 --w_size 256"),
+    "loss.params.w_iter": (1, "cfg.py:87-91"),
+    "loss.params.eps": (0.0, "cfg.py:73-75: --w_eps"),
+    "loss.scale": (1.0, "methods/w_mse.py:35: the mean over iterations and pairs"),
+    "augmentation.crop_ratio": ([3 / 4, 4 / 3], "cfg.py:40-41"),
+    "augmentation.crop_interpolation": ("bicubic", "datasets/transforms.py:12-17: interpolation=3"),
+    "augmentation.blur_sigma": ([0.1, 2.0], "datasets/imagenet.py:9-16, 30: PIL GaussianBlur radius U(0.1, 2)"),
+    "execution.precision": ("fp32", "train.py: no mixed precision"),
+    **views(
+        view(crop=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5),
+        where="README.md:72 (--crop_s0 0.08 --cj0-3 0.8 0.8 0.8 0.2 --gs_p 0.2); cfg.py:32-42; datasets/imagenet.py:30",
+    ),
+}
 
 DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
 

@@ -432,7 +432,7 @@ def set_scheduled_lr(
 
 
 def _fused_supported(groups: list[dict[str, Any]]) -> bool:
-    """Whether torch's fused AdamW kernel can take every parameter: floating, dense, one device
+    """Whether torch's fused Adam(W) kernel can take every parameter: floating, dense, one device
     type among CPU and CUDA. Anything else (meta tensors, mixed devices) gets the foreach path."""
     params = [p for g in groups for p in g["params"]]
     device_types = {p.device.type for p in params}
@@ -449,12 +449,14 @@ def build_optimizer(
     lars_variant: str = "official",
     lars_eta: float | None = None,
 ) -> torch.optim.Optimizer:
-    """The optimiser ``name`` ("lars", "sgd" or "adamw") over ``groups``.
+    """The optimiser ``name`` ("lars", "sgd", "adamw" or "adam") over ``groups``.
 
     Every group must carry ``lr`` and ``weight_decay`` (as :func:`parameter_groups` makes them);
-    extra keys such as ``peak_lr`` are kept. ``momentum`` is used by LARS and SGD; AdamW is plain
-    (default betas and eps). ``lars_variant`` picks LARS's rule ("solo-learn" also clips, as every
-    solo-learn config does) and ``lars_eta`` its trust coefficient (None: the variant's own).
+    extra keys such as ``peak_lr`` are kept. ``momentum`` is used by LARS and SGD; AdamW and Adam
+    are plain (default betas and eps): Adam adds the weight decay to the gradient (L2), as the
+    ``torch.optim.Adam`` of W-MSE's official code and solo-learn, AdamW decouples it.
+    ``lars_variant`` picks LARS's rule ("solo-learn" also clips, as every solo-learn config does)
+    and ``lars_eta`` its trust coefficient (None: the variant's own).
     """
     key = name.lower()
     if key not in OPTIMIZERS:
@@ -476,6 +478,7 @@ def build_optimizer(
     if key == "sgd":
         # foreach rather than fused: fused SGD rejects sparse gradients; foreach handles all.
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
+    adam = torch.optim.Adam if key == "adam" else torch.optim.AdamW
     if _fused_supported(groups):
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
-    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+        return adam(groups, lr=lr, fused=True)
+    return adam(groups, lr=lr, foreach=True)
