@@ -112,6 +112,9 @@ class RunConfig:
     # Both views' distributions in full (ViewConfig fields), after the recipe's changes.
     view_a: dict[str, Any] = field(default_factory=dict)
     view_b: dict[str, Any] = field(default_factory=dict)
+    # Multi-crop's small views in full (count, size and the ViewConfig fields), beside the two
+    # views above; empty for the two-view runs.
+    local_crops: dict[str, Any] = field(default_factory=dict)
     deviations: dict[str, str] = field(default_factory=dict)  # from the cited source, with reasons
     # What the evaluation probes (EVAL_FEATURES; ssl_bench.eval.features): the representation
     # (backbone output) always, first; "embedding" adds the projector's output beside it.
@@ -136,7 +139,7 @@ class RunConfig:
     # Fields left out of to_dict() (so of config.json and the identity) while at their default:
     # runs recorded before such a field existed keep their identity and read back the same.
     OMITTED_AT_DEFAULT: typing.ClassVar[frozenset[str]] = frozenset(
-        {"eval_features", "reuse_finished", "online_probe", "probe_base_lr", "lr_scaling"}
+        {"eval_features", "reuse_finished", "online_probe", "probe_base_lr", "lr_scaling", "local_crops"}
     )
 
     @property
@@ -224,7 +227,11 @@ class RunConfig:
         # `--set warmup_epochs=1` and a recipe's 1 are one run.
         if float(self.warmup_epochs).is_integer():
             data["warmup_epochs"] = int(self.warmup_epochs)
-        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.OMITTED_AT_DEFAULT}
+        defaults = {
+            f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(self)
+            if f.name in self.OMITTED_AT_DEFAULT
+        }
         for name, default in defaults.items():
             if getattr(self, name) == default:
                 del data[name]

@@ -131,6 +131,13 @@ class Method(nn.Module):
     # None, with the momentum target embedding view b alone: target_b), for losses taken in one
     # direction, as TiCo's public implementations take theirs.
     online_sees_both_views: ClassVar[bool] = True
+    # Multi-crop: the run's small views (RunConfig.local_crops) go through the online backbone
+    # and projector in one pass, and the loss gets their embeddings as ``z_local``, a list.
+    uses_local_crops: ClassVar[bool] = False
+    # Both views through the backbone as one batch and every crop through the projector as one
+    # (BatchNorm statistics over all of them), as the public multi-crop code runs them; False:
+    # one pass per view.
+    views_in_one_pass: ClassVar[bool] = False
     # Whether the loss itself scores collapsed embeddings (all samples alike) worse than diverse
     # ones whose views agree. True for contrastive and variance/decorrelation losses; False where
     # collapse is avoided by the architecture (predictor, stop-gradient, EMA) rather than the loss.
@@ -225,6 +232,12 @@ class Method(nn.Module):
             )
         if cls.uses_momentum_target and not 0.0 <= method_params["momentum_base"] <= 1.0:
             raise UsageError(f"method_params.momentum_base must be in [0, 1], got {method_params['momentum_base']}")
+        cls.check_method_params(method_params)
+
+    @classmethod
+    def check_method_params(cls, method_params: Mapping[str, Any]) -> None:
+        """Raise a UsageError unless the method parameters' values fit; a method with constraints
+        on them (a count that must be whole) overrides this. The names are checked already."""
 
     @classmethod
     def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:
@@ -257,8 +270,9 @@ class Method(nn.Module):
         ``z_a``, ``z_b``: the online projector's outputs, (N, D) each. With ``uses_predictor``
         the harness also passes ``p_a``, ``p_b`` (predictor outputs); with
         ``uses_momentum_target``, ``target_a``, ``target_b`` (the target network's projector
-        outputs, computed without gradient). All in float32 or wider. Without ``online_sees_both_views``
-        "a", ``z_b`` is None and only ``p_a`` and ``target_b`` are passed.
+        outputs, computed without gradient); with ``uses_local_crops``, ``z_local``, the list of
+        the small views' embeddings (empty in a run without them). All in float32 or wider.
+        Without ``online_sees_both_views``, ``z_b`` is None and only ``p_a`` and ``target_b`` are passed.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
@@ -284,6 +298,13 @@ class Method(nn.Module):
             pairs += zip(online.parameters(), target.parameters(), strict=True)
         return pairs
 
+    def before_optimizer_step(self, step: int, steps_per_epoch: int) -> None:
+        """Called by the harness once per training step, after ``backward()`` and before
+        ``optimizer.step()``: the place to drop gradients (SwAV's frozen prototypes). A parameter
+        whose ``grad`` is None there is left as it is by the step (no decay, no momentum).
+        ``step`` is the 0-based index of the step about to be taken. The default does nothing.
+        """
+
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called by the harness once per training step, right after ``optimizer.step()``.
 
@@ -298,13 +319,27 @@ class Method(nn.Module):
         if pairs:
             ema_update(pairs, self.target_momentum(step, total_steps))
 
-    def forward(self, x_a: Tensor, x_b: Tensor) -> StepOutput:
+    def forward(self, x_a: Tensor, x_b: Tensor, local_views: Sequence[Tensor] = ()) -> StepOutput:
         both = self.online_sees_both_views
-        # Two backbone passes, as in the official code: batch-norm statistics stay per view.
-        h_a = self.backbone(x_a)
-        z_a = self.projector(h_a)
-        h_b = self.backbone(x_b) if both else None
-        z_b = None if h_b is None else self.projector(h_b)
+        if local_views and not self.uses_local_crops:
+            raise ValueError(f"{self.name} takes two views, not local crops")
+        # The small crops share one resolution: one backbone pass for all of them.
+        h_local = self.backbone(torch.cat(list(local_views))) if local_views else None
+        z_local: list[Tensor] = []
+        if both and self.views_in_one_pass:
+            # SwAV's multi-resolution forward: one backbone pass per resolution, then the head
+            # on every crop at once (its BatchNorm statistics over all of them).
+            h_a, h_b = self.backbone(torch.cat([x_a, x_b])).chunk(2)
+            h_all = [h_a, h_b] if h_local is None else [h_a, h_b, h_local]
+            z_a, z_b, *z_local = self.projector(torch.cat(h_all)).chunk(2 + len(local_views))
+        else:
+            # Two backbone passes, as in the official code: batch-norm statistics stay per view.
+            h_a = self.backbone(x_a)
+            z_a = self.projector(h_a)
+            h_b = self.backbone(x_b) if both else None
+            z_b = None if h_b is None else self.projector(h_b)
+            if h_local is not None:
+                z_local = list(self.projector(h_local).chunk(len(local_views)))
         heads: dict[str, Tensor] = {}
         if self.predictor is not None:
             heads["p_a"] = self.predictor(z_a)
@@ -319,10 +354,12 @@ class Method(nn.Module):
         # Losses run in float32 (or wider) even under bf16 autocast: their sums over large
         # batches and D x D statistics lose too much precision in 8-bit mantissas.
         with torch.autocast(z_a.device.type, enabled=False):
+            local = {"z_local": [at_least_fp32(z) for z in z_local]} if self.uses_local_crops else {}
             loss, terms = self.loss(
                 at_least_fp32(z_a),
                 None if z_b is None else at_least_fp32(z_b),
                 **{key: at_least_fp32(value) for key, value in heads.items()},
+                **local,
             )
         return StepOutput(
             # The recipe's loss scale (solo-learn's scale_loss, SimCLR's sum over both views):
@@ -333,6 +370,14 @@ class Method(nn.Module):
             embedding=z_a,
             representation_b=h_b,
         )
+
+
+def is_whole_number(value: Any) -> bool:
+    """An int, or a float with an integral value (what `--set` makes of a number): a count a
+    recipe gives as a loss or method parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer()
 
 
 def at_least_fp32(x: Tensor) -> Tensor:
@@ -480,6 +525,7 @@ __all__ = [
     "cosine_momentum",
     "ema_update",
     "get_method",
+    "is_whole_number",
     "load_method_file",
     "register_method",
     "unknown_name_message",

@@ -13,7 +13,15 @@ from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.method import get_method
 
 # Dictionary fields whose entries `--set table.name=value` sets (only names the recipe gave).
-PARAMETER_TABLES = ("loss", "method_params", "projector_options", "predictor_options", "view_a", "view_b")
+PARAMETER_TABLES = (
+    "loss",
+    "method_params",
+    "projector_options",
+    "predictor_options",
+    "view_a",
+    "view_b",
+    "local_crops",
+)
 # Chosen on the command line (method, --dataset) or derived: not `--set` keys.
 NOT_SETTABLE = frozenset({"method", "dataset", "source", "deviations", *PARAMETER_TABLES})
 
@@ -39,6 +47,8 @@ def apply_setting(config: RunConfig, setting: str) -> None:
         # ranges and strengths (crop_scale, jitter) as lists of floats.
         if isinstance(current, (list, tuple)):
             hint = tuple[float, ...]
+        elif table == "local_crops" and name in ("count", "size"):
+            hint = int
         elif isinstance(current, (int, float)) and not isinstance(current, bool):
             hint = float
         else:

@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 from ssl_bench.config import BN_LINEAR_SGD_PROBE, DEFAULT_LARS_ETA, SOLO_LEARN_PROBE, RunConfig, scaled_lr
-from ssl_bench.data.augment import view_config, view_pair, view_pair_configs
+from ssl_bench.data.augment import local_crops_of, view_config, view_pair, view_pair_configs
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.errors import UsageError, unknown_name_message
 from ssl_bench.method import available_methods, get_method
@@ -65,6 +65,9 @@ class MethodRecipe:
     views: dict[str, Any] = field(default_factory=dict)
     view_a: dict[str, Any] = field(default_factory=dict)
     view_b: dict[str, Any] = field(default_factory=dict)
+    # Multi-crop's small views: `count` crops of `size` pixels, drawn from view a's distribution
+    # with these changes (e.g. `crop_scale`); empty for two views.
+    local_crops: dict[str, Any] = field(default_factory=dict)
     # Each deliberate difference from the cited source: resolved field -> why.
     deviations: dict[str, str] = field(default_factory=dict)
     # What `ssl-bench tune` searches: --set key -> [low, high, "log" | "linear"] (ssl_bench.launch.tune).
@@ -203,6 +206,7 @@ def resolve_config(
         declared, changes = getattr(method_cls, options), getattr(row, options)
         setattr(config, options, resolved_options(declared, changes, options))
     config.view_a, config.view_b = resolved_views(method_cls, row)
+    config.local_crops = resolved_local_crops(method_cls, row, config.view_a)
     for key, value in (overrides or {}).items():
         if value is not None:
             setattr(config, key, value)
@@ -217,6 +221,7 @@ def resolve_config(
         # before the images are read: a dataset whose classes only its folders tell cannot have it.
         raise UsageError(f"online_probe={SOLO_LEARN_PROBE} needs a dataset with known classes; {dataset} has none")
     view_pair(config)  # a UsageError for an impossible view distribution
+    check_local_crops(config)
     method_cls.check_hyperparameters(config.projector, config.predictor, config.loss, config.method_params)
     return config
 
@@ -248,6 +253,25 @@ def resolved_views(method_cls: type, row: MethodRecipe) -> tuple[dict[str, Any],
             raise UsageError(f"{method_cls.name}'s view distribution: {error}") from None
         resolved.append(view)
     return resolved[0], resolved[1]
+
+
+def resolved_local_crops(method_cls: type, row: MethodRecipe, view_a: Mapping[str, Any]) -> dict[str, Any]:
+    """The small views in full: count and size from the row, view a's distribution with the row's changes."""
+    if not row.local_crops:
+        return {}
+    return {**view_a, **{k: list(v) if isinstance(v, (tuple, list)) else v for k, v in row.local_crops.items()}}
+
+
+def check_local_crops(config: RunConfig) -> None:
+    """A UsageError unless the config's local crops are well formed and its method takes them."""
+    try:
+        crops = local_crops_of(config.local_crops)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"local crops of {config.method}: {error}") from None
+    if crops is not None and not get_method(config.method).uses_local_crops:
+        raise UsageError(
+            f"{config.method} takes two views; local_crops (multi-crop) go with methods that declare uses_local_crops"
+        )
 
 
 def recipe_row(method: str, table: RecipeTable) -> MethodRecipe:

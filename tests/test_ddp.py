@@ -42,6 +42,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ssl_bench.data.loaders import TrainBatch
 from ssl_bench.distributed import collectives, ddp
 from ssl_bench.recipes import resolve_config
 from ssl_bench.store.rundir import RunDir
@@ -53,7 +54,9 @@ GLOBAL_BATCH = 32
 STEPS = 2
 # (method, keep BatchNorm). simclr: negatives from the other rank; vicreg: variance and
 # covariance of the global batch, invariance local.
-CASES = [("vicreg", False), ("simclr", False), ("vicreg", True)]
+CASES = [("vicreg", False), ("simclr", False), ("vicreg", True), ("swav", False)]
+# swav: Sinkhorn's sums over the global batch, two small crops per image through the same network.
+SWAV_LOCAL_CROPS = {"count": 2, "size": 12, "crop_scale": [0.1, 0.4]}
 
 
 def _config(method: str, data_root: Path):
@@ -75,7 +78,12 @@ def _config(method: str, data_root: Path):
         "warmup_epochs=0",
         "projector_options.last_bias=false",
     ]
-    return resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root)}, settings)
+    if method == "swav":  # prototypes trained from the first step
+        settings += ["method_params.prototypes=16", "method_params.freeze_prototypes_epochs=0"]
+    config = resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root)}, settings)
+    if method == "swav":
+        config.local_crops = {**config.view_a, **SWAV_LOCAL_CROPS}
+    return config
 
 
 def _without_batchnorm(module: nn.Module) -> nn.Module:
@@ -95,10 +103,10 @@ def _trainer(method: str, keep_bn: bool, data_root: Path, run_dir: Path) -> Trai
 
 
 def _steps(trainer: Trainer, inputs: list[tuple[torch.Tensor, ...]]) -> dict:
-    """train_step on each (x_a, x_b, labels); the values and gradients of every step, final weights."""
+    """train_step on each batch; the values and gradients of every step, final weights."""
     values, grads = [], []
-    for x_a, x_b, labels in inputs:
-        values.append(trainer.train_step(x_a, x_b, labels))
+    for batch in inputs:
+        values.append(trainer.train_step(*batch))
         trainer.step += 1
         grads.append({name: p.grad.clone() for name, p in trainer.method.named_parameters() if p.grad is not None})
     return {"values": values, "grads": grads, "weights": {k: v.clone() for k, v in trainer.method.state_dict().items()}}
@@ -171,13 +179,19 @@ def _single_process(method: str, keep_bn: bool, ranks: list[dict], data_root: Pa
     """The same steps in this process, on the concatenation of the ranks' inputs."""
     assert not collectives.is_distributed()
     per_rank = [r[(method, keep_bn)]["inputs"] for r in ranks]
-    inputs = [tuple(torch.cat(parts) for parts in zip(*steps)) for steps in zip(*per_rank)]
+    inputs = [
+        TrainBatch(
+            *(torch.cat(parts) for parts in zip(*(batch[:3] for batch in steps))),
+            tuple(torch.cat(crops) for crops in zip(*(batch.local_views for batch in steps))),
+        )
+        for steps in zip(*per_rank)
+    ]
     trainer = _trainer(method, keep_bn, data_root, run_dir)
     assert trainer.local_batch == GLOBAL_BATCH and trainer.model is trainer.method
     return {"peak_lr": trainer.peak_lr, **_steps(trainer, inputs)}
 
 
-@pytest.mark.parametrize("method", ["vicreg", "simclr"])
+@pytest.mark.parametrize("method", ["vicreg", "simclr", "swav"])
 def test_two_ranks_equal_one_process_on_the_global_batch(ranks, method, fashion_root, tmp_path):
     single = _single_process(method, False, ranks, fashion_root, tmp_path)
     for rank in ranks:

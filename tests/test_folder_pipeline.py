@@ -9,6 +9,7 @@ standard errors, as in test_augment).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,7 +19,7 @@ from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.functional import pil_to_tensor
 
-from ssl_bench.data.augment import CROP_RATIO, ViewConfig, ViewPairAugmentation
+from ssl_bench.data.augment import CROP_RATIO, LocalCropAugmentation, LocalCrops, ViewConfig, ViewPairAugmentation
 from ssl_bench.data.folder import (
     EncodedSample,
     FolderCrops,
@@ -143,7 +144,7 @@ def test_loader_on_jpegs_resumes_exactly_and_ignores_workers(jpeg_folder):
     def batches(num_workers: int, start_batch: int = 0):
         augmentation = ViewPairAugmentation("symmetric", 32, (0.5,) * 3, (0.25,) * 3)
         loader = TrainLoader(jpeg_folder, augmentation, 3, seed=7, device=CPU, num_workers=num_workers)
-        return list(loader.epoch(1, start_batch=start_batch))
+        return [batch[:3] for batch in loader.epoch(1, start_batch=start_batch)]
 
     full = batches(0)
     assert len(full) == 2 and full[0][0].shape == (3, 3, 32, 32)
@@ -159,13 +160,13 @@ def test_loader_crops_are_the_classic_crops(jpeg_folder):
     samples = [(path, index) for index, (path, _) in enumerate(jpeg_folder.samples)]
     data = FolderImages(samples, jpeg_folder.classes)
     loader = TrainLoader(data, ViewPairAugmentation((OFF, OFF), 32, (0.0,) * 3, (1.0,) * 3), 8, seed=1, device=CPU)
-    view_a, view_b, labels = next(iter(loader.epoch(0)))
+    view_a, view_b, labels, _ = next(iter(loader.epoch(0)))
     crops = loader._two_crops
     for row, index in enumerate(labels.tolist()):
         crop_a, crop_b, _ = crops[(index, 0)]
         torch.testing.assert_close(view_a[row], crop_a.float() / 255, atol=1e-6, rtol=0)
         torch.testing.assert_close(view_b[row], crop_b.float() / 255, atol=1e-6, rtol=0)
-    again_a, _, again_labels = next(iter(loader.epoch(1)))
+    again_a, _, again_labels, _ = next(iter(loader.epoch(1)))
     assert not torch.equal(view_a[labels.argsort()], again_a[again_labels.argsort()])
 
 
@@ -220,7 +221,7 @@ def test_cuda_decoding_matches_cpu_crops_and_resumes_exactly(jpeg_folder):
         augmentation = ViewPairAugmentation((OFF, OFF), 32, (0.0,) * 3, (1.0,) * 3).to(device)
         loader = TrainLoader(jpeg_folder, augmentation, 4, seed=3, device=device, decode_on_device=on_device)
         assert loader._two_crops.on_device == on_device
-        return list(loader.epoch(0, start_batch=start_batch))
+        return [batch[:3] for batch in loader.epoch(0, start_batch=start_batch)]
 
     gpu, cpu = batches(cuda, True), batches(CPU, False)
     for (ga, gb, gl), (ca, cb, cl) in zip(gpu, cpu):
@@ -229,3 +230,19 @@ def test_cuda_decoding_matches_cpu_crops_and_resumes_exactly(jpeg_folder):
             assert (g.cpu() - c).abs().mean().item() < 3.0 / 255
     (resumed,) = batches(cuda, True, start_batch=1)
     assert all(torch.equal(x, y) for x, y in zip(resumed, gpu[1]))
+
+
+def test_folder_data_gets_its_small_crops_cut_in_the_workers(jpeg_folder):
+    pair = ViewPairAugmentation((OFF, OFF), 32, (0.5,) * 3, (0.25,) * 3)
+    local = LocalCropAugmentation(
+        LocalCrops(2, 12, dataclasses.replace(OFF, crop_scale=(0.05, 0.2))), (0.5,) * 3, (0.25,) * 3
+    )
+
+    def batches(num_workers: int):
+        loader = TrainLoader(jpeg_folder, pair, 3, seed=7, device=CPU, num_workers=num_workers, local_crops=local)
+        return list(loader.epoch(0))
+
+    in_process, in_workers = batches(0), batches(2)
+    assert len(in_process[0].local_views) == 2 and in_process[0].local_views[0].shape == (3, 3, 12, 12)
+    for a, b in zip(in_process, in_workers, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a.local_views, b.local_views, strict=True))

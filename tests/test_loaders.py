@@ -29,7 +29,10 @@ def indexed_images(n: int, channels: int = 3, side: int = 12) -> TensorImages:
 
 
 def collect(loader: TrainLoader, epoch: int, start_batch: int = 0) -> list[tuple[torch.Tensor, ...]]:
-    return list(loader.epoch(epoch, start_batch=start_batch))
+    """The epoch's (view_a, view_b, labels): a two-view loader gives no local views."""
+    batches = list(loader.epoch(epoch, start_batch=start_batch))
+    assert all(batch.local_views == () for batch in batches)
+    return [tuple(batch[:3]) for batch in batches]
 
 
 def simclr_loader(data, **kwargs) -> TrainLoader:
@@ -64,7 +67,7 @@ def test_views_come_from_the_labelled_samples():
     """With a crop-only augmentation a constant image stays constant: the views match the labels."""
     aug = ViewPairAugmentation((OFF, OFF), 8, MEAN, STD)
     loader = TrainLoader(indexed_images(40), aug, 8, seed=3, device=CPU)
-    for view_a, view_b, labels in loader.epoch(0):
+    for view_a, view_b, labels, _ in loader.epoch(0):
         expected = ((labels.float() / 255).view(-1, 1, 1, 1) - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
             STD
         ).view(1, 3, 1, 1)
@@ -78,7 +81,7 @@ def test_epoch_covers_each_index_once_per_rank_and_ranks_are_disjoint():
     for rank in range(world):
         loader = simclr_loader(indexed_images(n), batch_size=batch, seed=1, rank=rank, world_size=world)
         assert loader.steps_per_epoch() == 3  # 50 // 3 = 16 per rank, 3 full batches of 5
-        ids = torch.cat([labels for _, _, labels in loader.epoch(4)]).tolist()
+        ids = torch.cat([labels for _, _, labels, _ in loader.epoch(4)]).tolist()
         assert len(ids) == len(set(ids)) == 15
         seen.append(set(ids))
     assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
@@ -123,7 +126,7 @@ def test_batches_depend_on_seed_epoch_and_rank():
     assert all(torch.equal(x, y) for x, y in zip(first, second))
     one_image = torch.randint(0, 256, (1, 3, 12, 12), dtype=torch.uint8).expand(64, -1, -1, -1)
     same = TensorImages(one_image, torch.zeros(64), ["x"])
-    views = [view_a for view_a, _, _ in simclr_loader(same, seed=0).epoch(0)]
+    views = [batch.view_a for batch in simclr_loader(same, seed=0).epoch(0)]
     assert all(not torch.equal(views[0], other) for other in views[1:])
     other_rank = next(iter(simclr_loader(same, seed=0, rank=1, world_size=2).epoch(0)))[0]
     assert not torch.equal(next(iter(simclr_loader(same, seed=0, rank=0, world_size=2).epoch(0)))[0], other_rank)
@@ -229,7 +232,7 @@ def test_folder_crops_are_redrawn_every_epoch(folder_images):
     loader = TrainLoader(data, ViewPairAugmentation((OFF, OFF), 8, MEAN, STD), len(data), seed=0, device=CPU)
 
     def crops_by_sample(epoch: int) -> torch.Tensor:
-        view_a, _, labels = next(iter(loader.epoch(epoch)))
+        view_a, _, labels, _ = next(iter(loader.epoch(epoch)))
         return view_a[labels.argsort()]
 
     first, again, second = crops_by_sample(0), crops_by_sample(0), crops_by_sample(1)

@@ -32,6 +32,7 @@ from ssl_bench.methods.byol import byol_loss
 from ssl_bench.methods.mocov3 import mocov3_loss
 from ssl_bench.methods.simclr import nt_xent_loss
 from ssl_bench.methods.simsiam import simsiam_loss
+from ssl_bench.methods.swav import swav_loss
 from ssl_bench.methods.tico import tico_loss
 from ssl_bench.methods.vicreg import vicreg_loss, vicreg_terms
 
@@ -58,6 +59,9 @@ LOSSES = {
     "mocov3": lambda z_a, z_b, c: (mocov3_loss(z_a, z_b, 0.5) + mocov3_loss(z_b, z_a, 0.5), None),
     "byol": lambda z_a, z_b, c: (byol_loss(z_a, z_b) + byol_loss(z_b, z_a), None),
     "simsiam": lambda z_a, z_b, c: (simsiam_loss(z_a, z_b) + simsiam_loss(z_b, z_a), None),
+    # The views as prototype scores: Sinkhorn's sums are all-reduced, so each rank's codes are its
+    # rows of the global batch's codes.
+    "swav": lambda z_a, z_b, c: (swav_loss([z_a, z_b], [], 0.5, 0.5, 3), None),
 }
 
 

@@ -36,6 +36,7 @@ CPU = torch.device("cpu")
 CLASSIFIER_LR = {"simclr": 0.1, "tico": 0.1, "vicreg": 0.1, "barlow_twins": 0.1, "byol": 0.1, "simsiam": 0.1}
 CLASSIFIER_LR["mocov3"] = 0.3
 CLASSIFIER_LR["wmse"] = 3e-3
+CLASSIFIER_LR["swav"] = 0.1  # swav.yaml:36
 
 
 def _probe_group(optimizer: torch.optim.Optimizer) -> dict:
@@ -152,7 +153,7 @@ def test_two_steps_equal_solo_learns_classifier_step_in_float64(fashion_root, tm
     buffers = (torch.zeros_like(probe.linear.weight), torch.zeros_like(probe.linear.bias))
     peak = CLASSIFIER_LR[method] * 32 / 256
     for _ in range(2):
-        x_a, x_b, labels = next(batches)
+        x_a, x_b, labels, _ = next(batches)
         x_a, x_b = x_a.double(), x_b.double()
         weight, bias = probe.linear.weight.detach().clone(), probe.linear.bias.detach().clone()
         before = copy.deepcopy(trainer.method)  # train-mode BatchNorm: the same features again
@@ -183,7 +184,7 @@ def test_the_classifier_leaves_the_methods_training_alone(fashion_root, tmp_path
     assert other.method.online_probe is None and other.monitor.optimizer is not None
     batches = solo.loader.epoch(0)
     for _ in range(2):
-        x_a, x_b, labels = next(batches)
+        x_a, x_b, labels, _ = next(batches)
         for trainer in (solo, other):
             trainer.train_step(x_a, x_b, labels)
             trainer.step += 1

@@ -610,6 +610,70 @@ SOURCES[("imagenet", "wmse")] = {
     ),
 }
 
+# SwAV: solo-learn's swav.yaml (commit above) for CIFAR; facebookresearch/swav at 06b1b7c,
+# scripts/swav_800ep_pretrain.sh and main_swav.py, for ImageNet.
+SWAV_VIEW = view(crop=(0.14, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5)
+SOURCES[("cifar", "swav")] = {
+    **SOLO_COMMON,
+    **solo_lars(0.6, 1e-6, "swav.yaml:33-41"),
+    **solo_probe(0.1, "swav.yaml:36"),
+    "projector.layers": (
+        [linear(512, 2048, True), bn(2048), RELU, linear(2048, 128, True)],
+        "swav.yaml:19, 21; solo/methods/swav.py:65-70",
+    ),
+    "loss.params.temperature": (0.1, "swav.yaml:25"),
+    "loss.params.epsilon": (0.05, "solo/methods/swav.py:102: sk_epsilon default"),
+    "loss.params.sinkhorn_iterations": (3, "solo/methods/swav.py:103: sk_iters default"),
+    "loss.method_params.prototypes": (3000, "swav.yaml:22"),
+    "loss.method_params.freeze_prototypes_epochs": (2, "swav.yaml:24; solo/methods/swav.py:239-242"),
+    "loss.scale": (1.0, "solo/losses/swav.py:47: the mean over (code, prediction) pairs"),
+    "augmentation.local_crops": (None, "augmentations/symmetric.yaml:22: num_crops 2"),
+    **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="augmentations/symmetric.yaml:1-21"),
+}
+SOURCES[("imagenet", "swav")] = {
+    **official_lars(
+        0.3, 1e-6, "swav_800ep_pretrain.sh --base_lr 4.8 --wd 0.000001 at batch 4096; main_swav.py:170-177"
+    ),
+    "optimizer[all, excluded].lars": ("LARC, trust 0.001, clip False", "main_swav.py:177: every parameter"),
+    "optimizer[all, excluded].weight_decay": (1e-6, "main_swav.py:170-175: SGD weight_decay on every parameter"),
+    "backbone.name": ("resnet50", "swav_800ep_pretrain.sh --arch resnet50"),
+    "backbone.stem": (R50, "src/resnet50.py"),
+    "backbone.zero_init_residual": (False, "main_swav.py:145-149; src/resnet50.py:139"),
+    "data.mean": ([0.485, 0.456, 0.406], "src/multicropdataset.py:33-34"),
+    "data.std": ([0.228, 0.224, 0.225], "src/multicropdataset.py:33-34"),
+    "schedule.batch_size": (4096, "swav_800ep_pretrain.sh --batch_size 64 on 64 GPUs"),
+    "schedule.epochs": (800, "swav_800ep_pretrain.sh --epochs 800"),
+    "schedule.warmup_epochs": (10, "swav_800ep_pretrain.sh --warmup_epochs 10"),
+    "schedule.end_factor": (0.001, "swav_800ep_pretrain.sh --final_lr 0.0048 = 0.001 x --base_lr 4.8"),
+    "schedule.form": (
+        "per step: linear warmup from 0.3 to the peak, then cosine to final_lr",
+        "main_swav.py:178-182 (--start_warmup 0.3)",
+    ),
+    "projector.layers": (
+        [linear(2048, 2048, True), bn(2048), RELU, linear(2048, 128, True)],
+        "src/resnet50.py:205-210; main_swav.py:107-108; --feat_dim 128",
+    ),
+    "loss.params.temperature": (0.1, "swav_800ep_pretrain.sh --temperature 0.1"),
+    "loss.params.epsilon": (0.05, "swav_800ep_pretrain.sh --epsilon 0.05"),
+    "loss.params.sinkhorn_iterations": (3, "swav_800ep_pretrain.sh --sinkhorn_iterations 3"),
+    "loss.method_params.prototypes": (3000, "swav_800ep_pretrain.sh --nmb_prototypes 3000"),
+    "loss.method_params.freeze_prototypes_epochs": (
+        313 / 312,
+        "swav_800ep_pretrain.sh --freeze_prototypes_niters 313; 312 steps an epoch at batch 4096",
+    ),
+    "loss.scale": (1.0, "main_swav.py:308-315: the mean over (code, prediction) pairs"),
+    "execution.precision": ("fp16 (apex amp O1)", "swav_800ep_pretrain.sh --use_fp16 true; main_swav.py:185-187"),
+    "augmentation.crop_ratio": ([3 / 4, 4 / 3], "src/multicropdataset.py:42-46: RandomResizedCrop's default ratio"),
+    "augmentation.blur_sigma": ([0.1, 2.0], "src/multicropdataset.py:64-86: radius_min 0.1, radius_max 2"),
+    **views(SWAV_VIEW, where="src/multicropdataset.py:37-52, 88-95; --min_scale_crops 0.14 --max_scale_crops 1."),
+    "augmentation.local_crops.count": (6, "swav_800ep_pretrain.sh --nmb_crops 2 6"),
+    "augmentation.local_crops.size": (96, "swav_800ep_pretrain.sh --size_crops 224 96"),
+    **{
+        f"augmentation.local_crops.{key}": (value, "src/multicropdataset.py:37-52; --min/max_scale_crops 0.05 0.14")
+        for key, value in {**SWAV_VIEW, "crop_scale": [0.05, 0.14]}.items()
+    },
+}
+
 DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
 
 

@@ -35,6 +35,9 @@ TRAINING_FIELDS = (
 )
 
 
+# Method parameters that are sizes: a demo row may scale them down with its heads.
+SIZE_PARAMS = ("prototypes",)
+
 # The values and provenance `ssl-bench tune` wrote for the demo (results/fashion-mnist-tune).
 _TUNE_FILE = Path(__file__).resolve().parents[1] / "results" / "fashion-mnist-tune" / "tune" / "fashion-mnist.toml"
 TUNED = {
@@ -51,6 +54,13 @@ def test_demo_rows_are_the_cifar_rows_scaled_down(method):
     for field in TRAINING_FIELDS:
         if field in tuned:
             assert getattr(demo, field) == tuned[field], field
+        elif field == "method_params":
+            # Sizes among them (SwAV's number of prototypes) scale down with the heads.
+            sizes = [name for name in SIZE_PARAMS if name in cifar.method_params]
+            assert {k: v for k, v in demo.method_params.items() if k not in sizes} == {
+                k: v for k, v in cifar.method_params.items() if k not in sizes
+            }
+            assert all(demo.method_params[name] < cifar.method_params[name] for name in sizes)
         else:
             assert getattr(demo, field) == getattr(cifar, field), field
     if method in ("simclr", "tico", "vicreg", "barlow_twins"):

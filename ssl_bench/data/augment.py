@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = [
     "KINDS",
     "SMALL_IMAGE_MAX_SIDE",
+    "LocalCropAugmentation",
+    "LocalCrops",
     "RandomColorJitter",
     "RandomGrayscale",
     "RandomHorizontalFlip",
@@ -67,6 +69,7 @@ __all__ = [
     "ViewConfig",
     "ViewPairAugmentation",
     "blur_kernel_size",
+    "local_crops_of",
     "view_config",
     "view_pair",
     "view_pair_configs",
@@ -329,6 +332,45 @@ def _tail_ops(config: ViewConfig, image_size: int) -> list[nn.Module]:
     return ops
 
 
+def _to_unit_float(images: Tensor) -> Tensor:
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected (B, C, H, W) with C in {{1, 3}}, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    if images.is_floating_point():
+        return images.to(torch.float32)
+    raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+
+
+def _rgb(images: Tensor) -> Tensor:
+    # After the crop: cropping a grayscale batch before repeating its channel is 3x cheaper.
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def _register_normalisation(module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Buffers for normalisation as one multiply-add: (x - mean) / std = x * (1 / std) + (-mean / std)."""
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError("mean and std need one value per RGB channel")
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    module.register_buffer("scale", 1.0 / std_t, persistent=False)
+    module.register_buffer("shift", -mean_t / std_t, persistent=False)
+
+
+def _normalise(module: nn.Module, images: Tensor) -> Tensor:
+    """``images`` normalised in place (made contiguous first) with ``module``'s buffers."""
+    images = images.contiguous()
+    return images.mul_(on_device_of(module.scale, images)).add_(on_device_of(module.shift, images))
+
+
+def _samplers_on_cpu(augmentation: nn.Module) -> Any:
+    """``augmentation`` with its kornia parameter samplers moved back to the CPU."""
+    for module in augmentation.modules():
+        if isinstance(module, RandomGeneratorBase):
+            module.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+    return augmentation
+
+
 def _head_key(config: ViewConfig) -> tuple[Any, ...]:
     return (config.crop_scale, config.flip_p, config.jitter, config.jitter_p, config.grayscale_p)
 
@@ -376,8 +418,6 @@ class ViewPairAugmentation(nn.Module):
                 raise ValueError("kind must be a recipe name or a pair of ViewConfig")
             if small_images:
                 configs = tuple(dataclasses.replace(c, blur_p=0.0) for c in configs)
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError("mean and std need one value per RGB channel")
         self.kind = kind if isinstance(kind, str) else "custom"
         self.mean, self.std = tuple(mean), tuple(std)
         self.configs: tuple[ViewConfig, ViewConfig] = configs  # type: ignore[assignment]
@@ -391,11 +431,7 @@ class ViewPairAugmentation(nn.Module):
         )
         self.heads = nn.ModuleList([nn.Sequential(*_colour_ops(c, flip=not crop)) for c in self.configs])
         self.tails = nn.ModuleList([nn.Sequential(*_tail_ops(c, image_size)) for c in self.configs])
-        # Normalisation as one multiply-add: (x - mean) / std = x * (1 / std) + (-mean / std).
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / std_t, persistent=False)
-        self.register_buffer("shift", -mean_t / std_t, persistent=False)
+        _register_normalisation(self, mean, std)
 
     def without_crop(self) -> ViewPairAugmentation:
         """The same views for inputs already cropped to S x S (the folder loader crops in workers)."""
@@ -411,20 +447,7 @@ class ViewPairAugmentation(nn.Module):
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ViewPairAugmentation:
         # kornia's parameter samplers follow .to(device); keep them on the CPU so the random
         # stream (and so every augmentation drawn from a seed) does not depend on the device.
-        out = super()._apply(fn, *args, **kwargs)
-        for module in self.modules():
-            if isinstance(module, RandomGeneratorBase):
-                module.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
-        return out
-
-    def _to_unit_float(self, images: Tensor) -> Tensor:
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected (B, C, H, W) with C in {{1, 3}}, got {tuple(images.shape)}")
-        if images.dtype == torch.uint8:
-            return images.to(torch.float32).div_(255.0)
-        if images.is_floating_point():
-            return images.to(torch.float32)
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+        return _samplers_on_cpu(super()._apply(fn, *args, **kwargs))
 
     def _crop(self, view: int, images: Tensor) -> Tensor:
         if self.crop:
@@ -435,11 +458,6 @@ class ViewPairAugmentation(nn.Module):
             )
         return images
 
-    @staticmethod
-    def _rgb(images: Tensor) -> Tensor:
-        # After the crop: cropping a grayscale batch before repeating its channel is 3x cheaper.
-        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
     def forward(self, images: Tensor, images_b: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if images_b is not None and (images_b.shape != images.shape or images_b.dtype != images.dtype):
             raise ValueError("the two views' sources must have the same shape and dtype")
@@ -447,8 +465,8 @@ class ViewPairAugmentation(nn.Module):
         batch = images.shape[0]
         if self.shared_head:
             # Stack before converting: concatenating uint8 moves a quarter of the bytes.
-            both = self._crop(0, self._to_unit_float(torch.cat([images, source_b])))
-            both = self.heads[0](self._rgb(both))
+            both = self._crop(0, _to_unit_float(torch.cat([images, source_b])))
+            both = self.heads[0](_rgb(both))
             if self.shared_tail:
                 both = self.tails[0](both)
             else:
@@ -461,12 +479,82 @@ class ViewPairAugmentation(nn.Module):
         else:
             both = torch.cat(
                 [
-                    self.tails[view](self.heads[view](self._rgb(self._crop(view, self._to_unit_float(source)))))
+                    self.tails[view](self.heads[view](_rgb(self._crop(view, _to_unit_float(source)))))
                     for view, source in enumerate((images, source_b))
                 ]
             )
         # ``both`` is a fresh tensor here (from cat or the crop), so normalising in place is
-        # safe; contiguous() materialises the one exception, an expanded grayscale batch.
-        both = both.contiguous()
-        both.mul_(on_device_of(self.scale, both)).add_(on_device_of(self.shift, both))
+        # safe; _normalise's contiguous() materialises the one exception, an expanded grayscale batch.
+        both = _normalise(self, both)
         return both[:batch], both[batch:]
+
+
+@dataclass(frozen=True)
+class LocalCrops:
+    """Multi-crop's small views (Caron et al. 2020, SwAV, section 3.2): ``count`` crops of
+    ``size`` x ``size`` pixels per image, each drawn from ``view`` (its ``crop_scale`` is the
+    small crops' area range, e.g. (0.05, 0.14) with 224-pixel images)."""
+
+    count: int
+    size: int
+    view: ViewConfig
+
+    def __post_init__(self) -> None:
+        for name in ("count", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"local_crops.{name} must be a positive whole number, got {value!r}")
+
+
+def local_crops_of(fields: Mapping[str, Any]) -> LocalCrops | None:
+    """The local crops a config stores (``count``, ``size`` and every ViewConfig field); None for none."""
+    if not fields:
+        return None
+    fields = dict(fields)
+    missing = [name for name in ("count", "size") if name not in fields]
+    if missing:
+        raise ValueError(f"local_crops needs {' and '.join(missing)}")
+    count, size = fields.pop("count"), fields.pop("size")
+    return LocalCrops(count, size, view_config(fields))
+
+
+class LocalCropAugmentation(nn.Module):
+    """The local views of a uint8 batch: ``count`` crops per image at ``size``, normalised.
+
+    ``forward(images)`` -> a tuple of ``count`` float32 (B, 3, size, size) batches, the i-th
+    holding every image's i-th crop. All crops of a step go through each op as one stacked batch
+    (crops of one size share one distribution, as in the public SwAV and DINO pipelines).
+    ``crop=False``: the loader has cut the crops (folder data); ``images`` is then the
+    (count x B) crops at ``size``, every image's first crop, then every image's second, and so on.
+    """
+
+    def __init__(self, crops: LocalCrops, mean: Sequence[float], std: Sequence[float], crop: bool = True) -> None:
+        super().__init__()
+        self.crops = crops
+        view = crops.view
+        self.crop = RandomResizedCrop(crops.size, view.crop_scale, flip_p=view.flip_p) if crop else None
+        self.ops = nn.Sequential(*_colour_ops(view, flip=not crop), *_tail_ops(view, crops.size))
+        self.mean, self.std = tuple(mean), tuple(std)
+        _register_normalisation(self, mean, std)
+
+    def without_crop(self) -> LocalCropAugmentation:
+        """The same views for crops the loader has already cut (folder data)."""
+        return LocalCropAugmentation(self.crops, self.mean, self.std, crop=False).to(self.scale.device)
+
+    def extra_repr(self) -> str:
+        return f"count={self.crops.count}, size={self.crops.size}, crop_scale={self.crops.view.crop_scale}"
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> LocalCropAugmentation:
+        return _samplers_on_cpu(super()._apply(fn, *args, **kwargs))
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        count = self.crops.count
+        if self.crop is None:
+            size = (self.crops.size, self.crops.size)
+            if images.shape[0] % count or images.shape[-2:] != size:
+                raise ValueError(f"crop=False needs {count} x B crops of {size}, got {tuple(images.shape)}")
+            crops = _to_unit_float(images)
+        else:
+            # Repeated before converting (uint8 moves a quarter of the bytes); crop i of image j at i * B + j.
+            crops = self.crop(_to_unit_float(images.repeat(count, 1, 1, 1)))
+        return _normalise(self, self.ops(_rgb(crops))).chunk(count)

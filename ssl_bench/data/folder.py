@@ -109,14 +109,23 @@ def _resized_crop(image: Image.Image, box: Box, scale: float, size: int) -> Tens
     return pil_to_tensor(region.resize((size, size), Image.Resampling.BILINEAR, box=inner))
 
 
-def crop_views(image: Image.Image, boxes: Sequence[Box], size: int) -> list[Tensor]:
-    """The boxes of ``image`` as uint8 (3, size, size) crops, decoding no more than they need.
+def crop_views(
+    image: Image.Image, boxes: Sequence[Box], size: int, local_boxes: Sequence[Box] = (), local_size: int = 0
+) -> list[Tensor]:
+    """The boxes of ``image`` as uint8 (3, size, size) crops, then ``local_boxes`` as uint8
+    (3, local_size, local_size) ones (multi-crop), decoding no more than they all need.
 
     ``image`` is best opened but not yet decoded (``PIL.Image.open``): a JPEG is then decoded
-    at the reduction :func:`draft_factor` allows. The boxes are in the original image's pixels.
+    once, at the largest reduction :func:`draft_factor` allows for every box at its size. The
+    boxes are in the original image's pixels.
     """
-    scale = _decode_reduced(image, draft_factor(boxes, size))
-    return [_resized_crop(image, box, scale, size) for box in boxes]
+    factor = draft_factor(boxes, size)
+    if local_boxes:
+        factor = min(factor, draft_factor(local_boxes, local_size))
+    scale = _decode_reduced(image, factor)
+    return [_resized_crop(image, box, scale, size) for box in boxes] + [
+        _resized_crop(image, box, scale, local_size) for box in local_boxes
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +196,8 @@ def collate_encoded(batch: list[tuple[EncodedSample, int]]) -> tuple[list[Encode
 
 
 class FolderCrops(Dataset):
-    """Folder samples keyed by (index, epoch) -> (crop_a, crop_b, label), uint8 (3, S, S) crops.
+    """Folder samples keyed by (index, epoch) -> (crop_a, crop_b, label), uint8 (3, S, S) crops;
+    with ``local``, (crop_a, crop_b, local crops uint8 (count, 3, s, s), label).
 
     ``sample_seed(index, epoch)`` seeds the draw of each sample's boxes (inside
     ``torch.random.fork_rng``: with ``num_workers=0`` this runs in the training process), so a
@@ -203,13 +213,17 @@ class FolderCrops(Dataset):
         scales: Sequence[tuple[float, float]],
         sample_seed: Callable[[int, int], int],
         on_device: bool = False,
+        local: tuple[int, int, tuple[float, float]] | None = None,
     ) -> None:
         self.data = data
         self.size = size
         self.scales = list(scales)
         self.sample_seed = sample_seed
-        # Only files read by ssl-bench itself: a custom loader's images are decoded by it.
-        self.on_device = on_device and data.loader is None
+        # Multi-crop's small crops: (count, size, scale range), their boxes drawn after the views'.
+        self.local = local
+        # Only files read by ssl-bench itself: a custom loader's images are decoded by it. Small
+        # crops are cut in the workers: the GPU decoder takes one crop size.
+        self.on_device = on_device and data.loader is None and local is None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -225,8 +239,12 @@ class FolderCrops(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(self.sample_seed(index, epoch))
             boxes = draw_boxes(image, self.scales)
+            local_boxes = draw_boxes(image, [self.local[2]] * self.local[0]) if self.local else []
         if not self.on_device:
-            crop_a, crop_b = crop_views(image, boxes, self.size)
+            local_size = self.local[1] if self.local else 0
+            crop_a, crop_b, *local = crop_views(image, boxes, self.size, local_boxes, local_size)
+            if self.local:
+                return crop_a, crop_b, torch.stack(local), label
             return crop_a, crop_b, label
         box_tensor = torch.tensor(boxes, dtype=torch.long)
         if gpu_decodable(image):

@@ -25,6 +25,7 @@ import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,11 +35,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import CenterCrop, Resize
 from torchvision.transforms.functional import pil_to_tensor
 
-from ssl_bench.data.augment import ViewPairAugmentation
+from ssl_bench.data.augment import LocalCropAugmentation, ViewPairAugmentation
 from ssl_bench.data.folder import FolderCrops, collate_encoded, decode_crops_on_device
 from ssl_bench.data.images import FolderImages, ImageData, TensorImages
 
-__all__ = ["TrainLoader", "derive_seed", "eval_batches", "eval_resize_size"]
+__all__ = ["TrainBatch", "TrainLoader", "derive_seed", "eval_batches", "eval_resize_size"]
 
 # Streams of derived seeds, so that a batch seed never equals a sample seed.
 _BATCH_STREAM, _SAMPLE_STREAM, _LOADER_STREAM = 0, 1, 2
@@ -83,10 +84,22 @@ def _sample_seed(seed: int, index: int, epoch: int) -> int:
     return derive_seed(seed, epoch, index, _SAMPLE_STREAM)
 
 
-class TrainLoader:
-    """Yields (view_a, view_b, labels) on ``device``, drop_last batches, for one epoch at a time.
+class TrainBatch(NamedTuple):
+    """One training step's input on the device: the two views, the labels (-1 where unknown),
+    and multi-crop's small views (empty for two-view runs)."""
 
-    batch_size is per rank. ``augmentation`` produces the two views; for folder data its crop
+    view_a: Tensor
+    view_b: Tensor
+    labels: Tensor
+    local_views: tuple[Tensor, ...] = ()
+
+
+class TrainLoader:
+    """Yields :class:`TrainBatch` es on ``device``, drop_last batches, for one epoch at a time.
+
+    batch_size is per rank. ``augmentation`` produces the two views and ``local_crops``, where
+    given, the small views (in-memory data only), after the two views from the same seeded
+    stream, so that a two-view run draws what it drew without them; for folder data the crop
     happens in the DataLoader workers (per sample, on the decoded image) and the rest on the device.
     ``decode_on_device`` (folder data on CUDA): the workers only read the files and draw the
     boxes; the JPEGs are decoded (nvJPEG) and cropped on the device.
@@ -105,6 +118,7 @@ class TrainLoader:
         num_workers: int = 0,
         channels_last: bool = False,
         decode_on_device: bool = False,
+        local_crops: LocalCropAugmentation | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -121,6 +135,7 @@ class TrainLoader:
         self.sampler = DistributedSampler(
             range(len(data)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
+        self.local_crops = local_crops
         if isinstance(data, TensorImages):
             self.augmentation = augmentation
             self._two_crops = None
@@ -129,7 +144,14 @@ class TrainLoader:
             scales = [config.crop_scale for config in augmentation.configs]
             on_device = decode_on_device and self.device.type == "cuda"
             sample_seed = functools.partial(_sample_seed, seed)
-            self._two_crops = FolderCrops(data, augmentation.image_size, scales, sample_seed, on_device=on_device)
+            local = None
+            if local_crops is not None:
+                self.local_crops = local_crops.without_crop()
+                spec = local_crops.crops
+                local = (spec.count, spec.size, spec.view.crop_scale)
+            self._two_crops = FolderCrops(
+                data, augmentation.image_size, scales, sample_seed, on_device=on_device, local=local
+            )
         else:
             raise TypeError(f"data must be TensorImages or FolderImages, got {type(data).__name__}")
 
@@ -150,16 +172,27 @@ class TrainLoader:
         return derive_seed(self.seed, epoch, batch, self.rank, _BATCH_STREAM)
 
     def _finish(
-        self, epoch: int, batch: int, images: Tensor, images_b: Tensor | None, labels: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self,
+        epoch: int,
+        batch: int,
+        images: Tensor,
+        images_b: Tensor | None,
+        labels: Tensor,
+        local_crops: Tensor | None = None,
+    ) -> TrainBatch:
+        """The batch's views; ``local_crops``: the small crops the loader cut (B, count, 3, s, s), if any."""
+        local: tuple[Tensor, ...] = ()
         with torch.no_grad(), _seeded_rng(self._batch_seed(epoch, batch), self.device):
             view_a, view_b = self.augmentation(images, images_b)
+            if self.local_crops is not None:
+                source = images if local_crops is None else local_crops.transpose(0, 1).flatten(0, 1)
+                local = self.local_crops(source)
         if self.channels_last:
-            view_a = view_a.contiguous(memory_format=torch.channels_last)
-            view_b = view_b.contiguous(memory_format=torch.channels_last)
-        return view_a, view_b, labels
+            view_a, view_b, *rest = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b, *local))
+            local = tuple(rest)
+        return TrainBatch(view_a, view_b, labels, local)
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[TrainBatch]:
         """The batches start_batch, start_batch + 1, ... of ``epoch``, identical to a full pass's."""
         steps = self.steps_per_epoch()
         if not 0 <= start_batch <= steps:
@@ -170,7 +203,7 @@ class TrainLoader:
             return self._tensor_epoch(epoch, start_batch, batches)
         return self._folder_epoch(epoch, start_batch, batches)
 
-    def _tensor_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def _tensor_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[TrainBatch]:
         assert isinstance(self.data, TensorImages)
         images, labels = self.data.images, self.data.labels
         for batch, indices in enumerate(batches, start=start_batch):
@@ -183,7 +216,7 @@ class TrainLoader:
                 _to_device(labels.index_select(0, indices.to(labels.device)), self.device),
             )
 
-    def _folder_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def _folder_epoch(self, epoch: int, start_batch: int, batches: Tensor) -> Iterator[TrainBatch]:
         keys = [[(index, epoch) for index in indices] for indices in batches.tolist()]
         assert self._two_crops is not None
         on_device = self._two_crops.on_device
@@ -201,13 +234,14 @@ class TrainLoader:
                 crops_a, crops_b = decode_crops_on_device(samples, self._two_crops.size, self.device)
                 yield self._finish(epoch, batch, crops_a, crops_b, labels.to(self.device, non_blocking=True))
             return
-        for batch, (crops_a, crops_b, labels) in enumerate(loader, start=start_batch):
+        for batch, (crops_a, crops_b, *local, labels) in enumerate(loader, start=start_batch):
             yield self._finish(
                 epoch,
                 batch,
                 crops_a.to(self.device, non_blocking=True),
                 crops_b.to(self.device, non_blocking=True),
                 labels.to(self.device, non_blocking=True),
+                local[0].to(self.device, non_blocking=True) if local else None,
             )
 
 

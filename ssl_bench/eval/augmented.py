@@ -207,7 +207,7 @@ def augmented_linear_probe(
         for group in optimizer.param_groups:
             group["lr"] = lr_at_epoch(config, epoch)
         loss_sum, batches = 0.0, 0
-        for images, _, labels in loader.epoch(epoch):
+        for images, _, labels, _ in loader.epoch(epoch):
             with torch.no_grad():
                 features = backbone(images).float()
             loss = F.cross_entropy(head(features), labels)

@@ -89,7 +89,7 @@ def bench_under_load(
     config = bench_config(method, spec, settings)
     with tempfile.TemporaryDirectory(prefix="ssl-bench-load-") as tmp:
         trainer = build_synthetic_trainer(config, Path(tmp))
-        x_a, x_b, labels = next(iter(trainer.loader.epoch(0)))
+        x_a, x_b, labels, _ = next(iter(trainer.loader.epoch(0)))
         trainer.step = 1
         set_step_lr(trainer)
         timer = DeviceTimer(trainer.device)

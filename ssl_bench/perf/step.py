@@ -155,7 +155,7 @@ def bench_train_step(
         trainer = build_synthetic_trainer(config, Path(tmp))
         result.precision = "bf16 autocast" if trainer.use_bf16 else "fp32"
         result.channels_last = trainer.channels_last
-        x_a, x_b, labels = next(iter(trainer.loader.epoch(0)))
+        x_a, x_b, labels, _ = next(iter(trainer.loader.epoch(0)))
         # Step 1 of the schedule: lr = peak / warmup steps, small and non-zero, so repeated steps
         # on one batch stay finite; the schedule costs the same at every step.
         trainer.step = 1
@@ -224,7 +224,7 @@ def compare_harness_and_bare(config: RunConfig, data: ImageData, steps: int = 2)
     with tempfile.TemporaryDirectory(prefix="ssl-bench-compare-") as tmp:
         harness = Trainer(config, RunDir(Path(tmp) / "a"), progress=False, log=lambda _: None, data=data)
         reference = Trainer(config, RunDir(Path(tmp) / "b"), progress=False, log=lambda _: None, data=data)
-        x_a, x_b, labels = next(iter(harness.loader.epoch(0)))
+        x_a, x_b, labels, _ = next(iter(harness.loader.epoch(0)))
         # Past warmup, so the lr is not 0 and the first update changes what the second step sees.
         harness.step = reference.step = harness.warmup_steps
         set_step_lr(reference)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ssl_bench.config import LINEAR_LR_SCALING, SQRT_LR_SCALING, RunConfig
-from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size, view_pair
+from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size, local_crops_of, view_pair
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method
 from ssl_bench.train.assemble import build_method, build_run_optimizer
@@ -104,6 +104,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
         method = build_method(config)
         optimizer = build_run_optimizer(config, method)
     view_a, view_b = view_pair(config)
+    local = local_crops_of(config.local_crops)
     info = dataset_info(config.dataset)
     momentum = None
     if method.uses_momentum_target:
@@ -164,6 +165,9 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
         "augmentation": {
             "view_a": dataclasses.asdict(view_a),
             "view_b": dataclasses.asdict(view_b),
+            "local_crops": None
+            if local is None
+            else {"count": local.count, "size": local.size, **dataclasses.asdict(local.view)},
             "crop_ratio": list(CROP_RATIO),
             "crop_interpolation": CROP_INTERPOLATION,
             "blur_sigma": list(BLUR_SIGMA),

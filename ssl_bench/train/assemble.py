@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from ssl_bench.config import SOLO_LEARN_PROBE, RunConfig
-from ssl_bench.data.augment import ViewPairAugmentation, view_pair
+from ssl_bench.data.augment import LocalCropAugmentation, ViewPairAugmentation, local_crops_of, view_pair
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method, get_method
 from ssl_bench.models.backbones import build_backbone
@@ -67,3 +67,9 @@ def build_run_optimizer(config: RunConfig, method: Method) -> torch.optim.Optimi
 def build_augmentation(config: RunConfig, mean: Sequence[float], std: Sequence[float]) -> ViewPairAugmentation:
     """The two views exactly as the configuration resolves them (no implicit small-image rule)."""
     return ViewPairAugmentation(view_pair(config), config.image_size, mean, std, small_images=False)
+
+
+def build_local_crops(config: RunConfig, mean: Sequence[float], std: Sequence[float]) -> LocalCropAugmentation | None:
+    """Multi-crop's small views as the configuration resolves them; None for a two-view run."""
+    crops = local_crops_of(config.local_crops)
+    return None if crops is None else LocalCropAugmentation(crops, mean, std)

@@ -25,7 +25,7 @@ from ssl_bench.preemption import StopRequest, TrainingStopped, interrupts_at_ste
 from ssl_bench.provenance import code_hash, same_code
 from ssl_bench.store.rundir import CorruptCheckpointError, RunDir
 from ssl_bench.track.fanout import NO_TRACKERS, Trackers
-from ssl_bench.train.assemble import build_augmentation, build_method, build_run_optimizer
+from ssl_bench.train.assemble import build_augmentation, build_local_crops, build_method, build_run_optimizer
 from ssl_bench.train.monitor import TrainingMonitor
 from ssl_bench.train.optim import set_scheduled_lr
 
@@ -134,6 +134,7 @@ class Trainer:
         self.peak_lr = config.lr
         self.optimizer = build_run_optimizer(config, self.method)
         augmentation = build_augmentation(config, info.mean, info.std)
+        local_crops = build_local_crops(config, info.mean, info.std)
         self.loader = TrainLoader(
             data,
             augmentation.to(self.device),
@@ -144,6 +145,7 @@ class Trainer:
             world_size=self.world_size,
             num_workers=config.num_workers,
             channels_last=self.channels_last,
+            local_crops=None if local_crops is None else local_crops.to(self.device),
         )
         self.steps_per_epoch = self.loader.steps_per_epoch()
         if self.steps_per_epoch == 0:
@@ -205,11 +207,17 @@ class Trainer:
         return self.step
 
     # --- the loop ------------------------------------------------------------------------
-    def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    def train_step(
+        self,
+        x_a: torch.Tensor,
+        x_b: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        local_views: tuple[torch.Tensor, ...] = (),
+    ) -> dict[str, float]:
         lr = set_scheduled_lr(self.optimizer, self.step, self.total_steps, self.warmup_steps, self.config.lr_end_factor)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            out = self.model(x_a, x_b)
+            out = self.model(x_a, x_b, local_views) if local_views else self.model(x_a, x_b)
         # One read-back for the loss and all its terms: each .item() is a device sync and copy.
         names = ["loss", *out.terms]
         read = torch.stack([t.detach().reshape(()) for t in (out.loss, *out.terms.values())]).tolist()
@@ -227,6 +235,7 @@ class Trainer:
             views = [r for r in (out.representation, out.representation_b) if r is not None]
             loss = loss + self.monitor.classifier_loss(views, labels)
         loss.backward()
+        self.method.before_optimizer_step(self.step, self.steps_per_epoch)
         self.optimizer.step()
         # The method's per-step hook (the EMA of a momentum target), on the plain module: under
         # DDP every rank applies it to the same synchronised parameters.
@@ -251,10 +260,10 @@ class Trainer:
             for epoch in range(start_epoch, config.epochs):
                 batches = self.loader.epoch(epoch, start_batch=self.step - epoch * self.steps_per_epoch)
                 tick = time.perf_counter()
-                for x_a, x_b, labels in batches:
+                for batch in batches:
                     if self.stop_agreed():
                         self.stop_at_step_boundary()
-                    values = self.train_step(x_a, x_b, labels)
+                    values = self.train_step(*batch)
                     now = time.perf_counter()
                     self.epoch_acc.add(values, now - tick)
                     self.train_seconds += now - tick

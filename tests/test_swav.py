@@ -1,0 +1,208 @@
+"""SwAV and multi-crop: the loss against a float64 transcription of the official code, Sinkhorn's
+properties, the prototypes' rules, the small crops from loader to loss, and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from support.crash import TINY_RUN, crash_and_resume
+
+from ssl_bench.data.augment import LocalCropAugmentation, LocalCrops, ViewPairAugmentation, view_pair_configs
+from ssl_bench.data.images import TensorImages
+from ssl_bench.data.loaders import TrainLoader
+from ssl_bench.errors import UsageError
+from ssl_bench.methods.swav import sinkhorn_codes, swav_loss
+from ssl_bench.recipes import resolve_config
+from ssl_bench.run.record import Run
+from ssl_bench.train.assemble import build_method
+from ssl_bench.train.trainer import pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CPU = torch.device("cpu")
+
+
+def official_swav(scores: list[torch.Tensor], global_crops: int, temperature: float, epsilon: float, iters: int):
+    """main_swav.py ``train`` and ``distributed_sinkhorn`` (one process), written out with loops."""
+    bs = scores[0].shape[0]
+    output = torch.cat(scores)
+    loss = 0.0
+    for crop_id in range(global_crops):
+        out = output[bs * crop_id : bs * (crop_id + 1)].detach()
+        q_mat = torch.exp(out / epsilon).t()
+        b, k = q_mat.shape[1], q_mat.shape[0]
+        q_mat = q_mat / q_mat.sum()
+        for _ in range(iters):
+            q_mat = q_mat / q_mat.sum(dim=1, keepdim=True) / k
+            q_mat = q_mat / q_mat.sum(dim=0, keepdim=True) / b
+        q = (q_mat * b).t()
+        subloss = 0.0
+        for v in range(len(scores)):
+            if v == crop_id:
+                continue
+            x = output[bs * v : bs * (v + 1)] / temperature
+            subloss = subloss - torch.mean(torch.sum(q * F.log_softmax(x, dim=1), dim=1))
+        loss = loss + subloss / (len(scores) - 1)
+    return loss / global_crops
+
+
+def _scores(crops: int, b: int = 6, k: int = 5, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    z = [F.normalize(torch.randn(b, 4, generator=g, dtype=torch.float64), dim=1) for _ in range(crops)]
+    prototypes = F.normalize(torch.randn(k, 4, generator=g, dtype=torch.float64), dim=1)
+    return [x @ prototypes.T for x in z]
+
+
+@pytest.mark.parametrize("local", [0, 3])
+@pytest.mark.parametrize("temperature, epsilon, iters", [(0.1, 0.05, 3), (0.5, 0.3, 1)])
+def test_matches_the_official_loss_and_its_gradient(local, temperature, epsilon, iters):
+    scores = [s.requires_grad_() for s in _scores(2 + local)]
+    ours = swav_loss(scores[:2], scores[2:], temperature, epsilon, iters)
+    reference = official_swav(scores, 2, temperature, epsilon, iters)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=0)
+    for got, want in zip(torch.autograd.grad(ours, scores), torch.autograd.grad(reference, scores), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
+
+
+def test_codes_are_assignments_that_share_the_prototypes_out():
+    (scores,) = _scores(1, b=40, k=4, seed=3)
+    codes = sinkhorn_codes(scores, epsilon=0.05, iterations=50)
+    torch.testing.assert_close(codes.sum(dim=1), torch.ones(40, dtype=torch.float64))  # each sample's code
+    # Each prototype's share approaches B / K as the iterations go on.
+    share = torch.full((4,), 10.0, dtype=torch.float64)
+    error = (codes.sum(dim=0) - share).abs().max()
+    assert error < 0.02 * 10 and error < (sinkhorn_codes(scores, 0.05, 1).sum(dim=0) - share).abs().max() / 10
+    # A lower epsilon makes the codes harder (closer to one prototype per sample).
+    soft = sinkhorn_codes(scores, epsilon=1.0, iterations=50)
+    assert codes.max(dim=1).values.mean() > soft.max(dim=1).values.mean()
+
+
+def test_codes_carry_no_gradient_and_the_gradient_is_softmax_minus_codes():
+    scores = [s.requires_grad_() for s in _scores(3)]
+    loss = swav_loss(scores[:1], scores[1:], temperature=0.2, epsilon=0.05, iterations=3)
+    # The only crop with codes predicts nothing, and its codes are constants: no gradient reaches it.
+    grads = torch.autograd.grad(loss, scores, allow_unused=True)
+    assert grads[0] is None
+    codes = sinkhorn_codes(scores[0], 0.05, 3)
+    for scores_v, grad in zip(scores[1:], grads[1:]):
+        expected = (F.softmax(scores_v.detach() / 0.2, dim=1) - codes) / 0.2 / 6 / 2
+        torch.testing.assert_close(grad, expected)
+
+
+def test_gradcheck_through_the_predicting_crops():
+    # The codes are constants by design (stop-gradient), so finite differences through the global
+    # crops would see a dependence the gradient rightly ignores: check the crops that only predict.
+    scores = _scores(4, b=3, k=4)
+    local = [s.requires_grad_() for s in scores[2:]]
+    assert torch.autograd.gradcheck(lambda *s: swav_loss(scores[:2], s, 0.3, 0.2, 2), local)
+
+
+def _method(**settings: str):
+    config = resolve_config(
+        "swav", "fashion-mnist", settings=["projector=16,8", "method_params.prototypes=6", "image_size=16"]
+    )
+    for key, value in settings.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    return build_method(config)
+
+
+def test_prototypes_stay_unit_vectors_and_are_frozen_for_their_epochs():
+    method = _method()
+    norms = method.prototypes.weight.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    x = torch.rand(4, 3, 16, 16)
+    method(x, x.flip(-1)).loss.backward()
+    assert method.prototypes.weight.grad is not None
+    steps_per_epoch = 10  # the demo row freezes the prototypes for 2 epochs: steps 0..19
+    method.before_optimizer_step(19, steps_per_epoch)
+    assert method.prototypes.weight.grad is None
+    method(x, x.flip(-1)).loss.backward()
+    method.before_optimizer_step(20, steps_per_epoch)
+    assert method.prototypes.weight.grad is not None
+    with torch.no_grad():
+        method.prototypes.weight.mul_(3.0)
+    method.after_optimizer_step(20, 100)
+    torch.testing.assert_close(method.prototypes.weight.norm(dim=1), norms)
+
+
+def test_the_methods_loss_takes_codes_from_the_global_crops_only():
+    method = _method()
+    g = torch.Generator().manual_seed(1)
+    z = [torch.randn(5, 8, generator=g, dtype=torch.float64) for _ in range(4)]
+    loss, _ = method.loss(z[0], z[1], z_local=z[2:])
+    scores = [F.normalize(x, dim=1) @ method.prototypes.weight.double().T for x in z]
+    torch.testing.assert_close(loss, official_swav(scores, 2, 0.1, 0.05, 3), rtol=1e-12, atol=0)
+
+
+def test_all_crops_share_the_heads_batch_statistics():
+    """One projector pass over every crop (the official forward): the small crops change the
+    global crops' embeddings through BatchNorm, and a two-view method's forward ignores nothing."""
+    method = _method().train()
+    x_a, x_b = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    local = (torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8))
+    alone = method(x_a, x_b).embedding
+    with_local = method(x_a, x_b, local).embedding
+    assert not torch.allclose(alone, with_local)
+    vicreg = build_method(resolve_config("vicreg", "fashion-mnist", settings=["projector=16,8"]))
+    with pytest.raises(ValueError, match="local crops"):
+        vicreg(x_a, x_b, local)
+
+
+def test_local_crops_are_drawn_after_the_two_views_and_leave_them_unchanged():
+    images = torch.randint(0, 256, (24, 1, 20, 20), dtype=torch.uint8)
+    data = TensorImages(images, torch.arange(24), [str(i) for i in range(24)])
+    pair = ViewPairAugmentation(view_pair_configs("symmetric", True), 16, (0.5,) * 3, (0.25,) * 3)
+    local = LocalCropAugmentation(
+        LocalCrops(3, 8, dataclasses.replace(pair.configs[0], crop_scale=(0.05, 0.3))), (0.5,) * 3, (0.25,) * 3
+    )
+    plain = list(TrainLoader(data, pair, 8, seed=4, device=CPU).epoch(1))
+    multi = list(TrainLoader(data, pair, 8, seed=4, device=CPU, local_crops=local).epoch(1))
+    again = list(TrainLoader(data, pair, 8, seed=4, device=CPU, local_crops=local).epoch(1, start_batch=1))
+    for one, other in zip(plain, multi, strict=True):
+        assert torch.equal(one.view_a, other.view_a) and torch.equal(one.view_b, other.view_b)
+        assert one.local_views == () and len(other.local_views) == 3
+        assert all(v.shape == (8, 3, 8, 8) for v in other.local_views)
+        assert not torch.equal(other.local_views[0], other.local_views[1])
+    for resumed, original in zip(again, multi[1:], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(resumed.local_views, original.local_views, strict=True))
+
+
+def test_multi_crop_is_a_recipe_field_checked_at_config_time(tmp_path):
+    imagenet = resolve_config("swav", "imagenet", {"data_root": str(tmp_path)}, ["local_crops.count=4"])
+    assert imagenet.local_crops["count"] == 4 and imagenet.local_crops["size"] == 96
+    with pytest.raises(UsageError, match="positive whole number"):
+        resolve_config("swav", "imagenet", {"data_root": str(tmp_path)}, ["local_crops.count=0"])
+    # A two-view method's row has no local crops to set.
+    with pytest.raises(UsageError, match="local_crops parameter"):
+        resolve_config("vicreg", "imagenet", {"data_root": str(tmp_path)}, ["local_crops.count=2"])
+    # A two-view run's identity is what it was before multi-crop existed (the field is left out).
+    assert "local_crops" not in resolve_config("vicreg", "fashion-mnist").to_dict()
+
+
+def test_a_crashed_multi_crop_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path: Path, monkeypatch):
+    settings = [*TINY_RUN, "projector=16,8", "method_params.prototypes=6", "method_params.freeze_prototypes_epochs=0.5"]
+    config = resolve_config("swav", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, settings)
+    config.local_crops = {**config.view_a, "count": 2, "size": 8, "crop_scale": [0.1, 0.4]}
+    straight, _ = crash_and_resume(config, tmp_path, monkeypatch)
+    # The small crops reach the loss: the same run without them ends elsewhere.
+    config.local_crops = {}
+    two_views = pretrain(Run.of(tmp_path / "two", config), progress=False, log=lambda _: None)
+    assert two_views.final_loss != straight.final_loss
+
+
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        ("loss.sinkhorn_iterations=1.5", "sinkhorn_iterations"),
+        ("loss.epsilon=0", "epsilon"),
+        ("method_params.prototypes=0", "prototypes"),
+        ("method_params.freeze_prototypes_epochs=-1", "freeze_prototypes_epochs"),
+    ],
+)
+def test_bad_parameters_are_usage_errors(setting, match):
+    with pytest.raises(UsageError, match=match):
+        resolve_config("swav", "fashion-mnist", settings=[setting])
