@@ -66,9 +66,9 @@ MUTATIONS = [
         ("tests/test_losses_distributed.py", "tests/test_ddp.py"),
     ),
     Mutation(
-        "swav-sinkhorn-rows",
+        "swav-sinkhorn-columns",
         "methods/swav.py",
-        "        q /= prototypes\n",
+        "        q /= q.sum(dim=0, keepdim=True)  # each sample's total: 1/B\n",
         "",
         ("tests/test_swav.py",),
     ),
