@@ -155,7 +155,7 @@ MUTATIONS = [
     Mutation(
         "momentum-schedule",
         "ssl_bench/method.py",
-        "    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0",
+        "    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0",
         "    return base",
         ("tests/test_momentum_target.py",),
     ),

@@ -218,6 +218,7 @@ def resolve_config(
         raise UsageError(f"online_probe={SOLO_LEARN_PROBE} needs a dataset with known classes; {dataset} has none")
     view_pair(config)  # a UsageError for an impossible view distribution
     method_cls.check_hyperparameters(config.projector, config.predictor, config.loss, config.method_params)
+    method_cls.check_batch_size(config.batch_size, {**method_cls.loss_param_defaults, **config.loss})
     return config
 
 
