@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.data.loaders import derive_seed
-from ssl_bench.embeddings import check_embedding_pair
+from ssl_bench.embeddings import check_embedding_pair, is_whole_number
 from ssl_bench.errors import UsageError
 from ssl_bench.method import Method, register_method
 
@@ -142,9 +142,9 @@ def wmse_loss(
 
 def _check_whitening(whitening_size: Any, w_iter: Any, eps: Any, embedding_dim: int | None) -> None:
     """ValueError unless the whitening parameters make sense for ``embedding_dim`` (if known)."""
-    if not _is_whole(whitening_size) or whitening_size < 2:
+    if not is_whole_number(whitening_size) or whitening_size < 2:
         raise ValueError(f"whitening_size must be an integer >= 2, got {whitening_size!r}")
-    if not _is_whole(w_iter) or w_iter < 1:
+    if not is_whole_number(w_iter) or w_iter < 1:
         raise ValueError(f"w_iter must be a positive integer, got {w_iter!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps must be in [0, 1], got {eps!r}")
@@ -153,13 +153,6 @@ def _check_whitening(whitening_size: Any, w_iter: Any, eps: Any, embedding_dim: 
             f"whitening_size = {whitening_size} must exceed the embedding width {embedding_dim} with eps = 0: "
             "the covariance of fewer samples is singular"
         )
-
-
-def _is_whole(value: Any) -> bool:
-    """An int, or a float with an integral value (what `--set` makes of a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return float(value).is_integer()
 
 
 @register_method

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.crash import SimulatedCrash, crash_before_step
+from support.crash import TINY_RESUMABLE_RUN, final_method_state, straight_and_resumed
 
 from ssl_bench.errors import UsageError
 from ssl_bench.methods.wmse import WMSE, whiten, wmse_loss
 from ssl_bench.models.backbones import TinyConvNet
 from ssl_bench.recipes import resolve_config
-from ssl_bench.run.record import Run
-from ssl_bench.store.rundir import RunDir
-from ssl_bench.train.trainer import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,34 +266,17 @@ def test_the_permutation_state_survives_a_state_dict_round_trip():
     assert restored.loss(z_a, z_b)[0].item() == trained.loss(z_a, z_b)[0].item()
 
 
-# 64 generated images of 16 px, batch 16 -> 4 steps per epoch, 8 in 2 epochs; sub-batches of 8.
-TINY_RUN = [
-    "projector=16,4",
-    "loss.whitening_size=8",
-    "loss.w_iter=2",
-    "batch_size=16",
-    "train_subset=64",
-    "image_size=16",
-    "num_workers=0",
-    "device=cpu",
-    "checkpoint_every_steps=3",
-]
+# 8 steps in 2 epochs (TINY_RESUMABLE_RUN); sub-batches of 8.
+TINY_RUN = ["projector=16,4", "loss.whitening_size=8", "loss.w_iter=2", *TINY_RESUMABLE_RUN]
 
 
 def test_a_crashed_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path: Path, monkeypatch):
     # The crash before step 7 leaves the mid-epoch checkpoint of step 6; steps 6 and 7 are trained
     # again after the resume and must draw the permutations the uninterrupted run drew.
     config = resolve_config("wmse", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, TINY_RUN)
-    straight = pretrain(Run.of(tmp_path / "straight", config), progress=False, log=lambda _: None)
-    assert straight.status == "finished"
-    crash_before_step(monkeypatch, 7)
-    with pytest.raises(SimulatedCrash):
-        pretrain(Run.of(tmp_path / "crashed", config), progress=False, log=lambda _: None)
-    monkeypatch.undo()
-    resumed = pretrain(Run.of(tmp_path / "crashed", config), progress=False, log=lambda _: None)
-    assert resumed.status == "finished" and resumed.resumed_from_step == 6
-    reference = RunDir(straight.run_dir).load_checkpoint()["method"]
-    state = RunDir(resumed.run_dir).load_checkpoint()["method"]
+    straight, resumed = straight_and_resumed(config, tmp_path, monkeypatch, crash_step=7)
+    assert resumed.resumed_from_step == 6
+    reference, state = final_method_state(straight), final_method_state(resumed)
     assert int(reference["permutation_draws"]) == 8
     for name in reference:
         assert torch.equal(state[name], reference[name]), name
