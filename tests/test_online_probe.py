@@ -36,6 +36,7 @@ CPU = torch.device("cpu")
 CLASSIFIER_LR = {"simclr": 0.1, "tico": 0.1, "vicreg": 0.1, "barlow_twins": 0.1, "byol": 0.1, "simsiam": 0.1}
 CLASSIFIER_LR["mocov3"] = 0.3
 CLASSIFIER_LR["wmse"] = 3e-3
+CLASSIFIER_LR["mocov2"] = 0.3  # mocov2plus.yaml:36
 
 
 def _probe_group(optimizer: torch.optim.Optimizer) -> dict:
