@@ -38,20 +38,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.data.augment import ViewConfig
+from ssl_bench.data.augment import AUG_PLUS
 from ssl_bench.embeddings import check_embedding_pair
 from ssl_bench.method import Method, register_method
-
-# main_simsiam.py's augmentation, the same for both views.
-_SIMSIAM_VIEW = ViewConfig(
-    crop_scale=(0.2, 1.0),
-    flip_p=0.5,
-    jitter=(0.4, 0.4, 0.4, 0.1),
-    jitter_p=0.8,
-    grayscale_p=0.2,
-    blur_p=0.5,
-    solarize_p=0.0,
-)
 
 
 def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
@@ -69,7 +58,7 @@ class SimSiam(Method):
     """SimSiam (Chen and He 2021): predict the other view's embedding behind a stop-gradient."""
 
     name = "simsiam"
-    augmentation = (_SIMSIAM_VIEW, _SIMSIAM_VIEW)
+    augmentation = (AUG_PLUS, AUG_PLUS)  # main_simsiam.py's augmentation, MoCo v2's, for both views
     method_param_names = ("fixed_predictor_lr",)
     uses_predictor = True
     loss_penalises_collapse = False

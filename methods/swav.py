@@ -56,8 +56,9 @@ from torch import Tensor, nn
 
 from ssl_bench.data.augment import view_pair_configs
 from ssl_bench.distributed.collectives import resolve_gather, world_size
+from ssl_bench.embeddings import is_whole_number
 from ssl_bench.errors import UsageError
-from ssl_bench.method import Method, is_whole_number, register_method
+from ssl_bench.method import Method, register_method
 
 # The official MultiCropDataset: RandomResizedCrop, flip 0.5, colour distortion s = 1 (jitter
 # 0.8, 0.8, 0.8, 0.2 with p 0.8, grayscale 0.2), PIL blur p 0.5 on every crop; the global

@@ -70,9 +70,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.data.loaders import derive_seed
-from ssl_bench.embeddings import check_embedding_pair
+from ssl_bench.embeddings import check_embedding_pair, is_whole_number
 from ssl_bench.errors import UsageError
-from ssl_bench.method import Method, is_whole_number, register_method
+from ssl_bench.method import Method, register_method
 
 # Stream constant of the permutation generator's seed (ssl_bench.data.loaders.derive_seed).
 _PERMUTATION_STREAM = 0x574D5345  # "WMSE"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 
@@ -18,3 +20,10 @@ def check_embedding_pair(z_a: Tensor, z_b: Tensor) -> int:
     if z_a.shape[0] < 2:
         raise ValueError(f"need at least 2 samples per batch; got N={z_a.shape[0]}")
     return z_a.shape[0]
+
+
+def is_whole_number(value: Any) -> bool:
+    """An int, or a float with an integral value (what `--set` makes of a number); not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer()

@@ -63,13 +63,15 @@ class StepOutput:
     representation_b: Tensor | None = None
 
 
-def cosine_momentum(step: int, total_steps: int, base: float) -> float:
-    """BYOL's momentum schedule: tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2.
+def cosine_momentum(step: int, total_steps: int, base: float, final: float = 1.0) -> float:
+    """BYOL's momentum schedule: tau_k = tau_final - (tau_final - tau_base) (cos(pi k / K) + 1) / 2.
 
     Grill et al. 2020 (BYOL, arXiv:2006.07733), section 3.3: tau rises from tau_base at step
-    k = 0 to 1 at k = K, the total number of training steps. MoCo v3 (Chen, Xie, He 2021,
-    arXiv:2104.02057) uses the same half-cycle cosine (``adjust_moco_momentum`` in the official
-    main_moco.py). Steps at or past K get 1.
+    k = 0 to tau_final = 1 at k = K, the total number of training steps. MoCo v3 (Chen, Xie, He
+    2021, arXiv:2104.02057) uses the same half-cycle cosine (``adjust_moco_momentum`` in the
+    official main_moco.py). solo-learn's ``MomentumUpdater`` (solo/utils/momentum.py) ends the
+    cosine at a final_tau of the recipe's, which may be below 1; final = base holds tau constant,
+    as MoCo v1 and v2 do. Steps at or past K get tau_final.
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
@@ -77,8 +79,10 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
         raise ValueError(f"step must be >= 0, got {step}")
     if not 0.0 <= base <= 1.0:
         raise ValueError(f"the base momentum must be in [0, 1], got {base}")
+    if not base <= final <= 1.0:
+        raise ValueError(f"the final momentum must be in [base, 1] = [{base}, 1], got {final}")
     progress = min(step / total_steps, 1.0)
-    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
 @torch.no_grad()
@@ -116,7 +120,7 @@ class Method(nn.Module):
     # Loss parameters that must be positive (a temperature the logits are divided by).
     positive_loss_params: ClassVar[tuple[str, ...]] = ()
     # The recipe's `method_params` table must give exactly these (plus "momentum_base" with a
-    # momentum target); they become self.method_params.
+    # momentum target, which may also give "momentum_final"); they become self.method_params.
     method_param_names: ClassVar[tuple[str, ...]] = ()
     # The heads' layout (ssl_bench.models.heads.build_projector options hidden_bias, hidden_norm,
     # last_bias, last_bn),
@@ -129,8 +133,10 @@ class Method(nn.Module):
     uses_momentum_target: ClassVar[bool] = False
     # Whether the online network embeds both views (the loss gets z_a, z_b), or view a only (z_b
     # None, with the momentum target embedding view b alone: target_b), for losses taken in one
-    # direction, as TiCo's public implementations take theirs.
-    online_sees_both_views: ClassVar[bool] = True
+    # direction, as TiCo's public implementations take theirs. A method whose direction is a loss
+    # option sets it on the instance in __init__ (MoCo v2's `symmetric`); the class's value is the
+    # one its recipes take by default.
+    online_sees_both_views: bool = True
     # Multi-crop: the run's small views (RunConfig.local_crops) go through the online backbone
     # and projector in one pass, and the loss gets their embeddings as ``z_local``, a list.
     uses_local_crops: ClassVar[bool] = False
@@ -201,6 +207,13 @@ class Method(nn.Module):
         return names
 
     @classmethod
+    def optional_method_params(cls) -> dict[str, Any]:
+        """The names ``method_params`` may give beyond the required ones, with the value they take
+        when left out: with a momentum target, ``momentum_final``, where the EMA schedule ends (1,
+        BYOL's). A config holds one only when its recipe or a ``--set`` gives it."""
+        return {"momentum_final": 1.0} if cls.uses_momentum_target else {}
+
+    @classmethod
     def check_hyperparameters(
         cls,
         projector_dims: Sequence[int],
@@ -213,7 +226,9 @@ class Method(nn.Module):
         """Raise a UsageError unless a recipe's heads and parameters fit this method."""
         _check_names(cls.name, "loss", loss_params, cls.loss_param_names, optional=cls.loss_param_defaults)
         cls.check_loss_params({**cls.loss_param_defaults, **loss_params})
-        _check_names(cls.name, "method_params", method_params, cls.required_method_params())
+        _check_names(
+            cls.name, "method_params", method_params, cls.required_method_params(), cls.optional_method_params()
+        )
         embedding_dim = projector_dims[-1] if projector_dims else feature_dim
         if cls.uses_predictor:
             if not predictor_dims:
@@ -230,9 +245,25 @@ class Method(nn.Module):
             raise UsageError(
                 f"{cls.name} has no predictor, but the recipe gives predictor widths {list(predictor_dims)}"
             )
-        if cls.uses_momentum_target and not 0.0 <= method_params["momentum_base"] <= 1.0:
-            raise UsageError(f"method_params.momentum_base must be in [0, 1], got {method_params['momentum_base']}")
+        if cls.uses_momentum_target:
+            base = method_params["momentum_base"]
+            if not 0.0 <= base <= 1.0:
+                raise UsageError(f"method_params.momentum_base must be in [0, 1], got {base}")
+            final = {**cls.optional_method_params(), **method_params}["momentum_final"]
+            if not base <= final <= 1.0:
+                raise UsageError(
+                    f"method_params.momentum_final must be in [momentum_base, 1] = [{base}, 1], got {final}"
+                )
         cls.check_method_params(method_params)
+
+    @classmethod
+    def check_batch_size(cls, batch_size: int, loss_params: Mapping[str, Any]) -> None:
+        """Raise a UsageError unless the loss takes global batches of ``batch_size`` samples.
+
+        Called when a run's configuration is resolved, where the global batch is known and the
+        number of ranks is not. ``loss_params`` holds every loss parameter, the optional ones at
+        their defaults. Any batch by default; MoCo v2's queue length must be a multiple of it.
+        """
 
     @classmethod
     def check_method_params(cls, method_params: Mapping[str, Any]) -> None:
@@ -277,8 +308,10 @@ class Method(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
     def target_momentum(self, step: int, total_steps: int) -> float:
-        """tau at ``step``: BYOL's cosine from ``method_params["momentum_base"]`` to 1 (:func:`cosine_momentum`)."""
-        return cosine_momentum(step, total_steps, float(self.method_params["momentum_base"]))
+        """tau at ``step``: BYOL's cosine from ``method_params["momentum_base"]`` to
+        ``method_params["momentum_final"]`` (1 unless given; :func:`cosine_momentum`)."""
+        params = {**self.optional_method_params(), **self.method_params}
+        return cosine_momentum(step, total_steps, float(params["momentum_base"]), float(params["momentum_final"]))
 
     def constant_lr_parameters(self) -> list[nn.Parameter]:
         """Parameters whose lr stays at its peak, without warmup or decay (e.g. SimSiam's predictor)."""
@@ -370,14 +403,6 @@ class Method(nn.Module):
             embedding=z_a,
             representation_b=h_b,
         )
-
-
-def is_whole_number(value: Any) -> bool:
-    """An int, or a float with an integral value (what `--set` makes of a number): a count a
-    recipe gives as a loss or method parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return float(value).is_integer()
 
 
 def at_least_fp32(x: Tensor) -> Tensor:
@@ -525,7 +550,6 @@ __all__ = [
     "cosine_momentum",
     "ema_update",
     "get_method",
-    "is_whole_number",
     "load_method_file",
     "register_method",
     "unknown_name_message",

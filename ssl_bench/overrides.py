@@ -35,9 +35,10 @@ def apply_setting(config: RunConfig, setting: str) -> None:
     table, dot, name = key.partition(".")
     if dot and table in PARAMETER_TABLES:
         params = getattr(config, table)
-        # A loss parameter with a default (Method.loss_param_defaults) may be set though the
-        # recipe left it out; at its default it is not stored (the run is the default run).
-        optional = _loss_param_defaults(config.method) if table == "loss" else {}
+        # A loss or method parameter with a default (Method.loss_param_defaults,
+        # Method.optional_method_params) may be set though the recipe left it out; at its default
+        # it is not stored (the run is the default run).
+        optional = _optional_params(config.method, table)
         if name not in params and name not in optional:
             known = [*params, *optional]
             listing = None if known else f"{config.method} has no {table} parameters"
@@ -67,8 +68,13 @@ def apply_setting(config: RunConfig, setting: str) -> None:
     setattr(config, key, _parse_value(key, raw, hint))
 
 
-def _loss_param_defaults(method: str) -> Mapping[str, Any]:
-    return get_method(method).loss_param_defaults
+def _optional_params(method: str, table: str) -> Mapping[str, Any]:
+    """The parameters of ``table`` a recipe may leave out, with their defaults."""
+    if table == "loss":
+        return get_method(method).loss_param_defaults
+    if table == "method_params":
+        return get_method(method).optional_method_params()
+    return {}
 
 
 def _parse_value(key: str, raw: str, hint: Any) -> Any:

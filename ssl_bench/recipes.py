@@ -223,6 +223,7 @@ def resolve_config(
     view_pair(config)  # a UsageError for an impossible view distribution
     check_local_crops(config)
     method_cls.check_hyperparameters(config.projector, config.predictor, config.loss, config.method_params)
+    method_cls.check_batch_size(config.batch_size, {**method_cls.loss_param_defaults, **config.loss})
     return config
 
 

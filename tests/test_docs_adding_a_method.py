@@ -38,7 +38,7 @@ def doc_blocks() -> list[tuple[str, str, str]]:
 
 def test_the_doc_has_the_blocks_this_test_runs():
     kinds = [kind for kind, _, _ in doc_blocks()]
-    assert kinds.count("file") == 2 and kinds.count("python") == 2 and kinds.count("bash") == 3
+    assert kinds.count("file") == 2 and kinds.count("python") == 3 and kinds.count("bash") == 3
 
 
 @pytest.mark.slow

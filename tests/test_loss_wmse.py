@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.crash import TINY_RUN, crash_and_resume
+from support.crash import TINY_RESUMABLE_RUN, final_method_state, straight_and_resumed
 
 from ssl_bench.errors import UsageError
 from ssl_bench.methods.wmse import WMSE, whiten, wmse_loss
@@ -266,10 +266,18 @@ def test_the_permutation_state_survives_a_state_dict_round_trip():
     assert restored.loss(z_a, z_b)[0].item() == trained.loss(z_a, z_b)[0].item()
 
 
+# 8 steps in 2 epochs (TINY_RESUMABLE_RUN); sub-batches of 8.
+TINY_RUN = ["projector=16,4", "loss.whitening_size=8", "loss.w_iter=2", *TINY_RESUMABLE_RUN]
+
+
 def test_a_crashed_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path: Path, monkeypatch):
     # The crash before step 7 leaves the mid-epoch checkpoint of step 6; steps 6 and 7 are trained
     # again after the resume and must draw the permutations the uninterrupted run drew.
-    settings = [*TINY_RUN, "projector=16,4", "loss.whitening_size=8", "loss.w_iter=2"]
-    config = resolve_config("wmse", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, settings)
-    _, state = crash_and_resume(config, tmp_path, monkeypatch)
-    assert int(state["permutation_draws"]) == 8
+    config = resolve_config("wmse", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, TINY_RUN)
+    straight, resumed = straight_and_resumed(config, tmp_path, monkeypatch, crash_step=7)
+    assert resumed.resumed_from_step == 6
+    reference, state = final_method_state(straight), final_method_state(resumed)
+    assert int(reference["permutation_draws"]) == 8
+    for name in reference:
+        assert torch.equal(state[name], reference[name]), name
+    assert resumed.final_loss == straight.final_loss

@@ -55,6 +55,13 @@ TINY_FIT: dict[str, dict] = {"wmse": {"max_width": N // 2, "loss": {"whitening_s
 # (the sources' Cholesky factorisation fails); its shrinkage eps > 0 makes it positive definite.
 DEFINED_AT_COLLAPSE: dict[str, dict] = {"wmse": {"eps": 0.5}}
 
+# Losses whose penalty on collapse comes from state carried across steps, and the loss parameters
+# that let one step fill that state with the batch's own embeddings. MoCo v2 contrasts with a
+# queue of earlier keys: a collapsed encoder fills it with copies of the positive key, which then
+# scores log(1 + K), while the random initial queue scores collapsed and diverse queries alike.
+# The comparison is taken at a second step on the same embeddings, with a queue of one batch.
+COLLAPSE_PENALISED_THROUGH_STATE: dict[str, dict] = {"mocov2": {"queue_size": N}}
+
 
 # Tiny tensors: one intra-op thread (the conftest fixture), for every test here.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,7 +137,8 @@ def test_recipe_complete_and_valid(name, table_name):
     config = resolve_config(name, table.datasets[0])  # validates, and checks the declarations
     # Every required loss parameter, and optional ones (a loss variant) only among those declared.
     assert set(cls.loss_param_names) <= set(config.loss) <= {*cls.loss_param_names, *cls.loss_param_defaults}
-    assert set(config.method_params) == set(cls.required_method_params())
+    required = set(cls.required_method_params())
+    assert required <= set(config.method_params) <= {*required, *cls.optional_method_params()}
     assert bool(config.predictor) == cls.uses_predictor
     ViewPairAugmentation(cls.augmentation, table.image_size, (0.5,) * 3, (0.25,) * 3)
 
@@ -199,12 +207,19 @@ def test_collapsed_inputs_give_finite_loss_and_gradients(name):
 
 @pytest.mark.parametrize("name", [m for m in METHODS if get_method(m).loss_penalises_collapse])
 def test_loss_scores_collapse_worse_than_diverse_agreeing_views(name):
-    method = tiny_method(name, loss_params=DEFINED_AT_COLLAPSE.get(name))
+    through_state = COLLAPSE_PENALISED_THROUGH_STATE.get(name)
+    method = tiny_method(name, loss_params={**DEFINED_AT_COLLAPSE.get(name, {}), **(through_state or {})})
     g = torch.Generator().manual_seed(6)
     diverse = torch.randn(N, method.embedding_dim, generator=g, dtype=torch.float64)
     collapsed = torch.randn(1, method.embedding_dim, generator=g, dtype=torch.float64).expand(N, -1)
-    loss_diverse = loss_of_embeddings(copy.deepcopy(method), diverse, diverse.clone())
-    loss_collapsed = loss_of_embeddings(copy.deepcopy(method), collapsed.clone(), collapsed.clone())
+
+    def score(z: torch.Tensor) -> torch.Tensor:
+        fresh = copy.deepcopy(method)
+        if through_state is not None:
+            loss_of_embeddings(fresh, z.clone(), z.clone())  # a training step fills the state
+        return loss_of_embeddings(fresh, z.clone(), z.clone())
+
+    loss_diverse, loss_collapsed = score(diverse), score(collapsed)
     assert loss_collapsed > loss_diverse, (loss_collapsed.item(), loss_diverse.item())
 
 

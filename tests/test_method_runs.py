@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.crash import TINY_RUN, crash_before_step
+from support.crash import TINY_RESUMABLE_RUN, crash_before_step
 
 from ssl_bench.launch import cli
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.slow
 def test_new_methods_run_crash_and_resume_through_the_cli(fashion_root, tmp_path, monkeypatch, capsys):
     # 64 images of 16 px, batch 16: 4 steps per epoch, 8 in all; checkpoints at steps 3, 4, 6, 8.
-    settings = ["projector=64,32", "predictor=64,32", *TINY_RUN]
+    settings = ["projector=64,32", "predictor=64,32", *TINY_RESUMABLE_RUN]
     args = [
         "run",
         *NEW_METHODS,

@@ -16,6 +16,7 @@ import pytest
 import torch
 from support.crash import SimulatedCrash, crash_before_step
 
+from ssl_bench.errors import UsageError
 from ssl_bench.method import cosine_momentum, ema_update, get_method
 from ssl_bench.methods.byol import BYOL
 from ssl_bench.models.backbones import TinyConvNet
@@ -67,8 +68,46 @@ def test_cosine_schedule_matches_byol_formula(base):
     assert all(a <= b for a, b in itertools.pairwise(values))
 
 
+@pytest.mark.parametrize("base, final", [(0.99, 0.999), (0.9, 0.95), (0.999, 0.999)])
+def test_cosine_schedule_ends_at_its_final_value(base, final):
+    # solo-learn's MomentumUpdater.update_tau (solo/utils/momentum.py:76-87): final_tau - (final_tau
+    # - base_tau) (cos(pi k / K) + 1) / 2; final = base is MoCo's constant m.
+    total = 1000
+    for k in [0, 1, 137, 500, 999, 1000, 3000]:
+        expected = final - (final - base) * (math.cos(math.pi * min(k, total) / total) + 1) / 2
+        assert cosine_momentum(k, total, base, final) == pytest.approx(expected, rel=1e-15, abs=1e-15)
+    assert cosine_momentum(0, total, base, final) == pytest.approx(base, abs=1e-15)
+    assert cosine_momentum(total, total, base, final) == final
+    if base == final:
+        assert {cosine_momentum(k, total, base, final) for k in range(total + 1)} == {base}
+
+
+def test_the_final_momentum_is_an_optional_method_parameter_of_every_momentum_target():
+    # Left out, the schedule ends at 1 and the config stays what it was (the same run identity).
+    default = resolve_config("byol", "fashion-mnist")
+    assert default.method_params == {"momentum_base": 0.99}
+    unchanged = resolve_config("byol", "fashion-mnist", settings=["method_params.momentum_final=1"])
+    assert unchanged.method_params == default.method_params and unchanged.identity_hash() == default.identity_hash()
+    config = resolve_config("byol", "fashion-mnist", settings=["method_params.momentum_final=0.999"])
+    assert config.method_params == {"momentum_base": 0.99, "momentum_final": 0.999}
+    assert config.identity_hash() != default.identity_hash()
+    method = BYOL(TinyConvNet((4, 8)), 8, (12, 6), (12, 6), method_params=config.method_params)
+    assert method.target_momentum(10, 10) == 0.999 and method.target_momentum(0, 10) == 0.99
+    with pytest.raises(UsageError, match=r"momentum_final must be in \[momentum_base, 1\]"):
+        resolve_config("byol", "fashion-mnist", settings=["method_params.momentum_final=0.9"])
+    with pytest.raises(UsageError, match="unknown method_params parameter of simclr 'momentum_final'"):
+        resolve_config("simclr", "fashion-mnist", settings=["method_params.momentum_final=0.999"])
+
+
 @pytest.mark.parametrize(
-    "args, match", [((-1, 10, 0.9), "step"), ((0, 0, 0.9), "total_steps"), ((0, 10, 1.5), "base momentum")]
+    "args, match",
+    [
+        ((-1, 10, 0.9), "step"),
+        ((0, 0, 0.9), "total_steps"),
+        ((0, 10, 1.5), "base momentum"),
+        ((0, 10, 0.9, 0.8), "final momentum"),
+        ((0, 10, 0.9, 1.1), "final momentum"),
+    ],
 )
 def test_cosine_schedule_rejects_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):

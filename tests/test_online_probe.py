@@ -37,6 +37,7 @@ CLASSIFIER_LR = {"simclr": 0.1, "tico": 0.1, "vicreg": 0.1, "barlow_twins": 0.1,
 CLASSIFIER_LR["mocov3"] = 0.3
 CLASSIFIER_LR["wmse"] = 3e-3
 CLASSIFIER_LR["swav"] = 0.1  # swav.yaml:36
+CLASSIFIER_LR["mocov2"] = 0.3  # mocov2plus.yaml:36
 
 
 def _probe_group(optimizer: torch.optim.Optimizer) -> dict:

@@ -295,6 +295,33 @@ SOURCES[("cifar", "wmse")] = {
     **views(view(crop=(0.2, 1.0), jitter=(0.8, 0.8, 0.8, 0.2)), where="wmse.yaml:27-50"),
 }
 
+SOURCES[("cifar", "mocov2")] = {
+    **SOLO_COMMON,
+    "optimizer.name": ("sgd", "mocov2plus.yaml:33"),
+    "schedule.base_lr": (0.3, "mocov2plus.yaml:35"),
+    "optimizer[all].peak_lr": (0.3, "mocov2plus.yaml:35 x batch / 256 (solo/args/pretrain.py:151-157)"),
+    "optimizer[all].weight_decay": (1e-4, "mocov2plus.yaml:37; every parameter (solo/methods/base.py:280-282)"),
+    "optimizer[all].momentum": (0.9, "solo/args/pretrain.py:161-162"),
+    "optimizer[all].schedule": ("warmup + cosine", "mocov2plus.yaml:38-39"),
+    **solo_probe(0.3, "mocov2plus.yaml:36", optimizer="sgd"),
+    "projector.layers": (
+        [linear(512, 2048, True), RELU, linear(2048, 256, True)],
+        "mocov2plus.yaml:19-20; solo/methods/mocov2plus.py:53-57",
+    ),
+    "loss.params.temperature": (0.2, "mocov2plus.yaml:22"),
+    "loss.params.queue_size": (32768, "mocov2plus.yaml:21"),
+    "loss.params.symmetric": (True, "solo/methods/mocov2plus.py:186-190: both directions, one queue per view"),
+    "loss.scale": (1.0, "solo/methods/mocov2plus.py:187-190: the mean of the two directions"),
+    "momentum_target.base": (0.99, "mocov2plus.yaml:24"),
+    "momentum_target.final": (0.999, "mocov2plus.yaml:25"),
+    "momentum_target.schedule": (
+        "cosine over all steps, applied after every optimiser step",
+        "solo/utils/momentum.py:43-87; solo/methods/base.py:814-837",
+    ),
+    "momentum_target.views": ("both", "solo/methods/mocov2plus.py:179-182: queries and keys of both crops"),
+    **views(view(jitter=(0.4, 0.4, 0.4, 0.1), blur=0.5), where="augmentations/symmetric_weak.yaml:3-22"),
+}
+
 # ----------------------------------------------------------------------------------------------
 # ImageNet: each method's official code (commit in the comment) and paper.
 # ----------------------------------------------------------------------------------------------
@@ -672,6 +699,50 @@ SOURCES[("imagenet", "swav")] = {
         f"augmentation.local_crops.{key}": (value, "src/multicropdataset.py:37-52; --min/max_scale_crops 0.05 0.14")
         for key, value in {**SWAV_VIEW, "crop_scale": [0.05, 0.14]}.items()
     },
+}
+
+# MoCo v2: facebookresearch/moco at commit 7397dfe1, the README's ImageNet command with the MoCo v2
+# flags (README.md:44-51: --mlp --moco-t 0.2 --aug-plus --cos) and main_moco.py's defaults.
+SOURCES[("imagenet", "mocov2")] = {
+    "optimizer.name": ("sgd", "main_moco.py:291-296"),
+    "schedule.base_lr": (0.03, "README.md:46; main_moco.py:78-86"),
+    "optimizer[all].peak_lr": (0.03, "README.md:46-47: lr 0.03 at batch 256"),
+    "optimizer[all].weight_decay": (1e-4, "main_moco.py:97-105; every parameter (main_moco.py:291-296)"),
+    "optimizer[all].momentum": (0.9, "main_moco.py:94-96"),
+    "backbone.name": ("resnet50", "README.md:45; main_moco.py:42-49"),
+    "backbone.stem": (R50, "builder.py:31-32: torchvision's resnet50"),
+    "backbone.zero_init_residual": (False, "builder.py:31-32: resnet50(num_classes=128), torchvision's default"),
+    "data.mean": ([0.485, 0.456, 0.406], "main_moco.py:323-325"),
+    "data.std": ([0.229, 0.224, 0.225], "main_moco.py:323-325"),
+    "projector.layers": (
+        [linear(2048, 2048, True), RELU, linear(2048, 128, True)],
+        "builder.py:34-41 (--mlp); main_moco.py:153-155 --moco-dim 128",
+    ),
+    "loss.params.temperature": (0.2, "README.md:51 --moco-t 0.2"),
+    "loss.params.queue_size": (65536, "main_moco.py:156-161 --moco-k"),
+    "loss.scale": (1.0, "main_moco.py:289, 418: CrossEntropyLoss, the mean over the queries"),
+    "momentum_target.base": (0.999, "main_moco.py:162-167 --moco-m"),
+    "momentum_target.final": (0.999, "builder.py:55-63: the same m at every step"),
+    "momentum_target.schedule": ("constant, applied before every forward pass", "builder.py:55-63, 142-143"),
+    "momentum_target.init": ("a copy of the online backbone and projector", "builder.py:43-47"),
+    "momentum_target.views": (
+        "view b only (the online network sees view a)",
+        "builder.py:137-152: queries from im_q, keys from im_k",
+    ),
+    "schedule.batch_size": (256, "README.md:47"),
+    "schedule.epochs": (200, "main_moco.py:58-60"),
+    "schedule.warmup_epochs": (0, "main_moco.py:488-497"),
+    "schedule.end_factor": (0.0, "main_moco.py:488-497: lr x (1 + cos(pi epoch / epochs)) / 2"),
+    "schedule.form": ("per epoch: cosine of epoch / epochs, no warmup", "main_moco.py:372, 488-497"),
+    "execution.precision": ("fp32", "main_moco.py: no mixed precision"),
+    "execution.sync_batchnorm": (
+        "per-GPU BatchNorm, the key encoder's batch shuffled across GPUs",
+        "main_moco.py:258-277 (DDP, no SyncBatchNorm); builder.py:81-126, 145-152",
+    ),
+    "augmentation.crop_ratio": ([3 / 4, 4 / 3], "main_moco.py:329: torchvision RandomResizedCrop default ratio"),
+    "augmentation.crop_interpolation": ("bilinear, antialiased", "main_moco.py:329: PIL bilinear resize"),
+    "augmentation.blur_sigma": ([0.1, 2.0], "main_moco.py:334; moco/loader.py:24-33"),
+    **views(view(crop=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), blur=0.5), where="main_moco.py:326-338 (--aug-plus)"),
 }
 
 DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from support.crash import TINY_RUN, crash_and_resume
+from support.crash import TINY_RESUMABLE_RUN, final_method_state, straight_and_resumed
 
 from ssl_bench.data.augment import LocalCropAugmentation, LocalCrops, ViewPairAugmentation, view_pair_configs
 from ssl_bench.data.images import TensorImages
@@ -184,10 +184,15 @@ def test_multi_crop_is_a_recipe_field_checked_at_config_time(tmp_path):
 
 
 def test_a_crashed_multi_crop_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path: Path, monkeypatch):
-    settings = [*TINY_RUN, "projector=16,8", "method_params.prototypes=6", "method_params.freeze_prototypes_epochs=0.5"]
+    swav = ["projector=16,8", "method_params.prototypes=6", "method_params.freeze_prototypes_epochs=0.5"]
+    settings = [*TINY_RESUMABLE_RUN, *swav]
     config = resolve_config("swav", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, settings)
     config.local_crops = {**config.view_a, "count": 2, "size": 8, "crop_scale": [0.1, 0.4]}
-    straight, _ = crash_and_resume(config, tmp_path, monkeypatch)
+    straight, resumed = straight_and_resumed(config, tmp_path, monkeypatch, crash_step=7)
+    assert resumed.resumed_from_step == 6 and resumed.final_loss == straight.final_loss
+    reference, state = final_method_state(straight), final_method_state(resumed)
+    for name in reference:
+        assert torch.equal(state[name], reference[name]), name
     # The small crops reach the loss: the same run without them ends elsewhere.
     config.local_crops = {}
     two_views = pretrain(Run.of(tmp_path / "two", config), progress=False, log=lambda _: None)

@@ -10,6 +10,8 @@ The recipes (torchvision semantics, as in the papers' public code):
   (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2, Gaussian blur p 0.5; both views alike.
 - "asymmetric" (BYOL's pair, also used by VICReg, Barlow Twins, MoCo v3 and TiCo): jitter
   (0.4, 0.4, 0.2, 0.1), and blur p 1.0 / 0.1, solarize p 0.0 / 0.2 for the two views.
+- ``AUG_PLUS`` (MoCo v2's "aug+", also SimSiam's), for both views: crop scale (0.2, 1), jitter
+  (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2, blur p 0.5.
 
 A run's recipe row can change any field of either view (``views``, ``view_a``, ``view_b``): the
 CIFAR rows, for instance, turn the blur off as solo-learn does.
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from ssl_bench.config import RunConfig
 
 __all__ = [
+    "AUG_PLUS",
     "KINDS",
     "SMALL_IMAGE_MAX_SIDE",
     "LocalCropAugmentation",
@@ -126,6 +129,19 @@ def view_pair(config: RunConfig) -> tuple[ViewConfig, ViewConfig]:
         return view_config(config.view_a), view_config(config.view_b)
     except (TypeError, ValueError) as error:
         raise UsageError(f"view distribution of {config.method}: {error}") from None
+
+
+# MoCo v2's "aug+" (facebookresearch/moco main_moco.py, --aug-plus), which SimSiam's
+# main_simsiam.py takes over: both views from this one distribution.
+AUG_PLUS = ViewConfig(
+    crop_scale=(0.2, 1.0),
+    flip_p=0.5,
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_p=0.8,
+    grayscale_p=0.2,
+    blur_p=0.5,
+    solarize_p=0.0,
+)
 
 
 def view_pair_configs(kind: str, small_images: bool) -> tuple[ViewConfig, ViewConfig]:

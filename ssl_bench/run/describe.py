@@ -108,10 +108,12 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
     info = dataset_info(config.dataset)
     momentum = None
     if method.uses_momentum_target:
+        base, final = method.method_params["momentum_base"], method.target_momentum(1, 1)  # tau at the last step
         momentum = {
-            "base": method.method_params["momentum_base"],
-            "final": 1.0,
-            "schedule": "cosine over all steps, applied after every optimiser step",
+            "base": base,
+            "final": final,
+            "schedule": ("constant" if final == base else "cosine over all steps")
+            + ", applied after every optimiser step",
             "init": "a copy of the online backbone and projector",
             "ema_of": "parameters (buffers are the target's own)",
             "views": "both" if method.online_sees_both_views else "view b only (the online network sees view a)",
