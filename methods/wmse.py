@@ -200,6 +200,17 @@ class WMSE(Method):
         if not isinstance(p["detach_view_b"], bool):
             raise UsageError(f"loss.detach_view_b of wmse must be true or false, got {p['detach_view_b']!r}")
 
+    @classmethod
+    def check_batch_size(cls, batch_size: int, loss_params: Mapping[str, Any]) -> None:
+        # Every rank whitens whole sub-batches of its local batch, so at least the global batch
+        # must be a multiple of them (the local batch, known only at launch, is checked there).
+        size = int(loss_params["whitening_size"])
+        if batch_size % size:
+            raise UsageError(
+                f"loss.whitening_size of wmse ({size}) must divide the batch size ({batch_size}): "
+                "the batch is whitened in sub-batches of that size"
+            )
+
     def permutation_generator(self) -> torch.Generator:
         """The generator of this evaluation's permutations; a training-mode call advances the count."""
         draws = int(self.permutation_draws)

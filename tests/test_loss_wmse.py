@@ -281,3 +281,9 @@ def test_a_crashed_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path:
     for name in reference:
         assert torch.equal(state[name], reference[name]), name
     assert resumed.final_loss == straight.final_loss
+
+
+def test_a_batch_that_whitening_sub_batches_do_not_divide_is_a_usage_error():
+    resolve_config("wmse", "fashion-mnist", settings=["batch_size=384"])  # 3 sub-batches of 128
+    with pytest.raises(UsageError, match="must divide the batch size"):
+        resolve_config("wmse", "fashion-mnist", settings=["batch_size=200"])
