@@ -39,8 +39,19 @@ Distributed: as ``distributed_sinkhorn``, the sums of Q are all-reduced over ran
 equipartition the global batch; each rank's loss is the mean over its own samples, and DDP's
 gradient averaging gives the global mean.
 
-Not implemented: the optional queue of past embeddings that the official code adds to the
-Sinkhorn batch for small batches (``queue_length``), which the recipe rows that use it name.
+The queue (``method_params.queue_size`` > 0, solo-learn's rule, ``solo/methods/swav.py``
+``get_assignments`` and ``training_step``): with small batches the codes are computed over the
+batch and the last ``queue_size`` global-crop embeddings of each global crop together, and only
+the batch's rows are kept, so that equipartition holds over more samples than a batch has:
+
+    codes^(s) = Sinkhorn([S^(s); Z_queue^(s) C^T])[:B]
+
+The queue is filled (newest first) at every training step from the start, and joins the
+Sinkhorn batch from epoch ``epoch_queue_starts``. The official code (``main_swav.py``) creates
+it at that epoch and uses it once it is full, ``queue_length / batch`` steps later. Each rank
+keeps its own embeddings (``queue_size / ranks`` of them), as both sources do; here every rank
+holds all ranks' blocks (gathered each step, without gradient) and takes its own, so that the
+buffer is the same on every rank, as DDP's buffer broadcast and the rank-0 checkpoint need.
 """
 
 from __future__ import annotations
@@ -55,7 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_bench.data.augment import view_pair_configs
-from ssl_bench.distributed.collectives import resolve_gather, world_size
+from ssl_bench.distributed.collectives import gather_with_grad, rank, resolve_gather, world_size
 from ssl_bench.embeddings import is_whole_number
 from ssl_bench.errors import UsageError
 from ssl_bench.method import Method, register_method
@@ -100,21 +111,27 @@ def swav_loss(
     epsilon: float = 0.05,
     iterations: int = 3,
     *,
+    queue_scores: Sequence[Tensor] = (),
     gather: bool | None = None,
 ) -> Tensor:
     """SwAV's swapped prediction: each global crop's codes predicted by every other crop.
 
     ``global_scores``: (B, K) prototype scores of the crops whose codes are computed (the
     global ones); ``local_scores``: those of the other crops (multi-crop's small ones), which
-    only predict. Scores are z . c_k of unit vectors.
+    only predict. Scores are z . c_k of unit vectors. ``queue_scores``: none, or one (L, K)
+    per global crop, the scores of its queue of earlier embeddings, which join its Sinkhorn
+    batch (their own codes are dropped).
     """
     if len(global_scores) < 1 or len(global_scores) + len(local_scores) < 2:
         raise ValueError("swav_loss needs a global crop and at least one other crop")
+    if queue_scores and len(queue_scores) != len(global_scores):
+        raise ValueError(f"one queue per global crop: {len(global_scores)}, got {len(queue_scores)}")
     crops = [*global_scores, *local_scores]
     total = crops[0].new_zeros(())
     for assigned, scores_a in enumerate(global_scores):
         with torch.no_grad():  # the codes are targets: no gradient flows through them
-            codes = sinkhorn_codes(scores_a, epsilon, iterations, gather=gather)
+            batch = torch.cat([scores_a, queue_scores[assigned].to(scores_a.dtype)]) if queue_scores else scores_a
+            codes = sinkhorn_codes(batch, epsilon, iterations, gather=gather)[: scores_a.shape[0]]
         predictions = [
             -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
             for crop, scores in enumerate(crops)
@@ -144,6 +161,30 @@ class SwAV(Method):
         # from the start: the official code normalises them before the first forward pass.
         self.prototypes = nn.Linear(self.embedding_dim, int(self.method_params["prototypes"]), bias=False)
         self.normalise_prototypes()
+        params = {**self.optional_method_params(), **self.method_params}
+        self.queue_size = int(params["queue_size"])
+        self.epoch_queue_starts = float(params["epoch_queue_starts"])
+        if self.queue_size:
+            ranks = world_size()
+            if self.queue_size % ranks:
+                raise UsageError(
+                    f"method_params.queue_size of swav ({self.queue_size}) must be a multiple of the {ranks} ranks: "
+                    "each rank keeps an equal share of the queue"
+                )
+            # Per global crop, the ranks' blocks of queue_size / ranks rows one after another (rank
+            # 0's first), zeros until filled (solo-learn's start). Three dimensions: a 4-d buffer
+            # would be turned channels-last with the network.
+            self.queue_ranks = ranks
+            self.register_buffer("queue", torch.zeros(2, self.queue_size, self.embedding_dim))
+            # Whether this step's codes use the queue: set for the next step in before_optimizer_step
+            # (the step's epoch is known there), a buffer so that a resumed run has it.
+            self.register_buffer("queue_in_use", torch.tensor(self.epoch_queue_starts == 0))
+
+    @classmethod
+    def optional_method_params(cls) -> dict[str, Any]:
+        # solo-learn's --queue_size (0: no queue, as the official --queue_length 0) and
+        # --epoch_queue_starts default (15, the official default too).
+        return {"queue_size": 0, "epoch_queue_starts": 15}
 
     @classmethod
     def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:
@@ -157,9 +198,13 @@ class SwAV(Method):
         prototypes = method_params["prototypes"]
         if not is_whole_number(prototypes) or prototypes < 1:
             raise UsageError(f"method_params.prototypes of swav must be a positive whole number, got {prototypes!r}")
-        freeze = method_params["freeze_prototypes_epochs"]
-        if isinstance(freeze, bool) or not isinstance(freeze, (int, float)) or not 0 <= freeze < math.inf:
-            raise UsageError(f"method_params.freeze_prototypes_epochs of swav must be >= 0, got {freeze!r}")
+        for name in ("freeze_prototypes_epochs", "epoch_queue_starts"):
+            epochs = method_params.get(name, 0)
+            if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 <= epochs < math.inf:
+                raise UsageError(f"method_params.{name} of swav must be >= 0, got {epochs!r}")
+        size = method_params.get("queue_size", 0)
+        if not is_whole_number(size) or size < 0:
+            raise UsageError(f"method_params.queue_size of swav must be a whole number >= 0, got {size!r}")
 
     @torch.no_grad()
     def normalise_prototypes(self) -> None:
@@ -169,6 +214,9 @@ class SwAV(Method):
         # main_swav.py: "cancel gradients for the prototypes" while iteration < the frozen count.
         if step < round(float(self.method_params["freeze_prototypes_epochs"]) * steps_per_epoch):
             self.prototypes.weight.grad = None
+        if self.queue_size:
+            # solo-learn: the queue joins from epoch epoch_queue_starts (current_epoch >= it).
+            self.queue_in_use.fill_(step + 1 >= round(self.epoch_queue_starts * steps_per_epoch))
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         super().after_optimizer_step(step, total_steps)
@@ -181,11 +229,35 @@ class SwAV(Method):
 
     def loss(self, z_a: Tensor, z_b: Tensor, *, z_local: Sequence[Tensor] = ()) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.loss_params
+        queue_scores: list[Tensor] = []
+        # One read of a flag per step, only in runs with a queue.
+        if self.queue_size and bool(self.queue_in_use):
+            with torch.no_grad():
+                weight = self.prototypes.weight.to(z_a.dtype)
+                queue_scores = [earlier.to(z_a.dtype) @ weight.T for earlier in self.queue_blocks()[:, rank()]]
         value = swav_loss(
             [self.scores(z_a), self.scores(z_b)],
             [self.scores(z) for z in z_local],
             float(p["temperature"]),
             float(p["epsilon"]),
             int(p["sinkhorn_iterations"]),
+            queue_scores=queue_scores,
         )
+        if self.queue_size and self.training:
+            self.enqueue(torch.stack([F.normalize(z_a.detach(), dim=1), F.normalize(z_b.detach(), dim=1)]))
         return value, {}
+
+    @torch.no_grad()
+    def enqueue(self, embeddings: Tensor) -> None:
+        """This step's unit-length global-crop embeddings (2, B_local, D) at the front of each
+        rank's block, its oldest rows dropped (solo-learn's shift); gathered from every rank."""
+        if resolve_gather(None):
+            # (B_local, 2, D) gathered along the batch, rank 0's rows first.
+            embeddings = gather_with_grad(embeddings.transpose(0, 1).contiguous()).transpose(0, 1)
+        blocks = self.queue_blocks()
+        new = embeddings.reshape(2, self.queue_ranks, -1, embeddings.shape[-1]).to(self.queue.dtype)
+        blocks.copy_(torch.cat([new, blocks], dim=2)[:, :, : blocks.shape[2]])
+
+    def queue_blocks(self) -> Tensor:
+        """The queue as (2, ranks, queue_size / ranks, D), a view: each rank's own embeddings."""
+        return self.queue.view(2, self.queue_ranks, -1, self.queue.shape[-1])

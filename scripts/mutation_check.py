@@ -73,6 +73,27 @@ MUTATIONS = [
         ("tests/test_swav.py",),
     ),
     Mutation(
+        "swav-queue-not-filled",
+        "methods/swav.py",
+        "        if self.queue_size and self.training:\n",
+        "        if False:\n",
+        ("tests/test_swav.py",),
+    ),
+    Mutation(
+        "swav-queue-before-its-epoch",
+        "methods/swav.py",
+        "        if self.queue_size and bool(self.queue_in_use):\n",
+        "        if self.queue_size:\n",
+        ("tests/test_swav.py",),
+    ),
+    Mutation(
+        "swav-queue-rank-blocks",
+        "methods/swav.py",
+        "embeddings = gather_with_grad(embeddings.transpose(0, 1).contiguous()).transpose(0, 1)",
+        "embeddings = gather_with_grad(embeddings.flatten(0, 1)).unflatten(0, (2, -1))",
+        ("tests/test_ddp.py",),
+    ),
+    Mutation(
         "multicrop-one-pass",
         "methods/swav.py",
         "    views_in_one_pass = True\n",

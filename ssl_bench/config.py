@@ -42,6 +42,8 @@ ONLINE_PROBES = (BN_LINEAR_SGD_PROBE, SOLO_LEARN_PROBE)
 # both rules give base_lr; below 256 it keeps a larger lr than the linear rule.
 LINEAR_LR_SCALING, SQRT_LR_SCALING = "linear", "sqrt"
 LR_SCALINGS = (LINEAR_LR_SCALING, SQRT_LR_SCALING)
+# Each rule as logs, dry runs and model cards write it.
+LR_SCALING_FORMS = {LINEAR_LR_SCALING: "base_lr x batch / 256", SQRT_LR_SCALING: "base_lr x sqrt(batch / 256)"}
 
 
 def scaled_lr(base_lr: float, batch_size: int, rule: str = LINEAR_LR_SCALING) -> float:

@@ -6,8 +6,11 @@ import pytest
 
 from ssl_bench.config import scaled_lr
 from ssl_bench.errors import UsageError
+from ssl_bench.preemption import TrainingStopped
 from ssl_bench.recipes import recipe_rows, resolve_config
 from ssl_bench.run.describe import describe_run
+from ssl_bench.run.record import Run
+from ssl_bench.train.trainer import pretrain
 
 
 def test_recipe_rows_print_the_cheatsheet_columns():
@@ -117,3 +120,12 @@ def test_identity_hash_ignores_execution_settings():
 def test_unknown_dataset_suggests_the_closest():
     with pytest.raises(UsageError, match="did you mean 'cifar10'"):
         resolve_config("simclr", "cifar01")
+
+
+def test_the_runs_log_names_the_lr_rule_it_uses(fashion_root, tmp_path):
+    settings = ["batch_size=64", "lr_scaling=sqrt", "train_subset=none", "num_workers=0", "device=cpu"]
+    config = resolve_config("simclr", "fashion-mnist", {"data_root": str(fashion_root)}, settings)
+    lines: list[str] = []
+    with pytest.raises(TrainingStopped):
+        pretrain(Run.of(tmp_path, config), progress=False, log=lines.append, should_stop=lambda: True)
+    assert f"lr {config.lr:.4g} (base {config.base_lr:g} x sqrt(batch / 256))" in lines[0]

@@ -55,7 +55,9 @@ STEPS = 2
 # (method, keep BatchNorm). simclr: negatives from the other rank; vicreg: variance and
 # covariance of the global batch, invariance local; mocov2: the keys of both ranks enqueued in
 # rank order (the queue is compared with the weights), the second step's negatives among them;
-# swav: Sinkhorn's sums over the global batch, two small crops per image through the same network.
+# swav: Sinkhorn's sums over the global batch, two small crops per image through the same network,
+# and a queue of one global batch from the first step (each rank's own block, gathered: the queue
+# is compared with the weights), zeros in the first step's codes and the first batch in the second's.
 CASES = [("vicreg", False), ("simclr", False), ("mocov2", False), ("vicreg", True), ("swav", False)]
 SWAV_LOCAL_CROPS = {"count": 2, "size": 12, "crop_scale": [0.1, 0.4]}
 
@@ -80,7 +82,12 @@ def _config(method: str, data_root: Path):
         "projector_options.last_bias=false",
     ]
     if method == "swav":  # prototypes trained from the first step
-        settings += ["method_params.prototypes=16", "method_params.freeze_prototypes_epochs=0"]
+        settings += [
+            "method_params.prototypes=16",
+            "method_params.freeze_prototypes_epochs=0",
+            f"method_params.queue_size={GLOBAL_BATCH}",
+            "method_params.epoch_queue_starts=0",
+        ]
     config = resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root)}, settings)
     if method == "swav":
         config.local_crops = {**config.view_a, **SWAV_LOCAL_CROPS}

@@ -17,6 +17,7 @@ from torch import nn
 
 from ssl_bench import __version__
 from ssl_bench.checkpoints.export import export_target
+from ssl_bench.checkpoints.model_card import render_model_card
 from ssl_bench.launch.cli import main
 from ssl_bench.models.backbones import build_backbone
 from ssl_bench.recipes import resolve_config
@@ -99,6 +100,10 @@ def test_torchvision_export_loads_strictly_and_computes_the_runs_backbone(run, t
     markdown = output.with_suffix(".md").read_text()
     assert f"| linear probe | {record['linear_top1']:.2f} |" in markdown
     assert card["export"]["load"] in markdown and config.source in markdown
+    # The lr rule the run used, as its config gives it.
+    assert "(lr = base_lr x batch / 256)" in markdown
+    card["recipe"]["config"]["lr_scaling"] = "sqrt"
+    assert "(lr = base_lr x sqrt(batch / 256))" in render_model_card(card)
     # The card's own loading code gives the same network.
     _same_output(_loaded_by_the_card(card, output.parent), expected)
 

@@ -653,6 +653,8 @@ SOURCES[("cifar", "swav")] = {
     "loss.params.sinkhorn_iterations": (3, "solo/methods/swav.py:103: sk_iters default"),
     "loss.method_params.prototypes": (3000, "swav.yaml:22"),
     "loss.method_params.freeze_prototypes_epochs": (2, "swav.yaml:24; solo/methods/swav.py:239-242"),
+    "loss.method_params.queue_size": (3840, "swav.yaml:20"),
+    "loss.method_params.epoch_queue_starts": (50, "swav.yaml:23; solo/methods/swav.py:174-181"),
     "loss.scale": (1.0, "solo/losses/swav.py:47: the mean over (code, prediction) pairs"),
     "augmentation.local_crops": (None, "augmentations/symmetric.yaml:22: num_crops 2"),
     **views(view(jitter=(0.8, 0.8, 0.8, 0.2), blur=0.5), where="augmentations/symmetric.yaml:1-21"),
@@ -684,6 +686,7 @@ SOURCES[("imagenet", "swav")] = {
     "loss.params.epsilon": (0.05, "swav_800ep_pretrain.sh --epsilon 0.05"),
     "loss.params.sinkhorn_iterations": (3, "swav_800ep_pretrain.sh --sinkhorn_iterations 3"),
     "loss.method_params.prototypes": (3000, "swav_800ep_pretrain.sh --nmb_prototypes 3000"),
+    "loss.method_params.queue_size": (0, "swav_800ep_pretrain.sh --queue_length 0"),
     "loss.method_params.freeze_prototypes_epochs": (
         313 / 312,
         "swav_800ep_pretrain.sh --freeze_prototypes_niters 313; 312 steps an epoch at batch 4096",

@@ -15,6 +15,7 @@ from ssl_bench.data.augment import LocalCropAugmentation, LocalCrops, ViewPairAu
 from ssl_bench.data.images import TensorImages
 from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.errors import UsageError
+from ssl_bench.methods import swav as swav_module
 from ssl_bench.methods.swav import sinkhorn_codes, swav_loss
 from ssl_bench.recipes import resolve_config
 from ssl_bench.run.record import Run
@@ -25,20 +26,31 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 
 
-def official_swav(scores: list[torch.Tensor], global_crops: int, temperature: float, epsilon: float, iters: int):
-    """main_swav.py ``train`` and ``distributed_sinkhorn`` (one process), written out with loops."""
+def official_swav(
+    scores: list[torch.Tensor],
+    global_crops: int,
+    temperature: float,
+    epsilon: float,
+    iters: int,
+    queue_scores: list[torch.Tensor] | None = None,
+):
+    """main_swav.py ``train`` and ``distributed_sinkhorn`` (one process), written out with loops;
+    ``queue_scores``: each global crop's queue times the prototypes, put before its batch and
+    cut off the codes again (``torch.cat((torch.mm(queue[i], ...), out))``, ``[-bs:]``)."""
     bs = scores[0].shape[0]
     output = torch.cat(scores)
     loss = 0.0
     for crop_id in range(global_crops):
         out = output[bs * crop_id : bs * (crop_id + 1)].detach()
+        if queue_scores is not None:
+            out = torch.cat((queue_scores[crop_id], out))
         q_mat = torch.exp(out / epsilon).t()
         b, k = q_mat.shape[1], q_mat.shape[0]
         q_mat = q_mat / q_mat.sum()
         for _ in range(iters):
             q_mat = q_mat / q_mat.sum(dim=1, keepdim=True) / k
             q_mat = q_mat / q_mat.sum(dim=0, keepdim=True) / b
-        q = (q_mat * b).t()
+        q = (q_mat * b).t()[-bs:]
         subloss = 0.0
         for v in range(len(scores)):
             if v == crop_id:
@@ -65,6 +77,46 @@ def test_matches_the_official_loss_and_its_gradient(local, temperature, epsilon,
     torch.testing.assert_close(ours, reference, rtol=1e-12, atol=0)
     for got, want in zip(torch.autograd.grad(ours, scores), torch.autograd.grad(reference, scores), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
+
+
+def test_a_queue_joins_the_sinkhorn_batch_as_in_the_official_code():
+    scores = [s.requires_grad_() for s in _scores(3)]
+    queue = [s.detach() for s in _scores(2, b=9, seed=5)]
+    ours = swav_loss(scores[:2], scores[2:], 0.1, 0.05, 3, queue_scores=queue)
+    reference = official_swav(scores, 2, 0.1, 0.05, 3, queue_scores=queue)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=0)
+    for got, want in zip(torch.autograd.grad(ours, scores), torch.autograd.grad(reference, scores), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
+    assert not torch.isclose(ours, swav_loss(scores[:2], scores[2:], 0.1, 0.05, 3))  # the queue changes the codes
+
+
+def test_the_queue_fills_from_the_first_step_and_joins_the_codes_from_its_epoch():
+    queue_settings = ["method_params.queue_size=10", "method_params.epoch_queue_starts=1"]
+    config = resolve_config("swav", "fashion-mnist", settings=[*SMALL_SWAV, *queue_settings])
+    torch.manual_seed(0)
+    method = build_method(config).double()
+    weight = method.prototypes.weight
+    g = torch.Generator().manual_seed(2)
+    earlier = torch.zeros(2, 10, 8, dtype=torch.float64)  # solo-learn's: zeros, newest rows first
+    steps_per_epoch = 2  # the queue joins at step 2
+    for step in range(4):
+        z = [torch.randn(4, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+        loss, _ = method.loss(*z)
+        scores = [F.normalize(x, dim=1) @ weight.T for x in z]
+        queue = [earlier[i] @ weight.T for i in range(2)] if step >= 2 else None
+        torch.testing.assert_close(loss, official_swav(scores, 2, 0.1, 0.05, 3, queue), rtol=1e-12, atol=0)
+        method.before_optimizer_step(step, steps_per_epoch)
+        earlier = torch.cat([torch.stack([F.normalize(x, dim=1) for x in z]), earlier], dim=1)[:, :10]
+        torch.testing.assert_close(method.queue, earlier, rtol=0, atol=0)
+    method.eval()  # evaluation never enqueues
+    method.loss(*z)
+    torch.testing.assert_close(method.queue, earlier, rtol=0, atol=0)
+
+
+def test_each_rank_must_keep_an_equal_share_of_the_queue(monkeypatch):
+    monkeypatch.setattr(swav_module, "world_size", lambda: 3)
+    with pytest.raises(UsageError, match="multiple of the 3 ranks"):
+        build_method(resolve_config("swav", "fashion-mnist", settings=[*SMALL_SWAV, "method_params.queue_size=10"]))
 
 
 def test_codes_are_assignments_that_share_the_prototypes_out():
@@ -100,10 +152,11 @@ def test_gradcheck_through_the_predicting_crops():
     assert torch.autograd.gradcheck(lambda *s: swav_loss(scores[:2], s, 0.3, 0.2, 2), local)
 
 
+SMALL_SWAV = ["projector=16,8", "method_params.prototypes=6", "image_size=16"]
+
+
 def _method(**settings: str):
-    config = resolve_config(
-        "swav", "fashion-mnist", settings=["projector=16,8", "method_params.prototypes=6", "image_size=16"]
-    )
+    config = resolve_config("swav", "fashion-mnist", settings=SMALL_SWAV)
     for key, value in settings.items():
         setattr(config, key, value)
     torch.manual_seed(0)
@@ -184,7 +237,14 @@ def test_multi_crop_is_a_recipe_field_checked_at_config_time(tmp_path):
 
 
 def test_a_crashed_multi_crop_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path: Path, monkeypatch):
-    swav = ["projector=16,8", "method_params.prototypes=6", "method_params.freeze_prototypes_epochs=0.5"]
+    # A queue of two batches, joining from step 2: the resumed run must carry it over.
+    swav = [
+        "projector=16,8",
+        "method_params.prototypes=6",
+        "method_params.freeze_prototypes_epochs=0.5",
+        "method_params.queue_size=32",
+        "method_params.epoch_queue_starts=0.5",
+    ]
     settings = [*TINY_RESUMABLE_RUN, *swav]
     config = resolve_config("swav", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, settings)
     config.local_crops = {**config.view_a, "count": 2, "size": 8, "crop_scale": [0.1, 0.4]}
@@ -206,6 +266,9 @@ def test_a_crashed_multi_crop_run_resumes_to_the_same_weights(fashion_root: Path
         ("loss.epsilon=0", "epsilon"),
         ("method_params.prototypes=0", "prototypes"),
         ("method_params.freeze_prototypes_epochs=-1", "freeze_prototypes_epochs"),
+        ("method_params.queue_size=1.5", "queue_size"),
+        ("method_params.queue_size=-2", "queue_size"),
+        ("method_params.epoch_queue_starts=-1", "epoch_queue_starts"),
     ],
 )
 def test_bad_parameters_are_usage_errors(setting, match):

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ssl_bench import __version__
-from ssl_bench.config import RunConfig
+from ssl_bench.config import LINEAR_LR_SCALING, LR_SCALING_FORMS, RunConfig
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.provenance import code_identity
 from ssl_bench.store.rundir import RunDir
@@ -156,7 +156,8 @@ def render_model_card(card: dict[str, Any]) -> str:
         "",
         f"- recipe: {recipe['source']}",
         f"- batch {config['batch_size']}, optimiser {config['optimizer']}, base lr {config['base_lr']:g} "
-        f"(lr = base lr x batch / 256), weight decay {config['weight_decay']:g}, "
+        f"(lr = {LR_SCALING_FORMS[config.get('lr_scaling', LINEAR_LR_SCALING)]}), "
+        f"weight decay {config['weight_decay']:g}, "
         f"{config['warmup_epochs']} warm-up epochs, projector {config['projector']}",
         f"- loss parameters: {json.dumps(config['loss'], sort_keys=True)}",
         *(f"- deviation, {name}: {why}" for name, why in sorted(recipe["deviations"].items())),

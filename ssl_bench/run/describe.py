@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.config import LINEAR_LR_SCALING, SQRT_LR_SCALING, RunConfig
+from ssl_bench.config import LR_SCALING_FORMS, RunConfig
 from ssl_bench.data.augment import BLUR_SIGMA, CROP_RATIO, blur_kernel_size, local_crops_of, view_pair
 from ssl_bench.data.datasets import dataset_info
 from ssl_bench.method import Method
@@ -29,7 +29,6 @@ CROP_INTERPOLATION = "bilinear, antialiased"
 SOLARIZE_THRESHOLD = 0.5  # of the [0, 1] range: PIL's 128 of 255
 PRECISIONS = {"auto": "bf16 autocast on CUDA, fp32 on CPU", "bf16": "bf16 autocast", "fp32": "fp32"}
 SCHEDULE_FORM = "per step: linear warmup from 0 to the peak at the last warmup step, then cosine"
-LR_SCALING_FORMS = {LINEAR_LR_SCALING: "base_lr x batch / 256", SQRT_LR_SCALING: "base_lr x sqrt(batch / 256)"}
 
 
 def layer_list(module: nn.Module) -> list[str]:
@@ -106,6 +105,8 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
     view_a, view_b = view_pair(config)
     local = local_crops_of(config.local_crops)
     info = dataset_info(config.dataset)
+    # The values the run takes, those the recipe leaves out at their defaults included.
+    method_params = {**method.optional_method_params(), **config.method_params}
     momentum = None
     if method.uses_momentum_target:
         base, final = method.method_params["momentum_base"], method.target_momentum(1, 1)  # tau at the last step
@@ -150,7 +151,7 @@ def describe_run(config: RunConfig) -> dict[str, Any]:
             "options": dict(config.predictor_options),
             "layers": layer_list(method.predictor),
         },
-        "loss": {"params": dict(config.loss), "scale": config.loss_scale, "method_params": dict(config.method_params)},
+        "loss": {"params": dict(config.loss), "scale": config.loss_scale, "method_params": method_params},
         "momentum_target": momentum,
         "optimizer": {"name": config.optimizer, "groups": _optimizer_groups(method, optimizer)},
         "schedule": {

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import LR_SCALING_FORMS, RunConfig
 from ssl_bench.data.datasets import balanced_subset, dataset_info, load_split
 from ssl_bench.data.images import ImageData
 from ssl_bench.data.loaders import TrainLoader
@@ -358,7 +358,8 @@ def pretrain(
         f"batch {config.batch_size}"
         + (f" ({trainer.local_batch} x {trainer.world_size} ranks)" if trainer.world_size > 1 else "")
         + f", lr {trainer.peak_lr:.4g} "
-        f"(base {config.base_lr:g} x batch / 256), {config.epochs} epochs on {trainer.device}"
+        f"({LR_SCALING_FORMS[config.lr_scaling].replace('base_lr', f'base {config.base_lr:g}')}), "
+        f"{config.epochs} epochs on {trainer.device}"
         + (f"; resuming at step {resumed_from}/{trainer.total_steps}" if resumed_from else "")
     )
     try:
