@@ -145,6 +145,9 @@ class BarlowTwins(Method):
     # True: the official code's DDP gradient, 1/world_size of the exact one (module docstring).
     loss_param_defaults = {"official_ddp_scale": False}
     projector_options = {"hidden_bias": False}  # main.py: every projector Linear without bias
+    # Multi-crop, an option of the harness (the paper trains on two views): with local crops the
+    # loss is averaged over each global crop's pairs (Method.crop_pairs_loss).
+    loss_over_crop_pairs = True
 
     @classmethod
     def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:

@@ -170,6 +170,9 @@ class SimCLR(Method):
     loss_param_defaults = {"objective": "nt_xent", "margin": 0.5}
     loss_param_choices = {"objective": OBJECTIVES}
     positive_loss_params = ("temperature",)  # the logits are divided by it
+    # Multi-crop, an option of the harness (the paper trains on two views): with local crops the
+    # loss is averaged over each global crop's pairs (Method.crop_pairs_loss).
+    loss_over_crop_pairs = True
 
     @classmethod
     def check_loss_params(cls, loss_params: Mapping[str, Any]) -> None:

@@ -152,6 +152,9 @@ class VICReg(Method):
     loss_param_names = ("sim_coeff", "std_coeff", "cov_coeff", "eps")
     loss_param_defaults = {"variance_form": "std"}
     loss_param_choices = {"variance_form": VARIANCE_FORMS}
+    # Multi-crop, an option of the harness (the paper trains on two views): with local crops the
+    # loss is averaged over each global crop's pairs (Method.crop_pairs_loss).
+    loss_over_crop_pairs = True
 
     def loss(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.loss_params

@@ -94,6 +94,13 @@ MUTATIONS = [
         ("tests/test_ddp.py",),
     ),
     Mutation(
+        "multicrop-pairs-of-globals-only",
+        "ssl_bench/method.py",
+        "for second in range(first + 1, len(crops))]",
+        "for second in range(first + 1, 2)]",
+        ("tests/test_swav.py",),
+    ),
+    Mutation(
         "multicrop-one-pass",
         "methods/swav.py",
         "    views_in_one_pass = True\n",

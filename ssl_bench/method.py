@@ -140,6 +140,10 @@ class Method(nn.Module):
     # Multi-crop: the run's small views (RunConfig.local_crops) go through the online backbone
     # and projector in one pass, and the loss gets their embeddings as ``z_local``, a list.
     uses_local_crops: ClassVar[bool] = False
+    # Multi-crop for a loss of two crops' embeddings alone (no predictor, target or z_local):
+    # with local crops, the harness takes the loss over every pair of a global crop with another
+    # crop, each pair once, and averages (Method.crop_pairs_loss). Without them, the two-view loss.
+    loss_over_crop_pairs: ClassVar[bool] = False
     # Both views through the backbone as one batch and every crop through the projector as one
     # (BatchNorm statistics over all of them), as the public multi-crop code runs them; False:
     # one pass per view.
@@ -307,6 +311,22 @@ class Method(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
+    @classmethod
+    def takes_local_crops(cls) -> bool:
+        """Whether a run of this method may have local crops (multi-crop)."""
+        return cls.uses_local_crops or cls.loss_over_crop_pairs
+
+    def crop_pairs_loss(self, crops: Sequence[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The two-view loss averaged over the pairs (global crop, other crop), each pair once:
+        (a, b), then each global crop with every local crop, 1 + 2 L pairs for L local crops.
+        ``crops``: the embeddings of the two global crops, then of the local ones. The terms are
+        averaged alike."""
+        pairs = [(first, second) for first in range(2) for second in range(first + 1, len(crops))]
+        results = [self.loss(crops[first], crops[second]) for first, second in pairs]
+        loss = torch.stack([value for value, _ in results]).mean()
+        terms = {name: torch.stack([t[name] for _, t in results]).mean() for name in results[0][1]}
+        return loss, terms
+
     def target_momentum(self, step: int, total_steps: int) -> float:
         """tau at ``step``: BYOL's cosine from ``method_params["momentum_base"]`` to
         ``method_params["momentum_final"]`` (1 unless given; :func:`cosine_momentum`)."""
@@ -354,7 +374,7 @@ class Method(nn.Module):
 
     def forward(self, x_a: Tensor, x_b: Tensor, local_views: Sequence[Tensor] = ()) -> StepOutput:
         both = self.online_sees_both_views
-        if local_views and not self.uses_local_crops:
+        if local_views and not self.takes_local_crops():
             raise ValueError(f"{self.name} takes two views, not local crops")
         # The small crops share one resolution: one backbone pass for all of them.
         h_local = self.backbone(torch.cat(list(local_views))) if local_views else None
@@ -387,13 +407,17 @@ class Method(nn.Module):
         # Losses run in float32 (or wider) even under bf16 autocast: their sums over large
         # batches and D x D statistics lose too much precision in 8-bit mantissas.
         with torch.autocast(z_a.device.type, enabled=False):
-            local = {"z_local": [at_least_fp32(z) for z in z_local]} if self.uses_local_crops else {}
-            loss, terms = self.loss(
-                at_least_fp32(z_a),
-                None if z_b is None else at_least_fp32(z_b),
-                **{key: at_least_fp32(value) for key, value in heads.items()},
-                **local,
-            )
+            if z_local and self.loss_over_crop_pairs:
+                assert z_b is not None
+                loss, terms = self.crop_pairs_loss([at_least_fp32(z) for z in (z_a, z_b, *z_local)])
+            else:
+                local = {"z_local": [at_least_fp32(z) for z in z_local]} if self.uses_local_crops else {}
+                loss, terms = self.loss(
+                    at_least_fp32(z_a),
+                    None if z_b is None else at_least_fp32(z_b),
+                    **{key: at_least_fp32(value) for key, value in heads.items()},
+                    **local,
+                )
         return StepOutput(
             # The recipe's loss scale (solo-learn's scale_loss, SimCLR's sum over both views):
             # under LARS it changes the steps of the parameters left out of the trust ratio.
@@ -447,6 +471,11 @@ def register_method(cls: type[Method]) -> type[Method]:
     if not cls.online_sees_both_views and not cls.uses_momentum_target:
         raise RegistrationError(
             f"{cls.__name__}: online_sees_both_views = False needs uses_momentum_target (view b goes to the target)"
+        )
+    if cls.loss_over_crop_pairs and (cls.uses_predictor or cls.uses_momentum_target or cls.uses_local_crops):
+        raise RegistrationError(
+            f"{cls.__name__}: loss_over_crop_pairs needs a loss of two embeddings alone "
+            "(no predictor, momentum target or uses_local_crops)"
         )
     existing = _REGISTRY.get(name)
     # Re-registering the same class (a module imported again) is fine; another class is a clash.

@@ -3,6 +3,7 @@ converted to the field's type (a loss parameter's to its default's type)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from collections.abc import Mapping
@@ -35,6 +36,10 @@ def apply_setting(config: RunConfig, setting: str) -> None:
     table, dot, name = key.partition(".")
     if dot and table in PARAMETER_TABLES:
         params = getattr(config, table)
+        if table == "local_crops" and not params and get_method(config.method).takes_local_crops():
+            # Multi-crop added to a row without it: the small crops start from view a's
+            # distribution; the settings must give their count and size (0 is refused).
+            params.update({**copy.deepcopy(config.view_a), "count": 0, "size": 0})
         # A loss or method parameter with a default (Method.loss_param_defaults,
         # Method.optional_method_params) may be set though the recipe left it out; at its default
         # it is not stored (the run is the default run).

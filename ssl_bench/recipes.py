@@ -269,9 +269,10 @@ def check_local_crops(config: RunConfig) -> None:
         crops = local_crops_of(config.local_crops)
     except (TypeError, ValueError) as error:
         raise UsageError(f"local crops of {config.method}: {error}") from None
-    if crops is not None and not get_method(config.method).uses_local_crops:
+    if crops is not None and not get_method(config.method).takes_local_crops():
         raise UsageError(
-            f"{config.method} takes two views; local_crops (multi-crop) go with methods that declare uses_local_crops"
+            f"{config.method} takes two views; local_crops (multi-crop) go with methods that declare "
+            "uses_local_crops or loss_over_crop_pairs"
         )
 
 

@@ -52,14 +52,15 @@ from ssl_bench.train.trainer import Trainer
 WORLD = 2
 GLOBAL_BATCH = 32
 STEPS = 2
-# (method, keep BatchNorm). simclr: negatives from the other rank; vicreg: variance and
+# (method, keep BatchNorm). simclr: negatives from the other rank, with two small crops per image
+# (multi-crop for a pair loss: the loss over each global crop's pairs); vicreg: variance and
 # covariance of the global batch, invariance local; mocov2: the keys of both ranks enqueued in
 # rank order (the queue is compared with the weights), the second step's negatives among them;
 # swav: Sinkhorn's sums over the global batch, two small crops per image through the same network,
 # and a queue of one global batch from the first step (each rank's own block, gathered: the queue
 # is compared with the weights), zeros in the first step's codes and the first batch in the second's.
 CASES = [("vicreg", False), ("simclr", False), ("mocov2", False), ("vicreg", True), ("swav", False)]
-SWAV_LOCAL_CROPS = {"count": 2, "size": 12, "crop_scale": [0.1, 0.4]}
+LOCAL_CROPS = {"count": 2, "size": 12, "crop_scale": [0.1, 0.4]}
 
 
 def _config(method: str, data_root: Path):
@@ -89,8 +90,8 @@ def _config(method: str, data_root: Path):
             "method_params.epoch_queue_starts=0",
         ]
     config = resolve_config(method, "fashion-mnist", {"epochs": 1, "data_root": str(data_root)}, settings)
-    if method == "swav":
-        config.local_crops = {**config.view_a, **SWAV_LOCAL_CROPS}
+    if method in ("swav", "simclr"):
+        config.local_crops = {**config.view_a, **LOCAL_CROPS}
     return config
 
 

@@ -1,5 +1,6 @@
 """SwAV and multi-crop: the loss against a float64 transcription of the official code, Sinkhorn's
-properties, the prototypes' rules, the small crops from loader to loss, and resume."""
+properties, the prototypes' rules and queue, the small crops from loader to loss (SwAV's and a
+pair loss's), and resume."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from ssl_bench.data.loaders import TrainLoader
 from ssl_bench.errors import UsageError
 from ssl_bench.methods import swav as swav_module
 from ssl_bench.methods.swav import sinkhorn_codes, swav_loss
+from ssl_bench.methods.vicreg import vicreg_loss
 from ssl_bench.recipes import resolve_config
+from ssl_bench.run.describe import describe_run
 from ssl_bench.run.record import Run
 from ssl_bench.train.assemble import build_method
 from ssl_bench.train.trainer import pretrain
@@ -200,9 +203,9 @@ def test_all_crops_share_the_heads_batch_statistics():
     alone = method(x_a, x_b).embedding
     with_local = method(x_a, x_b, local).embedding
     assert not torch.allclose(alone, with_local)
-    vicreg = build_method(resolve_config("vicreg", "fashion-mnist", settings=["projector=16,8"]))
+    byol = build_method(resolve_config("byol", "fashion-mnist", settings=["projector=16,8", "predictor=16,8"]))
     with pytest.raises(ValueError, match="local crops"):
-        vicreg(x_a, x_b, local)
+        byol(x_a, x_b, local)
 
 
 def test_local_crops_are_drawn_after_the_two_views_and_leave_them_unchanged():
@@ -229,9 +232,16 @@ def test_multi_crop_is_a_recipe_field_checked_at_config_time(tmp_path):
     assert imagenet.local_crops["count"] == 4 and imagenet.local_crops["size"] == 96
     with pytest.raises(UsageError, match="positive whole number"):
         resolve_config("swav", "imagenet", {"data_root": str(tmp_path)}, ["local_crops.count=0"])
-    # A two-view method's row has no local crops to set.
+    # A two-view method has no local crops to set.
     with pytest.raises(UsageError, match="local_crops parameter"):
-        resolve_config("vicreg", "imagenet", {"data_root": str(tmp_path)}, ["local_crops.count=2"])
+        resolve_config("byol", "imagenet", {"data_root": str(tmp_path)}, ["local_crops.count=2"])
+    # A pair loss's run may add them: drawn like view a, with the count and size the settings give.
+    crops = ["local_crops.count=2", "local_crops.size=96", "local_crops.crop_scale=0.05,0.14"]
+    vicreg = resolve_config("vicreg", "imagenet", {"data_root": str(tmp_path)}, crops)
+    assert vicreg.local_crops == {**vicreg.view_a, "count": 2, "size": 96, "crop_scale": [0.05, 0.14]}
+    assert describe_run(vicreg)["augmentation"]["local_crops"]["count"] == 2
+    with pytest.raises(UsageError, match="size must be a positive whole number"):
+        resolve_config("vicreg", "imagenet", {"data_root": str(tmp_path)}, crops[:1])
     # A two-view run's identity is what it was before multi-crop existed (the field is left out).
     assert "local_crops" not in resolve_config("vicreg", "fashion-mnist").to_dict()
 
@@ -257,6 +267,37 @@ def test_a_crashed_multi_crop_run_resumes_to_the_same_weights(fashion_root: Path
     config.local_crops = {}
     two_views = pretrain(Run.of(tmp_path / "two", config), progress=False, log=lambda _: None)
     assert two_views.final_loss != straight.final_loss
+
+
+def test_a_pair_loss_with_local_crops_is_averaged_over_each_global_crops_pairs():
+    config = resolve_config("vicreg", "fashion-mnist", settings=["projector=16,8", "image_size=16"])
+    torch.manual_seed(0)
+    method = build_method(config)
+    g = torch.Generator().manual_seed(3)
+    z = [torch.randn(6, 8, generator=g, dtype=torch.float64) for _ in range(4)]  # 2 global, 2 local
+    loss, terms = method.crop_pairs_loss(z)
+    p = config.loss
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3)]  # the local crops are not paired with each other
+    expected = [vicreg_loss(z[i], z[j], p["sim_coeff"], p["std_coeff"], p["cov_coeff"], p["eps"]) for i, j in pairs]
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-12, atol=0)
+    invariance = [F.mse_loss(z[i], z[j]) for i, j in pairs]
+    torch.testing.assert_close(terms["invariance"], torch.stack(invariance).mean(), rtol=1e-12, atol=0)
+    # Two crops alone: the two-view loss.
+    torch.testing.assert_close(method.crop_pairs_loss(z[:2])[0], expected[0], rtol=0, atol=0)
+    # The forward takes the small crops through the same network into the pairs.
+    x_a, x_b, local = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16), (torch.rand(4, 3, 8, 8),)
+    assert method(x_a, x_b, local).loss != method(x_a, x_b).loss
+
+
+def test_a_crashed_multi_crop_vicreg_run_resumes_to_the_same_weights(fashion_root: Path, tmp_path: Path, monkeypatch):
+    crops = ["local_crops.count=2", "local_crops.size=8", "local_crops.crop_scale=0.1,0.4"]
+    settings = [*TINY_RESUMABLE_RUN, "projector=16,8", *crops]
+    config = resolve_config("vicreg", "fashion-mnist", {"epochs": 2, "data_root": str(fashion_root)}, settings)
+    straight, resumed = straight_and_resumed(config, tmp_path, monkeypatch, crash_step=7)
+    assert resumed.resumed_from_step == 6 and resumed.final_loss == straight.final_loss
+    reference, state = final_method_state(straight), final_method_state(resumed)
+    for name in reference:
+        assert torch.equal(state[name], reference[name]), name
 
 
 @pytest.mark.parametrize(
