@@ -135,20 +135,18 @@ class TrainLoader:
         self.sampler = DistributedSampler(
             range(len(data)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
-        self.local_crops = local_crops
         if isinstance(data, TensorImages):
-            self.augmentation = augmentation
+            self.augmentation, self.local_crops = augmentation, local_crops
             self._two_crops = None
         elif isinstance(data, FolderImages):
+            # The workers cut every crop (FolderCrops); the augmentations do the rest on the device.
             self.augmentation = augmentation.without_crop()
+            self.local_crops = None if local_crops is None else local_crops.without_crop()
             scales = [config.crop_scale for config in augmentation.configs]
             on_device = decode_on_device and self.device.type == "cuda"
             sample_seed = functools.partial(_sample_seed, seed)
-            local = None
-            if local_crops is not None:
-                self.local_crops = local_crops.without_crop()
-                spec = local_crops.crops
-                local = (spec.count, spec.size, spec.view.crop_scale)
+            spec = None if local_crops is None else local_crops.crops
+            local = None if spec is None else (spec.count, spec.size, spec.view.crop_scale)
             self._two_crops = FolderCrops(
                 data, augmentation.image_size, scales, sample_seed, on_device=on_device, local=local
             )
