@@ -55,8 +55,17 @@ def config_of(root: Path, epochs: int = EPOCHS):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _terminal_signals() -> None:
+    # As a command started from a terminal takes them, whatever this process inherited: a shell
+    # starts background jobs with SIGINT ignored, and a run respects an ignored SIGINT.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, preexec_fn=_terminal_signals
+    )
 
 
 def interrupt_after(argv: list[str], marker: str, signum: int, delay: float = 0.0) -> tuple[int, str]:
