@@ -13,6 +13,7 @@ import torch
 from ssl_bench.data.augment import view_pair
 from ssl_bench.errors import UsageError
 from ssl_bench.launch.cli import main
+from ssl_bench.launch.tune import search_space
 from ssl_bench.recipes import load_recipe_table, resolve_config
 from ssl_bench.run.describe import describe_run, flat_view
 
@@ -79,6 +80,18 @@ def test_demo_rows_are_the_cifar_rows_scaled_down(method):
     assert demo.online_probe == "solo_learn"  # solo-learn's classifier, as the CIFAR rows
     # What documents the CIFAR row's source does not travel with it.
     assert demo.source.startswith("CPU demo") and demo.deviations == {}
+
+
+@pytest.mark.parametrize("method", sorted(load_recipe_table("fashion_mnist").methods))
+def test_every_demo_row_searches_the_same_span_around_its_optimizers_scale(method):
+    """Equal chances in `ssl-bench tune`: the same weight-decay space and a base_lr range of the same
+    width (40x on a log scale) that holds the CIFAR row's base_lr, so an Adam row (W-MSE, 2e-3) is
+    not searched at SGD's and LARS's scale, where every trial diverges."""
+    space = {dimension.key: dimension for dimension in search_space(method, "fashion-mnist")}
+    lr, decay = space["base_lr"], space["weight_decay"]
+    assert lr.log and lr.high / lr.low == pytest.approx(40)
+    assert lr.low <= load_recipe_table("cifar").methods[method].base_lr <= lr.high
+    assert (decay.low, decay.high, decay.log) == (1e-6, 1e-3, True)
 
 
 def test_set_reaches_views_and_heads():
