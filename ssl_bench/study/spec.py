@@ -53,8 +53,8 @@ Three more keys, for studies whose variants change how a run is trained rather t
     multiply = { epochs = 0.25, warmup_epochs = 0.25 }
     method_set = { vicreg = ["base_lr=0.1"] }
 
-- ``method_set`` (in ``[base]`` or a variant) maps a method of the study to overrides of its runs
-  alone, applied after the ``set`` beside it.
+- ``method_set`` (in ``[base]``, a scale or a variant) maps a method of the study to overrides of
+  its runs alone, applied after the ``set`` beside it.
 - ``multiply`` scales numeric config fields after every override (the base's, the scale's, the
   variant's and the command's ``--set``), so a variant can be relative to whatever the scale sets:
   a quarter of the scale's epochs. A whole-number field (``epochs``) must come out whole; a field
@@ -63,8 +63,8 @@ Three more keys, for studies whose variants change how a run is trained rather t
   rates are multiplied by when the run before diverged.
 
 The overrides of a run are applied in this order: the base's ``set``, the base's ``method_set``,
-the scale's ``set``, the variant's ``set``, the variant's ``method_set``, the command's ``--set``,
-then the variant's ``multiply``.
+the scale's ``set``, the scale's ``method_set``, the variant's ``set``, the variant's ``method_set``,
+the command's ``--set``, then the variant's ``multiply``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ from ssl_bench.recipes import resolve_config
 DEFAULT_MEASURES = ("linear_top1", "knn_top1")
 _TOP_KEYS = {"question", "reference", "measures", "base", "scales", "variants"}
 _BASE_KEYS = {"methods", "seeds", "set", "method_set", "lr_ladder"}
-_SCALE_KEYS = {"dataset", "set", "description", "smoke_test"}
+_SCALE_KEYS = {"dataset", "set", "description", "smoke_test", "method_set"}
 UNTRAINED = "untrained"  # the reserved variant name of the untrained network's runs
 _VARIANT_KEYS = {"description", "set", "features", "method_set", "multiply"}
 
@@ -124,6 +124,7 @@ class Scale:
     settings: tuple[str, ...]
     description: str = ""
     smoke_test: bool = False  # checks the machinery; too small to answer the question
+    method_settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # method -> its own overrides
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ class Study:
                     *self.settings,
                     *self.method_settings.get(method, ()),
                     *chosen.settings,
+                    *chosen.method_settings.get(method, ()),
                     *variant.settings,
                     *variant.method_settings.get(method, ()),
                     *extra_settings,
@@ -355,6 +357,7 @@ def load_study(name_or_path: str) -> Study:
             _strings(scale.get("set", []), f"{where} [scales.{name}] set"),
             str(scale.get("description", "")),
             _boolean(scale.get("smoke_test", False), f"{where} [scales.{name}] smoke_test"),
+            _method_settings(scale.get("method_set", {}), methods, f"{where} [scales.{name}] method_set"),
         )
         for name, scale in scales_table.items()
     }
