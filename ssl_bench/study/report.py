@@ -407,13 +407,7 @@ def render_markdown(study: Study, scale: str, table: pd.DataFrame, values: pd.Da
 def shared_overrides(study: Study, scale: str) -> list[str]:
     """The overrides every variant's runs share at ``scale``: the base's (each method's own as
     ``method:key=value``), then the scale's."""
-    chosen = study.scales[scale]
-    return [
-        *study.settings,
-        *method_words(study.method_settings),
-        *chosen.settings,
-        *method_words(chosen.method_settings),
-    ]
+    return [*study.settings, *method_words(study.method_settings), *study.scales[scale].override_words()]
 
 
 def ladder_lines(study: Study) -> list[str]:

@@ -126,6 +126,10 @@ class Scale:
     smoke_test: bool = False  # checks the machinery; too small to answer the question
     method_settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # method -> its own overrides
 
+    def override_words(self) -> list[str]:
+        """How a report shows the scale's overrides: its set, then each method's."""
+        return [*self.settings, *method_words(self.method_settings)]
+
 
 @dataclass(frozen=True)
 class StudyRun:
